@@ -1,0 +1,291 @@
+"""MSCNN-SPU-ATT: Peng, Lu, Pan, Liu, "Efficient Speech Emotion Recognition Using Multi-Scale CNN
+and Attention", ICASSP 2021. Section and equation numbers below are the paper's.
+
+    MFCC frames (B, 96, Ta) --MSCNN_a--> (B, 128, Ta) per kernel size --SPU--> e_max, e_avg, e_std
+    GloVe words (B, Tw, D)  --MSCNN_t--> h_k (B, Tw, 128*Kt)           --SPU--> text statistics
+                                          h_k, e_j --attention (eq. 4-6)--> S
+    [audio SPU (+ x-vector), text SPU, SWEM-max, SWEM-avg, S] --FC + dropout--> softmax
+
+Every batch carries lengths; padded frames and tokens never enter a statistic, a convolution
+output at a real position, or an attention weight, so an utterance scores the same alone and in
+a padded batch.
+
+One choice the paper leaves open: e_j (the audio statistics, 128*Ka wide) and h_k (128*Kt wide)
+need equal widths for e^T h_k. We map each context vector with its own learned matrix W_j,
+score_k = (W_j e_j)^T h_k / sqrt(d) - bilinear ("general") attention. The 1/sqrt(d) is a fixed
+rescaling of W_j, so the function class is exactly the paper's; it only keeps the softmax out of
+saturation at initialisation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from .audio import FeatureParams
+from .text import DEFAULT_EMBEDDINGS
+
+LABELS = ("angry", "happy", "sad", "neutral")
+STATISTICS = ("max", "avg", "std")  # the SPU's three views, in the paper's order (eq. 3)
+
+
+@dataclass
+class ModelConfig:
+    """Sizes, Table 2 switches and everything inference needs besides weights (-> config.json)."""
+
+    labels: tuple = LABELS
+    n_audio_features: int = 96  # 32 MFCC + delta + delta-delta (4.2)
+    n_word_features: int = 50  # GloVe width: 50 offline default, 300 in the paper
+    n_speaker_features: int = 512  # x-vector width
+    audio_kernel_sizes: tuple = (3, 5, 7, 9)  # frames; the paper's sizes are a setting here
+    text_kernel_sizes: tuple = (1, 2, 3)  # tokens
+    n_filters: int = 128  # 3.1: 128 filters per kernel size
+    n_hidden: int = 128  # width of the reduction layer (3.4)
+    dropout: float = 0.3
+    # Table 2 switches and the single-modality models
+    use_audio: bool = True
+    use_text: bool = True
+    use_speaker: bool = False  # x-vector; off by default (weights need a download)
+    audio_pooling: str = "spu"  # "spu" (max, avg, std) or "max" ("w/o audio SPU")
+    text_pooling: str = "spu"  # "spu" or "max" ("w/o text SPU")
+    use_swem: bool = True
+    use_attention: bool = True
+    # Inference-side settings, stored so that a checkpoint describes itself
+    feature_params: dict = field(default_factory=lambda: FeatureParams().to_dict())
+    normalizer: Optional[dict] = None  # {"mean": [...], "std": [...]} of training frames
+    embeddings: str = DEFAULT_EMBEDDINGS
+    speaker_model: Optional[str] = None  # local folder or Hub id of a speechbrain x-vector
+
+    def __post_init__(self):
+        # JSON gives lists back; tuples keep configs hashable and comparable.
+        self.labels = tuple(self.labels)
+        self.audio_kernel_sizes = tuple(self.audio_kernel_sizes)
+        self.text_kernel_sizes = tuple(self.text_kernel_sizes)
+        if not (self.use_audio or self.use_text):
+            raise ValueError("a model needs audio, text or both")
+        for name in ("audio_pooling", "text_pooling"):
+            if getattr(self, name) not in ("spu", "max"):
+                raise ValueError(f"{name} must be 'spu' or 'max', got {getattr(self, name)!r}")
+        if self.use_speaker and not self.use_audio:
+            raise ValueError("the speaker embedding belongs to the audio branch: use_audio=True")
+
+    @property
+    def attends(self) -> bool:
+        """Attention needs audio context vectors and text positions (3.3)."""
+        return self.use_attention and self.use_audio and self.use_text
+
+    @property
+    def audio_statistics(self) -> tuple:
+        return STATISTICS if self.audio_pooling == "spu" else ("max",)
+
+    @property
+    def text_statistics(self) -> tuple:
+        return STATISTICS if self.text_pooling == "spu" else ("max",)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def lengths_to_mask(lengths: Tensor, max_len: int) -> Tensor:
+    """(B,) lengths -> (B, T) boolean mask, True on real positions."""
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+class MSCNN(nn.Module):
+    """3.1, eq. 1-2: one convolution per kernel size s, spanning s steps and all input features,
+    128 filters, centred ("same") padding, ReLU. Input (B, C, T) -> list of (B, 128, T)."""
+
+    def __init__(self, n_inputs: int, kernel_sizes: tuple, n_filters: int):
+        super().__init__()
+        self.kernel_sizes = kernel_sizes
+        self.convs = nn.ModuleList(nn.Conv1d(n_inputs, n_filters, s) for s in kernel_sizes)
+
+    def forward(self, x: Tensor, mask: Tensor) -> list[Tensor]:
+        # Zeroed padding equals the zero padding a lone utterance gets, so real positions match.
+        x = x * mask[:, None, :]
+        maps = []
+        for s, conv in zip(self.kernel_sizes, self.convs):
+            left = (s - 1) // 2  # "same" padding; an even kernel puts its extra step on the right
+            maps.append(F.relu(conv(F.pad(x, (left, s - 1 - left)))))
+        return maps
+
+
+def statistical_pooling(x: Tensor, mask: Tensor, statistics: tuple = STATISTICS) -> Tensor:
+    """3.2, eq. 3 (SPU): max, mean and std over real time steps. (B, C, T) -> (B, n_stats, C).
+
+    An empty sequence (length 0, e.g. no transcript) pools to zeros rather than NaN."""
+    m = mask[:, None, :].to(x.dtype)
+    count = m.sum(-1)  # (B, 1)
+    safe_count = count.clamp_min(1.0)
+    pooled = []
+    for stat in statistics:
+        if stat == "max":
+            value = x.masked_fill(~mask[:, None, :], float("-inf")).amax(-1)
+            value = torch.where(count > 0, value, torch.zeros_like(value))
+        elif stat == "avg":
+            value = (x * m).sum(-1) / safe_count
+        else:  # population std; the floor keeps sqrt's gradient finite at zero variance
+            mean = (x * m).sum(-1, keepdim=True) / safe_count[..., None]
+            var = (((x - mean) * m) ** 2).sum(-1) / safe_count
+            value = var.clamp_min(1e-10).sqrt() * (count > 0)
+        pooled.append(value)
+    return torch.stack(pooled, dim=1)
+
+
+class ContextAttention(nn.Module):
+    """3.3, eq. 4-6: each audio statistic e_j attends over the text MSCNN outputs h_k:
+    s_k^j = softmax_k(e_j^T h_k) (eq. 4-5, with the W_j projection above), S = concat_j sum_k s_k^j h_k (eq. 6)."""
+
+    def __init__(self, n_context: int, n_keys: int, statistics: tuple):
+        super().__init__()
+        self.statistics = statistics
+        self.project = nn.ModuleList(nn.Linear(n_context, n_keys, bias=False) for _ in statistics)
+        self.scale = 1.0 / math.sqrt(n_keys)
+
+    def forward(self, contexts: Tensor, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """contexts (B, n_stats, n_context), h (B, T, n_keys), mask (B, T) ->
+        S (B, n_stats * n_keys) and weights (B, n_stats, T), zero on padding."""
+        queries = torch.stack([w(contexts[:, j]) for j, w in enumerate(self.project)], dim=1)
+        scores = torch.einsum("bjd,btd->bjt", queries, h) * self.scale  # e^T h_k (eq. 4)
+        scores = scores.masked_fill(~mask[:, None, :], -1e9)
+        weights = scores.softmax(-1) * mask[:, None, :]  # eq. 5; all-zero when there are no words
+        attended = torch.einsum("bjt,btd->bjd", weights, h)  # sum_k s_k h_k (eq. 6)
+        return attended.flatten(1), weights
+
+
+@dataclass
+class ModelOutput:
+    logits: Tensor  # (B, n_labels)
+    audio_statistics: Optional[Tensor] = None  # (B, Ka, n_stats, n_filters)
+    text_statistics: Optional[Tensor] = None  # (B, Kt, n_stats, n_filters)
+    attention: Optional[Tensor] = None  # (B, n_audio_stats, Tw)
+
+
+class MSCNN_SPU_ATT(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="ser-demo",
+    tags=["speech-emotion-recognition", "audio-classification", "mscnn-spu-att"],
+    repo_url="https://github.com/ser-demo/ser-demo",
+    license="cc-by-nc-sa-4.0",
+):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = c = config
+        features = 0
+        if c.use_audio:
+            self.audio_cnn = MSCNN(c.n_audio_features, c.audio_kernel_sizes, c.n_filters)
+            features += len(c.audio_statistics) * c.n_filters * len(c.audio_kernel_sizes)
+            features += c.n_speaker_features if c.use_speaker else 0
+        if c.use_text:
+            self.text_cnn = MSCNN(c.n_word_features, c.text_kernel_sizes, c.n_filters)
+            features += len(c.text_statistics) * c.n_filters * len(c.text_kernel_sizes)
+            features += 2 * c.n_word_features if c.use_swem else 0
+        if c.attends:
+            n_keys = c.n_filters * len(c.text_kernel_sizes)
+            n_context = c.n_filters * len(c.audio_kernel_sizes)
+            self.attention = ContextAttention(n_context, n_keys, c.audio_statistics)
+            features += len(c.audio_statistics) * n_keys
+        self.n_fused_features = features
+        # 3.4: the fused vector is reduced by a fully connected layer (dropout 0.3), then softmax.
+        self.classifier = nn.Sequential(
+            nn.Dropout(c.dropout),
+            nn.Linear(features, c.n_hidden),
+            nn.ReLU(),
+            nn.Dropout(c.dropout),
+            nn.Linear(c.n_hidden, len(c.labels)),
+        )
+
+    def forward(
+        self,
+        mfcc: Optional[Tensor] = None,  # (B, 96, Ta), normalised
+        audio_lengths: Optional[Tensor] = None,  # (B,) frames; 0 = no audio
+        words: Optional[Tensor] = None,  # (B, Tw, D) word vectors
+        word_lengths: Optional[Tensor] = None,  # (B,) tokens; 0 = no transcript
+        speaker: Optional[Tensor] = None,  # (B, n_speaker_features)
+    ) -> ModelOutput:
+        c = self.config
+        fused, out = [], ModelOutput(logits=torch.empty(0))
+        if c.use_audio:
+            audio_mask = lengths_to_mask(audio_lengths, mfcc.shape[-1])
+            audio_maps = self.audio_cnn(mfcc, audio_mask)
+            # (B, Ka, n_stats, F): SPU per kernel size (eq. 3)
+            out.audio_statistics = torch.stack(
+                [statistical_pooling(a, audio_mask, c.audio_statistics) for a in audio_maps], 1
+            )
+            fused.append(out.audio_statistics.transpose(1, 2).flatten(1))
+            if c.use_speaker:
+                fused.append(speaker)
+        if c.use_text:
+            word_mask = lengths_to_mask(word_lengths, words.shape[1])
+            text_maps = self.text_cnn(words.transpose(1, 2), word_mask)
+            out.text_statistics = torch.stack(
+                [statistical_pooling(t, word_mask, c.text_statistics) for t in text_maps], 1
+            )
+            fused.append(out.text_statistics.transpose(1, 2).flatten(1))
+            if c.use_swem:  # SWEM-max and SWEM-avg of the raw word embeddings
+                swem = statistical_pooling(words.transpose(1, 2), word_mask, ("max", "avg"))
+                fused.append(swem.flatten(1))
+        if c.attends:
+            # Context vectors e_j: one per audio statistic, over all kernel sizes.
+            contexts = out.audio_statistics.transpose(1, 2).flatten(2)  # (B, n_stats, Ka*F)
+            h = torch.cat(text_maps, dim=1).transpose(1, 2)  # h_k: (B, Tw, Kt*F)
+            attended, out.attention = self.attention(contexts, h, word_mask)
+            fused.append(attended)
+        out.logits = self.classifier(torch.cat(fused, dim=-1))
+        return out
+
+    # --- checkpoints: safetensors + config.json, never pickle ----------------------------------
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id, revision, cache_dir, force_download,
+                         local_files_only, token, map_location="cpu", strict=True, **model_kwargs):
+        config = model_kwargs.pop("config")
+        if isinstance(config, dict):
+            config = ModelConfig(**{k: v for k, v in config.items() if k in _CONFIG_FIELDS})
+        model = cls(config, **model_kwargs)
+        if Path(model_id).is_dir():
+            weights_file = Path(model_id) / "model.safetensors"
+            if not weights_file.is_file():
+                raise FileNotFoundError(f"{model_id} has no model.safetensors")
+        else:
+            weights_file = hf_hub_download(
+                model_id, "model.safetensors", revision=revision, cache_dir=cache_dir,
+                force_download=force_download, token=token, local_files_only=local_files_only,
+            )
+        state = load_file(str(weights_file), device=str(map_location))
+        check_state_matches(model, state, source=str(model_id))
+        model.load_state_dict(state, strict=True)
+        return model.eval()
+
+
+_CONFIG_FIELDS = {f.name for f in fields(ModelConfig)}
+
+
+class CheckpointMismatchError(ValueError):
+    pass
+
+
+def check_state_matches(model: nn.Module, state: dict, source: str) -> None:
+    """Raise one readable error listing every tensor that the config and the weights disagree on."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    problems = [f"missing from weights: {k} {expected[k]}" for k in sorted(expected.keys() - found.keys())]
+    problems += [f"not expected by config: {k} {found[k]}" for k in sorted(found.keys() - expected.keys())]
+    problems += [
+        f"shape of {k}: config gives {expected[k]}, weights have {found[k]}"
+        for k in sorted(expected.keys() & found.keys())
+        if expected[k] != found[k]
+    ]
+    if problems:
+        raise CheckpointMismatchError(
+            f"config.json of {source} does not match its model.safetensors:\n  " + "\n  ".join(problems)
+        )

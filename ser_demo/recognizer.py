@@ -1,0 +1,224 @@
+"""From a recording (and optionally its transcript) to an emotion, with everything worth drawing.
+
+`EmotionRecognizer` composes the library: ingestion -> (Whisper) -> MFCC + GloVe -> MSCNN-SPU-ATT.
+It holds no UI code; the app and the command line only call `predict`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .audio import FeatureParams, Normalizer, mfcc_features
+from .model import MSCNN_SPU_ATT, ModelConfig, ModelOutput
+from .text import Tokens, load_word_vectors
+
+# The checkpoint trained by `train/` and committed with the project; SER_CHECKPOINT overrides.
+BUNDLED_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "mscnn-spu-att-en-4class"
+MODALITIES = ("both", "audio", "text")
+
+
+def default_checkpoint() -> Optional[str]:
+    if os.environ.get("SER_CHECKPOINT"):
+        return os.environ["SER_CHECKPOINT"]
+    return str(BUNDLED_CHECKPOINT) if (BUNDLED_CHECKPOINT / "model.safetensors").is_file() else None
+
+
+class PredictionError(ValueError):
+    """A request the model cannot answer (e.g. text-only with no words); the message says why."""
+
+
+@dataclass
+class Prediction:
+    label: str
+    probabilities: dict[str, float]
+    modality: str
+    transcript: Optional[str]
+    tokens: list[str]
+    known: list[bool]  # False where GloVe has no vector for the token (zero vector used)
+    mfcc: Optional[np.ndarray]  # (96, frames), before normalisation
+    frame_seconds: float  # hop between MFCC frames
+    kernel_sizes: tuple
+    statistics: tuple  # names of the audio SPU statistics, e.g. ("max", "avg", "std")
+    audio_statistics: Optional[np.ndarray]  # (Ka, n_stats, n_filters)
+    attention: dict[str, list[float]]  # audio statistic -> weight of every token
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    words: list = field(default_factory=list)  # ASR word timestamps, when the ASR gave them
+    notes: list[str] = field(default_factory=list)  # what the user should know (unknown words, ...)
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (the command line prints it)."""
+        spu = None
+        if self.audio_statistics is not None:
+            spu = {
+                f"kernel_{k}": {s: self.audio_statistics[i, j].tolist() for j, s in enumerate(self.statistics)}
+                for i, k in enumerate(self.kernel_sizes)
+            }
+        return {
+            "label": self.label,
+            "probabilities": self.probabilities,
+            "modality": self.modality,
+            "transcript": self.transcript,
+            "tokens": self.tokens,
+            "unknown_tokens": [t for t, k in zip(self.tokens, self.known) if not k],
+            "attention": self.attention,
+            "audio_spu": spu,
+            "mfcc_shape": list(self.mfcc.shape) if self.mfcc is not None else None,
+            "words": [vars(w) if hasattr(w, "__dict__") else w for w in self.words],
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "notes": self.notes,
+        }
+
+
+@dataclass
+class ModelInputs:
+    """One utterance, ready for the model (a batch of one) - shared with the explanation module."""
+
+    mfcc: Optional[np.ndarray]  # raw (96, frames)
+    tokens: Tokens
+    batch: dict[str, torch.Tensor]
+
+
+class EmotionRecognizer:
+    def __init__(self, model: MSCNN_SPU_ATT, word_vectors=None, speaker_embedder=None, transcriber=None):
+        self.model = model.eval()
+        self.config: ModelConfig = model.config
+        self.feature_params = FeatureParams(**self.config.feature_params)
+        n = self.config.n_audio_features
+        self.normalizer = (
+            Normalizer.from_dict(self.config.normalizer) if self.config.normalizer else Normalizer.identity(n)
+        )
+        if self.config.use_text and word_vectors is None:
+            word_vectors = load_word_vectors(self.config.embeddings)
+        if word_vectors is not None and word_vectors.dim != self.config.n_word_features:
+            raise ValueError(
+                f"the model expects {self.config.n_word_features}-d word vectors, "
+                f"{word_vectors.source} has {word_vectors.dim}"
+            )
+        self.word_vectors = word_vectors
+        if self.config.use_speaker and speaker_embedder is None:
+            from .speaker import SpeakerEmbedder
+
+            speaker_embedder = SpeakerEmbedder.from_pretrained(self.config.speaker_model)
+        self.speaker_embedder = speaker_embedder
+        self.transcriber = transcriber
+
+    @classmethod
+    def from_pretrained(cls, checkpoint: Optional[str] = None, *, transcriber=None, **hub_kwargs) -> "EmotionRecognizer":
+        """Load a local folder, a Hub repo id, or (None) the bundled checkpoint."""
+        checkpoint = checkpoint or default_checkpoint()
+        if checkpoint is None:
+            raise FileNotFoundError(
+                "no checkpoint given and none bundled yet: pass --checkpoint DIR_OR_REPO (or set SER_CHECKPOINT)"
+            )
+        return cls(MSCNN_SPU_ATT.from_pretrained(checkpoint, **hub_kwargs), transcriber=transcriber)
+
+    @property
+    def labels(self) -> tuple:
+        return self.config.labels
+
+    def supported_modalities(self) -> tuple:
+        c = self.config
+        if c.use_audio and c.use_text:
+            return MODALITIES
+        return ("audio",) if c.use_audio else ("text",)
+
+    # --- stages ----------------------------------------------------------------------------
+
+    def prepare(self, audio: Optional[np.ndarray], transcript: Optional[str], modality: str = "both") -> ModelInputs:
+        """Features of one utterance as a batch of one. `audio` is float32 16 kHz mono (ingested)."""
+        c = self.config
+        if modality not in self.supported_modalities():
+            raise PredictionError(
+                f"this checkpoint supports {', '.join(self.supported_modalities())}, not {modality!r}"
+            )
+        use_audio = c.use_audio and modality in ("both", "audio")
+        use_text = c.use_text and modality in ("both", "text")
+        if use_audio and audio is None:
+            raise PredictionError("this mode needs audio: record or upload a clip")
+        mfcc = mfcc_features(audio, self.feature_params) if use_audio else None
+        tokens = self.word_vectors.encode(transcript if use_text else None) if c.use_text else Tokens([], np.zeros((0, 0), np.float32), [])
+        if modality == "text" and not tokens.words:
+            raise PredictionError("text-only mode needs a transcript with at least one word")
+        batch: dict[str, torch.Tensor] = {}
+        if c.use_audio:
+            frames = self.normalizer(mfcc) if mfcc is not None else np.zeros((c.n_audio_features, 1), np.float32)
+            batch["mfcc"] = torch.from_numpy(frames)[None]
+            batch["audio_lengths"] = torch.tensor([mfcc.shape[1] if mfcc is not None else 0])
+            if c.use_speaker:
+                emb = self.speaker_embedder.embed(audio) if use_audio else np.zeros(c.n_speaker_features, np.float32)
+                batch["speaker"] = torch.as_tensor(emb, dtype=torch.float32)[None]
+        if c.use_text:
+            vectors = tokens.vectors if tokens.words else np.zeros((1, c.n_word_features), np.float32)
+            batch["words"] = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))[None]
+            batch["word_lengths"] = torch.tensor([len(tokens.words)])
+        return ModelInputs(mfcc, tokens, batch)
+
+    @torch.no_grad()
+    def forward(self, inputs: ModelInputs) -> tuple[np.ndarray, ModelOutput]:
+        out = self.model(**inputs.batch)
+        return out.logits.softmax(-1)[0].numpy(), out
+
+    def predict(
+        self,
+        audio=None,
+        sample_rate: Optional[int] = None,
+        transcript: Optional[str] = None,
+        *,
+        modality: str = "both",
+        max_seconds: Optional[float] = 30.0,
+    ) -> Prediction:
+        """Classify one utterance. `audio`: a path, a Gradio (rate, array) pair, or an array with
+        `sample_rate`. `transcript=None` asks the transcriber (if any) to fill it in."""
+        timings, notes, words = {}, [], []
+        start = time.perf_counter()
+        waveform = None
+        if audio is not None and modality != "text":
+            from .ingest import load_audio
+
+            waveform = load_audio(audio, sample_rate, max_seconds=max_seconds)
+            timings["ingest"] = time.perf_counter() - start
+        if transcript is None and self.config.use_text and modality != "audio":
+            if self.transcriber is not None and waveform is not None:
+                t = time.perf_counter()
+                result = self.transcriber.transcribe(waveform)
+                transcript, words = result.text, list(result.words)
+                timings["asr"] = time.perf_counter() - t
+            else:
+                notes.append("no transcript: the text branch saw an empty sentence")
+        t = time.perf_counter()
+        inputs = self.prepare(waveform, transcript, modality)
+        timings["features"] = time.perf_counter() - t
+        t = time.perf_counter()
+        probs, out = self.forward(inputs)
+        timings["model"] = time.perf_counter() - t
+        timings["total"] = time.perf_counter() - start
+        if inputs.tokens.unknown_words:
+            notes.append("words without a GloVe vector (zero vector used): " + ", ".join(inputs.tokens.unknown_words))
+        c = self.config
+        attention = {}
+        if out.attention is not None and inputs.tokens.words:
+            attention = {s: out.attention[0, j].tolist() for j, s in enumerate(c.audio_statistics)}
+        return Prediction(
+            label=c.labels[int(probs.argmax())],
+            probabilities={label: float(p) for label, p in zip(c.labels, probs)},
+            modality=modality,
+            transcript=transcript,
+            tokens=inputs.tokens.words,
+            known=inputs.tokens.known,
+            mfcc=inputs.mfcc,
+            frame_seconds=self.feature_params.hop_length / self.feature_params.sample_rate,
+            kernel_sizes=c.audio_kernel_sizes,
+            statistics=c.audio_statistics,
+            audio_statistics=out.audio_statistics[0].numpy() if out.audio_statistics is not None and inputs.mfcc is not None else None,
+            attention=attention,
+            timings=timings,
+            words=words,
+            notes=notes,
+        )

@@ -1,0 +1,1 @@
+"""Training recipe for MSCNN-SPU-ATT: data preparation, protocols, caching, reports and publishing."""

@@ -1,0 +1,628 @@
+"""Corpus adapters: each reads one corpus in its own release layout and yields labelled utterances.
+
+Every loader returns ``(items, LoadReport)``: the items mapped onto the paper's four classes
+(``LABELS``), and a report of how many were kept and how many were dropped, by reason (an
+emotion outside the four, a file name that does not parse, a missing audio file). Nothing is
+dropped silently.
+
+Audio corpora yield :class:`Utterance` (audio path, transcript, label, speaker, corpus), text
+corpora yield :class:`TextSample`. Transcripts are the corpus's own ("ground truth"); the paper's
+ASR setting replaces them with :func:`transcripts_for`, which runs a speech recogniser once per
+audio file and model and caches the text.
+
+Data preparation only: no features, no model. Audio is read only by :func:`transcripts_for`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from ser_demo.audio import SAMPLE_RATE
+
+from train.cache import file_sha256
+
+LABELS = ("angry", "happy", "sad", "neutral")
+AUDIO_EXTENSIONS = (".wav", ".flac")
+
+
+@dataclass(frozen=True)
+class Utterance:
+    audio_path: Path | None  # None: a text-only item (e.g. a manifest row without audio)
+    transcript: str | None  # the corpus's own transcript; None when the corpus has none
+    label: str  # one of LABELS
+    speaker: str  # unique across the corpus, e.g. "Ses01F", "ravdess_01"
+    corpus: str
+    utterance_id: str
+    session: str | None = None  # IEMOCAP session ("Ses01"), for leave-one-session-out
+
+
+@dataclass
+class TextSample:
+    text: str
+    label: str  # one of LABELS
+    corpus: str
+
+
+@dataclass
+class LoadReport:
+    kept: int
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> count
+    corpus: str = ""
+
+    @property
+    def total(self) -> int:
+        return self.kept + sum(self.dropped.values())
+
+    def label_counts(self, items: Iterable[Utterance | TextSample]) -> dict[str, int]:
+        counts = {label: 0 for label in LABELS}
+        for item in items:
+            counts[item.label] += 1
+        return counts
+
+    def __str__(self) -> str:
+        dropped = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.dropped.items()))
+        return f"{self.corpus or 'corpus'}: kept {self.kept} of {self.total}" + (
+            f" (dropped {dropped})" if dropped else ""
+        )
+
+
+class _Tally:
+    """Counts kept items and dropped ones by reason while a loader walks a corpus."""
+
+    def __init__(self, corpus: str):
+        self.corpus = corpus
+        self.kept = 0
+        self.dropped: dict[str, int] = {}
+
+    def keep(self) -> None:
+        self.kept += 1
+
+    def drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+    def report(self) -> LoadReport:
+        return LoadReport(kept=self.kept, dropped=dict(sorted(self.dropped.items())), corpus=self.corpus)
+
+
+def _audio_files(root: Path) -> list[Path]:
+    """All .wav/.flac files under root, sorted so that every loader is deterministic."""
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file() and not p.name.startswith("._")
+    )
+
+
+def _require_dir(path: str | os.PathLike, corpus: str) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{corpus}: no such folder {path}")
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# IEMOCAP: IEMOCAP_full_release/Session{1..5}/dialog/{EmoEvaluation,transcriptions}/*.txt,
+#          sentences/wav/<dialog>/<utterance>.wav
+# --------------------------------------------------------------------------------------------
+
+# The paper's 4-class set: happy merged with excited (1103 ang, 1636 hap+exc, 1084 sad, 1708 neu).
+IEMOCAP_LABELS = {"ang": "angry", "hap": "happy", "exc": "happy", "sad": "sad", "neu": "neutral"}
+
+# "[6.2901 - 8.2357]\tSes01F_impro01_F000\tneu\t[2.5000, 2.5000, 2.5000]"
+_IEMOCAP_EVAL_LINE = re.compile(r"^\[\s*[\d.]+\s*-\s*[\d.]+\s*\]\s+(Ses\w+)\s+(\w+)\s+\[")
+# "Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me."
+_IEMOCAP_TRANSCRIPT_LINE = re.compile(r"^(Ses\w+)\s+\[[^\]]*\]:\s?(.*)$")
+
+
+def _iemocap_root(path: Path) -> Path:
+    """Accept the release folder itself or the folder that contains it."""
+    if (path / "IEMOCAP_full_release").is_dir():
+        return path / "IEMOCAP_full_release"
+    return path
+
+
+def _iemocap_speaker(utterance_id: str) -> str:
+    # Ses01F_impro01_M000: the dialog name says who wore the markers (F); the last part says who
+    # speaks this turn (M). The speaker is session + the speaking actor's gender: "Ses01M".
+    return utterance_id[:5] + utterance_id.rsplit("_", 1)[1][0]
+
+
+def load_iemocap(
+    path: str | os.PathLike,
+    *,
+    sessions: Sequence[int] | None = None,
+    label_map: dict[str, str] | None = None,
+    require_audio: bool = True,
+) -> tuple[list[Utterance], LoadReport]:
+    """IEMOCAP in its official release layout, 4 classes with happy + excited merged.
+
+    ``sessions``: which of Session1..5 to read; None reads every Session folder present.
+    """
+    root = _iemocap_root(_require_dir(path, "iemocap"))
+    label_map = IEMOCAP_LABELS if label_map is None else label_map
+    if sessions is None:
+        session_dirs = sorted(p for p in root.glob("Session[0-9]") if p.is_dir())
+        if not session_dirs:
+            raise FileNotFoundError(f"iemocap: no Session1..5 folders in {root}")
+    else:
+        session_dirs = [root / f"Session{n}" for n in sessions]
+    tally = _Tally("iemocap")
+    utterances = []
+    for session_dir in session_dirs:
+        if not session_dir.is_dir():
+            raise FileNotFoundError(f"iemocap: no such folder {session_dir}")
+        transcripts = _iemocap_transcripts(session_dir / "dialog" / "transcriptions")
+        for eval_file in sorted((session_dir / "dialog" / "EmoEvaluation").glob("*.txt")):
+            if eval_file.name.startswith("._"):
+                continue
+            for line in eval_file.read_text(encoding="utf-8", errors="replace").splitlines():
+                match = _IEMOCAP_EVAL_LINE.match(line)
+                if not match:
+                    continue  # header, annotator lines ("C-E2: ..."), blank lines
+                utterance_id, code = match.groups()
+                if code not in label_map:
+                    tally.drop(code)  # fru, sur, fea, dis, oth, xxx (no agreement)
+                    continue
+                dialog = utterance_id.rsplit("_", 1)[0]
+                audio_path = session_dir / "sentences" / "wav" / dialog / f"{utterance_id}.wav"
+                if not audio_path.exists():
+                    flac = audio_path.with_suffix(".flac")
+                    if flac.exists():
+                        audio_path = flac
+                    elif require_audio:
+                        tally.drop("missing_audio")
+                        continue
+                tally.keep()
+                utterances.append(
+                    Utterance(
+                        audio_path=audio_path,
+                        transcript=transcripts.get(utterance_id),
+                        label=label_map[code],
+                        speaker=_iemocap_speaker(utterance_id),
+                        corpus="iemocap",
+                        utterance_id=utterance_id,
+                        session=utterance_id[:5],
+                    )
+                )
+    return utterances, tally.report()
+
+
+def _iemocap_transcripts(folder: Path) -> dict[str, str]:
+    transcripts = {}
+    for transcript_file in sorted(folder.glob("*.txt")):
+        if transcript_file.name.startswith("._"):
+            continue
+        for line in transcript_file.read_text(encoding="utf-8", errors="replace").splitlines():
+            match = _IEMOCAP_TRANSCRIPT_LINE.match(line.strip())
+            if match:
+                transcripts[match.group(1)] = match.group(2).strip()
+    return transcripts
+
+
+# --------------------------------------------------------------------------------------------
+# RAVDESS: Actor_XX/03-01-EE-II-SS-RR-AA.wav
+# --------------------------------------------------------------------------------------------
+
+RAVDESS_EMOTIONS = {
+    "01": "neutral", "02": "calm", "03": "happy", "04": "sad",
+    "05": "angry", "06": "fearful", "07": "disgust", "08": "surprised",
+}  # fmt: skip
+RAVDESS_STATEMENTS = {"01": "Kids are talking by the door", "02": "Dogs are sitting by the door"}
+_RAVDESS_NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
+
+
+def load_ravdess(
+    path: str | os.PathLike, *, calm_as_neutral: bool = False
+) -> tuple[list[Utterance], LoadReport]:
+    """RAVDESS speech (audio-only modality 03, vocal channel 01); song files are dropped."""
+    root = _require_dir(path, "ravdess")
+    tally = _Tally("ravdess")
+    utterances = []
+    for audio_path in _audio_files(root):
+        match = _RAVDESS_NAME.match(audio_path.stem)
+        if not match:
+            tally.drop("unparsed_name")
+            continue
+        modality, channel, emotion_code, _intensity, statement, _repetition, actor = match.groups()
+        if modality != "03" or channel != "01":
+            tally.drop("not_audio_only_speech")
+            continue
+        emotion = RAVDESS_EMOTIONS.get(emotion_code, f"code_{emotion_code}")
+        if emotion == "calm" and calm_as_neutral:
+            emotion = "neutral"
+        if emotion not in LABELS:
+            tally.drop(emotion)
+            continue
+        tally.keep()
+        utterances.append(
+            Utterance(
+                audio_path=audio_path,
+                transcript=RAVDESS_STATEMENTS.get(statement),
+                label=emotion,
+                speaker=f"ravdess_{actor}",
+                corpus="ravdess",
+                utterance_id=audio_path.stem,
+            )
+        )
+    return utterances, tally.report()
+
+
+# --------------------------------------------------------------------------------------------
+# TESS: {OAF,YAF}_{emotion}/OAF_word_emotion.wav
+# --------------------------------------------------------------------------------------------
+
+# Folder and file names in the release are inconsistent ("OAF_Fear" / "YAF_fear",
+# "OAF_Pleasant_surprise" / "YAF_pleasant_surprised", files "..._ps.wav", and one file named
+# "OA_bite_neutral.wav" in OAF_neutral); normalise them.
+TESS_EMOTIONS = {
+    "angry": "angry", "happy": "happy", "sad": "sad", "neutral": "neutral",
+    "disgust": "disgust", "fear": "fear",
+    "pleasant_surprise": "pleasant_surprise", "pleasant_surprised": "pleasant_surprise",
+    "ps": "pleasant_surprise",
+}  # fmt: skip
+_TESS_NAME = re.compile(r"^([OY]AF?)_(.+)_([A-Za-z]+)$", re.IGNORECASE)
+_TESS_FOLDER = re.compile(r"^(OAF|YAF)_(.+)$", re.IGNORECASE)
+
+
+def load_tess(path: str | os.PathLike) -> tuple[list[Utterance], LoadReport]:
+    """Toronto Emotional Speech Set: two speakers (OAF, YAF), "Say the word <word>"."""
+    root = _require_dir(path, "tess")
+    tally = _Tally("tess")
+    utterances = []
+    for audio_path in _audio_files(root):
+        name = _TESS_NAME.match(audio_path.stem)
+        if not name:
+            tally.drop("unparsed_name")
+            continue
+        file_speaker, word, file_emotion = name.groups()
+        # The folder is the authority on speaker and emotion (file names abbreviate: "OA_",
+        # "_ps"); fall back to the file name when files sit outside {OAF,YAF}_<emotion> folders.
+        folder = _TESS_FOLDER.match(audio_path.parent.name)
+        speaker = folder.group(1).upper() if folder else file_speaker.upper().ljust(3, "F")
+        raw_emotion = (folder.group(2) if folder else file_emotion).lower()
+        emotion = TESS_EMOTIONS.get(raw_emotion, raw_emotion)
+        if emotion not in LABELS:
+            tally.drop(emotion)
+            continue
+        tally.keep()
+        utterances.append(
+            Utterance(
+                audio_path=audio_path,
+                transcript=f"Say the word {word.lower()}",
+                label=emotion,
+                speaker=f"tess_{speaker.upper()}",
+                corpus="tess",
+                utterance_id=audio_path.stem,
+            )
+        )
+    return utterances, tally.report()
+
+
+# --------------------------------------------------------------------------------------------
+# CREMA-D: AudioWAV/1001_DFA_ANG_XX.wav
+# --------------------------------------------------------------------------------------------
+
+CREMA_D_SENTENCES = {
+    "IEO": "It's eleven o'clock",
+    "TIE": "That is exactly what happened",
+    "IOM": "I'm on my way to the meeting",
+    "IWW": "I wonder what this is about",
+    "TAI": "The airplane is almost full",
+    "MTI": "Maybe tomorrow it will be cold",
+    "IWL": "I would like a new alarm clock",
+    "ITH": "I think I have a doctor's appointment",
+    "DFA": "Don't forget a jacket",
+    "ITS": "I think I've seen this before",
+    "TSI": "The surface is slick",
+    "WSI": "We'll stop in a couple of minutes",
+}
+CREMA_D_EMOTIONS = {
+    "ANG": "angry", "HAP": "happy", "SAD": "sad", "NEU": "neutral",
+    "DIS": "disgust", "FEA": "fear",
+}  # fmt: skip
+_CREMA_D_NAME = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{1,2})$")
+
+
+def load_crema_d(path: str | os.PathLike) -> tuple[list[Utterance], LoadReport]:
+    """CREMA-D: 91 actors, 12 sentences; ANG/HAP/SAD/NEU kept."""
+    root = _require_dir(path, "crema-d")
+    if (root / "AudioWAV").is_dir():
+        root = root / "AudioWAV"
+    tally = _Tally("crema-d")
+    utterances = []
+    for audio_path in _audio_files(root):
+        match = _CREMA_D_NAME.match(audio_path.stem)
+        if not match or match.group(2) not in CREMA_D_SENTENCES:
+            tally.drop("unparsed_name")
+            continue
+        actor, sentence, emotion_code, _level = match.groups()
+        emotion = CREMA_D_EMOTIONS.get(emotion_code, emotion_code.lower())
+        if emotion not in LABELS:
+            tally.drop(emotion)
+            continue
+        tally.keep()
+        utterances.append(
+            Utterance(
+                audio_path=audio_path,
+                transcript=CREMA_D_SENTENCES[sentence],
+                label=emotion,
+                speaker=f"crema-d_{actor}",
+                corpus="crema-d",
+                utterance_id=audio_path.stem,
+            )
+        )
+    return utterances, tally.report()
+
+
+# --------------------------------------------------------------------------------------------
+# EmoDB (Berlin): wav/03a01Fa.wav = speaker 03, text a01, emotion F, version a
+# --------------------------------------------------------------------------------------------
+
+EMODB_SENTENCES = {
+    "a01": "Der Lappen liegt auf dem Eisschrank.",
+    "a02": "Das will sie am Mittwoch abgeben.",
+    "a04": "Heute abend könnte ich es ihm sagen.",
+    "a05": "Das schwarze Stück Papier befindet sich da oben neben dem Holzstück.",
+    "a07": "In sieben Stunden wird es soweit sein.",
+    "b01": "Was sind denn das für Tüten, die da unter dem Tisch stehen?",
+    "b02": "Sie haben es gerade hochgetragen und jetzt gehen sie wieder runter.",
+    "b03": "An den Wochenenden bin ich jetzt immer nach Hause gefahren und habe Agnes besucht.",
+    "b09": "Ich will das eben wegbringen und dann mit Karl was trinken gehen.",
+    "b10": "Die wird auf dem Platz sein, wo wir sie immer hinlegen.",
+}
+# German initials: W Ärger (anger), F Freude, T Trauer, N neutral; L Langeweile, E Ekel, A Angst.
+EMODB_EMOTIONS = {
+    "W": "angry", "F": "happy", "T": "sad", "N": "neutral",
+    "L": "boredom", "E": "disgust", "A": "fear",
+}  # fmt: skip
+_EMODB_NAME = re.compile(r"^(\d\d)([ab]\d\d)([A-Z])([a-z])$")
+
+
+def load_emodb(path: str | os.PathLike) -> tuple[list[Utterance], LoadReport]:
+    """Berlin Database of Emotional Speech (German): W/F/T/N kept."""
+    root = _require_dir(path, "emodb")
+    if (root / "wav").is_dir():
+        root = root / "wav"
+    tally = _Tally("emodb")
+    utterances = []
+    for audio_path in _audio_files(root):
+        match = _EMODB_NAME.match(audio_path.stem)
+        if not match or match.group(2) not in EMODB_SENTENCES:
+            tally.drop("unparsed_name")
+            continue
+        speaker, text_code, emotion_letter, _version = match.groups()
+        emotion = EMODB_EMOTIONS.get(emotion_letter, f"code_{emotion_letter}")
+        if emotion not in LABELS:
+            tally.drop(emotion)
+            continue
+        tally.keep()
+        utterances.append(
+            Utterance(
+                audio_path=audio_path,
+                transcript=EMODB_SENTENCES[text_code],
+                label=emotion,
+                speaker=f"emodb_{speaker}",
+                corpus="emodb",
+                utterance_id=audio_path.stem,
+            )
+        )
+    return utterances, tally.report()
+
+
+# --------------------------------------------------------------------------------------------
+# CSV manifest, for any other corpus: audio_path,transcript,label,speaker[,utterance_id,session]
+# --------------------------------------------------------------------------------------------
+
+# Common spellings of the four classes in other corpora's label sets.
+LABEL_ALIASES = {
+    "angry": "angry", "anger": "angry", "ang": "angry",
+    "happy": "happy", "happiness": "happy", "hap": "happy", "joy": "happy",
+    "sad": "sad", "sadness": "sad",
+    "neutral": "neutral", "neu": "neutral",
+}  # fmt: skip
+MANIFEST_COLUMNS = ("audio_path", "transcript", "label", "speaker")
+
+
+def load_manifest(
+    path: str | os.PathLike, *, corpus: str | None = None, require_audio: bool = True
+) -> tuple[list[Utterance], LoadReport]:
+    """A CSV with columns audio_path,transcript,label,speaker (optional utterance_id, session).
+
+    Relative audio paths are resolved against the CSV's folder. An empty audio_path makes a
+    text-only utterance; an empty transcript is None. Labels go through LABEL_ALIASES.
+    """
+    csv_path = Path(path)
+    corpus = corpus or csv_path.stem
+    tally = _Tally(corpus)
+    utterances = []
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{csv_path}: missing columns {missing}; expected {MANIFEST_COLUMNS}")
+        for row_number, row in enumerate(reader, start=2):
+            label = LABEL_ALIASES.get((row["label"] or "").strip().lower())
+            if label is None:
+                tally.drop((row["label"] or "").strip().lower() or "empty_label")
+                continue
+            audio_path = None
+            if (row["audio_path"] or "").strip():
+                audio_path = Path(row["audio_path"].strip())
+                if not audio_path.is_absolute():
+                    audio_path = csv_path.parent / audio_path
+                if require_audio and not audio_path.exists():
+                    tally.drop("missing_audio")
+                    continue
+            transcript = (row["transcript"] or "").strip() or None
+            tally.keep()
+            utterances.append(
+                Utterance(
+                    audio_path=audio_path,
+                    transcript=transcript,
+                    label=label,
+                    speaker=(row["speaker"] or "").strip() or "unknown",
+                    corpus=corpus,
+                    utterance_id=(row.get("utterance_id") or "").strip() or f"{corpus}_{row_number}",
+                    session=(row.get("session") or "").strip() or None,
+                )
+            )
+    return utterances, tally.report()
+
+
+# --------------------------------------------------------------------------------------------
+# GoEmotions (text only): text<TAB>label ids<TAB>comment id; ids index labels.txt
+# --------------------------------------------------------------------------------------------
+
+GOEMOTIONS_LABELS = {"anger": "angry", "joy": "happy", "sadness": "sad", "neutral": "neutral"}
+
+
+def load_goemotions(
+    path: str | os.PathLike, *, labels_path: str | os.PathLike | None = None
+) -> tuple[list[TextSample], LoadReport]:
+    """GoEmotions TSV (Ekman-grouped ids by default). Keeps rows with exactly one id that maps.
+
+    ``path`` is one TSV file (train/dev/test) or a folder, in which case its train, dev and test
+    files are read in that order. Multi-label rows are dropped ("multi_label"), as are single
+    labels outside the four classes (by their name).
+    """
+    path = Path(path)
+    tsv_files = [path / f"{split}.tsv" for split in ("train", "dev", "test")] if path.is_dir() else [path]
+    labels_path = Path(labels_path) if labels_path else tsv_files[0].parent / "labels.txt"
+    label_names = [line.strip() for line in labels_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    tally = _Tally("goemotions")
+    samples = []
+    for tsv_file in tsv_files:
+        with open(tsv_file, encoding="utf-8", newline="") as f:
+            for line in f:
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) < 2 or not parts[1].strip():
+                    tally.drop("malformed_row")
+                    continue
+                text, ids = parts[0], parts[1].split(",")
+                if len(ids) != 1:
+                    tally.drop("multi_label")
+                    continue
+                name = label_names[int(ids[0])]
+                if name not in GOEMOTIONS_LABELS:
+                    tally.drop(name)
+                    continue
+                tally.keep()
+                samples.append(TextSample(text=text, label=GOEMOTIONS_LABELS[name], corpus="goemotions"))
+    return samples, tally.report()
+
+
+# --------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------
+
+AUDIO_CORPORA: dict[str, Callable[..., tuple[list[Utterance], LoadReport]]] = {
+    "iemocap": load_iemocap,
+    "ravdess": load_ravdess,
+    "tess": load_tess,
+    "crema-d": load_crema_d,
+    "emodb": load_emodb,
+    "manifest": load_manifest,
+}
+TEXT_CORPORA: dict[str, Callable[..., tuple[list[TextSample], LoadReport]]] = {
+    "goemotions": load_goemotions,
+}
+
+
+def load_corpus(name: str, path: str | os.PathLike, **options: Any) -> tuple[list, LoadReport]:
+    """Load a corpus by registry name (audio or text), e.g. ``load_corpus("ravdess", root)``."""
+    key = name.lower().replace("_", "-")
+    key = {"cremad": "crema-d", "emo-db": "emodb"}.get(key, key)
+    loader = AUDIO_CORPORA.get(key) or TEXT_CORPORA.get(key)
+    if loader is None:
+        known = sorted({*AUDIO_CORPORA, *TEXT_CORPORA})
+        raise KeyError(f"unknown corpus {name!r}; known: {', '.join(known)}")
+    return loader(path, **options)
+
+
+# --------------------------------------------------------------------------------------------
+# Transcripts: ground truth, or ASR (the paper's "ASR setting"), cached per audio file and model
+# --------------------------------------------------------------------------------------------
+
+
+def read_audio_16k(path: str | os.PathLike):
+    """Float32 mono waveform at SAMPLE_RATE (averages channels, resamples if needed)."""
+    import numpy as np
+    import soundfile
+
+    audio, sample_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    audio = audio.mean(axis=1)
+    if sample_rate != SAMPLE_RATE:
+        import librosa
+
+        audio = librosa.resample(audio, orig_sr=sample_rate, target_sr=SAMPLE_RATE)
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def transcriber_name(transcriber: Any) -> str:
+    """What identifies a recogniser's output: its class plus its name/model attribute if any."""
+    parts = [type(transcriber).__qualname__]
+    for attribute in ("name", "model_name", "model_id", "model_size", "model"):
+        value = getattr(transcriber, attribute, None)
+        if isinstance(value, (str, int, float)):
+            parts.append(f"{attribute}={value}")
+    return "|".join(parts)
+
+
+def transcripts_for(
+    utterances: Sequence[Utterance],
+    transcriber: Any,
+    cache_dir: str | os.PathLike,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[str]:
+    """ASR transcripts, one per utterance, computed once per (audio content, recogniser).
+
+    ``transcriber.transcribe(audio)`` gets float32 mono audio at 16 kHz and returns an object
+    with ``.text`` (or a plain string). Results are appended to ``cache_dir/transcripts.jsonl``
+    as soon as each is known, so an interrupted run resumes where it stopped. Utterances without
+    audio keep their own transcript ("" if none).
+    """
+    cache_file = Path(cache_dir) / "transcripts.jsonl"
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    model = transcriber_name(transcriber)
+    cached: dict[tuple[str, str], str] = {}
+    if cache_file.exists():
+        for line in cache_file.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+                cached[(record["audio_sha256"], record["transcriber"])] = record["text"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue  # a line cut short by an interrupted run
+
+    texts = []
+    with open(cache_file, "a", encoding="utf-8") as cache_out:
+        for index, utterance in enumerate(utterances):
+            if utterance.audio_path is None:
+                texts.append(utterance.transcript or "")
+                continue
+            key = (file_sha256(utterance.audio_path), model)
+            if key not in cached:
+                result = transcriber.transcribe(read_audio_16k(utterance.audio_path))
+                cached[key] = str(getattr(result, "text", result)).strip()
+                record = {"audio_sha256": key[0], "transcriber": model, "text": cached[key]}
+                cache_out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                cache_out.flush()
+            texts.append(cached[key])
+            if progress is not None:
+                progress(index + 1, len(utterances))
+    return texts
+
+
+def with_transcripts(utterances: Sequence[Utterance], texts: Sequence[str]) -> list[Utterance]:
+    """The same utterances carrying other transcripts (e.g. ASR output), in the same order."""
+    from dataclasses import replace
+
+    if len(texts) != len(utterances):
+        raise ValueError(f"{len(texts)} transcripts for {len(utterances)} utterances")
+    return [replace(u, transcript=t) for u, t in zip(utterances, texts)]

@@ -1,0 +1,458 @@
+"""Corpus loaders on small fake trees in each release's layout; ASR transcript cache; feature
+cache; audio-text pairing. The real corpora are exercised by the tests marked shared_data."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from train.cache import FeatureCache
+from train.datasets import (
+    AUDIO_CORPORA,
+    LABELS,
+    TextSample,
+    Utterance,
+    load_corpus,
+    load_crema_d,
+    load_emodb,
+    load_goemotions,
+    load_iemocap,
+    load_manifest,
+    load_ravdess,
+    load_tess,
+    transcripts_for,
+    with_transcripts,
+)
+from train.pairing import LabelMatchedPairing, ModalityDropout, natural_pairs
+
+
+def touch(path: Path, content: bytes = b"RIFF") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path
+
+
+def write_tone(path: Path, seconds: float = 0.2, sample_rate: int = 16000, frequency: float = 440.0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    sf.write(path, (0.3 * np.sin(2 * np.pi * frequency * t)).astype(np.float32), sample_rate)
+    return path
+
+
+def test_labels_match_the_model():
+    from ser_demo.model import LABELS as MODEL_LABELS
+
+    assert LABELS == MODEL_LABELS
+
+
+# ---------------------------------------------------------------------------- IEMOCAP
+
+
+IEMOCAP_EVAL = """% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]
+
+[6.2901 - 8.2357]\tSes01F_impro01_F000\tneu\t[2.5000, 2.5000, 2.5000]
+C-E2:\tNeutral;\t()
+C-E3:\tNeutral;\t()
+A-E3:\tval 3; act 2; dom  2;\t()
+
+[10.0100 - 11.3925]\tSes01F_impro01_M000\tfru\t[2.5000, 3.5000, 3.5000]
+C-E2:\tFrustration;\t()
+
+[14.8872 - 18.0175]\tSes01F_impro01_M001\tang\t[2.0000, 3.5000, 4.0000]
+
+[19.2900 - 20.7875]\tSes01F_impro01_F001\texc\t[4.0000, 3.5000, 3.0000]
+
+[21.0000 - 22.0000]\tSes01F_impro01_F002\thap\t[4.0000, 3.0000, 3.0000]
+
+[23.0000 - 24.0000]\tSes01F_impro01_F003\txxx\t[3.0000, 3.0000, 3.0000]
+
+[25.0000 - 26.0000]\tSes01F_impro01_M002\tsad\t[1.5000, 2.0000, 2.0000]
+"""
+
+IEMOCAP_TRANSCRIPT = """Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me.
+Ses01F_impro01_M000 [010.0100-011.3925]: Do you have your forms?
+Ses01F_impro01_M001 [014.8872-018.0175]: Yeah. [LAUGHTER] No, that's the wrong line.
+Ses01F_impro01_F001 [019.2900-020.7875]: Oh, I got in!
+Ses01F_impro01_F002 [021.0000-022.0000]: This is great.
+Ses01F_impro01_F003 [023.0000-024.0000]: Okay.
+Ses01F_impro01_M002 [025.0000-026.0000]: I'm so sorry.
+"""
+
+
+def make_iemocap(root: Path, sessions=(1, 2, 3)) -> Path:
+    release = root / "IEMOCAP_full_release"
+    for n in sessions:
+        session = release / f"Session{n}"
+        tag = f"Ses0{n}F"
+        dialog = f"{tag}_impro01"
+        (session / "dialog" / "EmoEvaluation" / "Categorical").mkdir(parents=True)
+        (session / "dialog" / "EmoEvaluation" / f"{dialog}.txt").write_text(IEMOCAP_EVAL.replace("Ses01F", tag))
+        (session / "dialog" / "EmoEvaluation" / "Categorical" / f"{dialog}_e1_cat.txt").write_text(
+            f"{tag}_impro01_F000 :Neutral; ()\n"
+        )
+        touch(session / "dialog" / "transcriptions" / f"{dialog}.txt", IEMOCAP_TRANSCRIPT.replace("Ses01F", tag).encode())
+        for utt in ("F000", "M000", "M001", "F001", "F002", "F003"):  # M002 has no audio
+            touch(session / "sentences" / "wav" / dialog / f"{tag}_impro01_{utt}.wav")
+    return root
+
+
+def test_iemocap_maps_four_classes_merges_excited_and_counts_drops(tmp_path):
+    utterances, report = load_iemocap(make_iemocap(tmp_path))
+    # per session: neu, ang, exc->happy, hap->happy kept; fru, xxx dropped; sad has no audio
+    assert report.kept == len(utterances) == 12
+    assert report.dropped == {"fru": 3, "missing_audio": 3, "xxx": 3}
+    assert Counter(u.label for u in utterances) == {"neutral": 3, "angry": 3, "happy": 6}
+    first = utterances[0]
+    assert first.utterance_id == "Ses01F_impro01_F000"
+    assert first.transcript == "Excuse me."
+    assert first.audio_path == tmp_path / "IEMOCAP_full_release/Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_F000.wav"
+    assert (first.speaker, first.session, first.corpus) == ("Ses01F", "Ses01", "iemocap")
+    # The speaker of an M turn in an F-recorded dialog is the male actor of that session.
+    angry = next(u for u in utterances if u.label == "angry" and u.session == "Ses02")
+    assert angry.speaker == "Ses02M"
+    assert angry.transcript == "Yeah. [LAUGHTER] No, that's the wrong line."
+
+
+def test_iemocap_accepts_release_folder_and_session_subset(tmp_path):
+    make_iemocap(tmp_path)
+    utterances, _ = load_iemocap(tmp_path / "IEMOCAP_full_release", sessions=(2,))
+    assert {u.session for u in utterances} == {"Ses02"}
+    with_missing_audio, report = load_iemocap(tmp_path, sessions=(1,), require_audio=False)
+    assert report.kept == 5 and "missing_audio" not in report.dropped
+    assert next(u for u in with_missing_audio if u.label == "sad").transcript == "I'm so sorry."
+    with pytest.raises(FileNotFoundError):
+        load_iemocap(tmp_path, sessions=(4,))
+
+
+# ---------------------------------------------------------------------------- RAVDESS
+
+
+def make_ravdess(root: Path, actors=(1, 2), extension=".flac") -> Path:
+    for actor in actors:
+        for emotion in ("01", "02", "03", "04", "05", "06", "08"):
+            for statement in ("01", "02"):
+                touch(root / f"Actor_{actor:02d}" / f"03-01-{emotion}-01-{statement}-01-{actor:02d}{extension}")
+    touch(root / "Actor_01" / "03-02-03-01-01-01-01.wav")  # song: not speech
+    touch(root / "Actor_01" / "notes.wav")
+    return root
+
+
+def test_ravdess_parses_codes_and_drops_other_emotions(tmp_path):
+    utterances, report = load_ravdess(make_ravdess(tmp_path))
+    # per actor: 2 statements x (neutral, happy, sad, angry) kept; calm, fearful, surprised dropped
+    assert report.kept == 16
+    assert report.dropped == {"calm": 4, "fearful": 4, "not_audio_only_speech": 1, "surprised": 4, "unparsed_name": 1}
+    assert Counter(u.label for u in utterances) == {label: 4 for label in LABELS}
+    u = next(u for u in utterances if u.utterance_id == "03-01-05-01-02-01-02")
+    assert (u.label, u.speaker, u.transcript, u.corpus) == ("angry", "ravdess_02", "Dogs are sitting by the door", "ravdess")
+    assert u.audio_path.suffix == ".flac"
+
+
+def test_ravdess_calm_as_neutral(tmp_path):
+    utterances, report = load_ravdess(make_ravdess(tmp_path, actors=(3,), extension=".wav"), calm_as_neutral=True)
+    assert Counter(u.label for u in utterances)["neutral"] == 4
+    assert "calm" not in report.dropped
+    assert {u.speaker for u in utterances} == {"ravdess_03"}
+
+
+# ---------------------------------------------------------------------------- TESS
+
+
+def test_tess_folder_names_odd_spellings_and_transcripts(tmp_path):
+    for folder, files in {
+        "OAF_angry": ["OAF_back_angry.wav", "OAF_bar_angry.flac"],
+        "OAF_neutral": ["OA_bite_neutral.wav"],  # the release really has this one
+        "YAF_happy": ["YAF_youth_happy.wav"],
+        "YAF_sad": ["YAF_home_sad.wav"],
+        "OAF_Fear": ["OAF_back_fear.wav"],
+        "YAF_pleasant_surprised": ["YAF_back_ps.wav"],
+        "OAF_Pleasant_surprise": ["OAF_back_ps.wav"],
+        "YAF_disgust": ["YAF_back_disgust.wav"],
+    }.items():
+        for name in files:
+            touch(tmp_path / "TESS Toronto emotional speech set data" / folder / name)
+    utterances, report = load_tess(tmp_path)
+    assert report.kept == 5
+    assert report.dropped == {"disgust": 1, "fear": 1, "pleasant_surprise": 2}
+    by_id = {u.utterance_id: u for u in utterances}
+    assert by_id["OAF_bar_angry"].transcript == "Say the word bar"
+    assert (by_id["OA_bite_neutral"].label, by_id["OA_bite_neutral"].speaker) == ("neutral", "tess_OAF")
+    assert (by_id["YAF_youth_happy"].label, by_id["YAF_youth_happy"].speaker) == ("happy", "tess_YAF")
+
+
+# ---------------------------------------------------------------------------- CREMA-D, EmoDB
+
+
+def test_crema_d_sentences_and_emotions(tmp_path):
+    for name in ("1001_DFA_ANG_XX.wav", "1001_IEO_HAP_HI.wav", "1002_TSI_SAD_LO.flac", "1002_WSI_NEU_XX.wav",
+                 "1003_ITS_DIS_MD.wav", "1003_MTI_FEA_XX.wav", "1004_ZZZ_ANG_XX.wav"):  # fmt: skip
+        touch(tmp_path / "AudioWAV" / name)
+    utterances, report = load_crema_d(tmp_path)
+    assert report.kept == 4
+    assert report.dropped == {"disgust": 1, "fear": 1, "unparsed_name": 1}
+    by_id = {u.utterance_id: u for u in utterances}
+    assert by_id["1001_DFA_ANG_XX"].transcript == "Don't forget a jacket"
+    assert by_id["1001_DFA_ANG_XX"].label == "angry"
+    assert by_id["1002_TSI_SAD_LO"].transcript == "The surface is slick"
+    assert by_id["1002_WSI_NEU_XX"].speaker == "crema-d_1002"
+
+
+def test_emodb_speaker_text_and_german_emotion_letters(tmp_path):
+    for name in ("03a01Fa.wav", "03a01Wb.wav", "08b10Ta.flac", "16a05Nc.wav", "10a02La.wav", "11b01Ea.wav", "12a04Ab.wav"):
+        touch(tmp_path / "wav" / name)
+    utterances, report = load_emodb(tmp_path)
+    assert report.kept == 4
+    assert report.dropped == {"boredom": 1, "disgust": 1, "fear": 1}
+    by_id = {u.utterance_id: u for u in utterances}
+    assert (by_id["03a01Fa"].label, by_id["03a01Fa"].speaker) == ("happy", "emodb_03")
+    assert by_id["03a01Fa"].transcript == "Der Lappen liegt auf dem Eisschrank."
+    assert by_id["03a01Wb"].label == "angry"
+    assert by_id["08b10Ta"].label == "sad"
+    assert by_id["16a05Nc"].label == "neutral"
+
+
+# ---------------------------------------------------------------------------- manifest, GoEmotions
+
+
+def test_manifest_resolves_relative_paths_and_aliases(tmp_path):
+    touch(tmp_path / "corpus" / "clips" / "a.wav")
+    touch(tmp_path / "elsewhere" / "b.flac")
+    manifest = tmp_path / "corpus" / "mine.csv"
+    manifest.write_text(
+        "audio_path,transcript,label,speaker\n"
+        "clips/a.wav,I am furious,anger,s1\n"
+        f"{tmp_path / 'elsewhere' / 'b.flac'},,neutral,s2\n"
+        ",just text,joy,s3\n"
+        "clips/missing.wav,hello,sad,s4\n"
+        "clips/a.wav,eww,disgust,s1\n"
+    )
+    utterances, report = load_corpus("manifest", manifest)
+    assert report.kept == 3
+    assert report.dropped == {"disgust": 1, "missing_audio": 1}
+    assert utterances[0].audio_path == tmp_path / "corpus" / "clips" / "a.wav"
+    assert (utterances[0].label, utterances[0].transcript, utterances[0].corpus) == ("angry", "I am furious", "mine")
+    assert utterances[1].transcript is None and utterances[1].audio_path.is_absolute()
+    assert (utterances[2].audio_path, utterances[2].label) == (None, "happy")
+    with pytest.raises(ValueError, match="missing columns"):
+        bad = tmp_path / "bad.csv"
+        bad.write_text("path,label\nx.wav,sad\n")
+        load_manifest(bad)
+
+
+def test_goemotions_keeps_single_mapped_labels(tmp_path):
+    (tmp_path / "labels.txt").write_text("anger\ndisgust\nfear\njoy\nneutral\nsadness\nsurprise\n")
+    (tmp_path / "train.tsv").write_text(
+        "I hate this\t0\tc1\n"
+        "So happy for you\t3\tc2\n"
+        "ok\t4\tc3\n"
+        "I miss her\t5\tc4\n"
+        "gross\t1\tc5\n"
+        "wow what\t6\tc6\n"
+        "angry and sad\t0,5\tc7\n"
+    )
+    (tmp_path / "dev.tsv").write_text("scary\t2\tc8\nyay\t3\tc9\n")
+    (tmp_path / "test.tsv").write_text("meh\t4\tc10\n")
+    samples, report = load_goemotions(tmp_path / "train.tsv")
+    assert [(s.text, s.label) for s in samples] == [
+        ("I hate this", "angry"), ("So happy for you", "happy"), ("ok", "neutral"), ("I miss her", "sad")
+    ]
+    assert report.dropped == {"disgust": 1, "multi_label": 1, "surprise": 1}
+    all_splits, report = load_corpus("goemotions", tmp_path)
+    assert report.kept == len(all_splits) == 6 and report.dropped["fear"] == 1
+    assert all(isinstance(s, TextSample) and s.corpus == "goemotions" for s in all_splits)
+
+
+def test_registry_and_unknown_corpus(tmp_path):
+    assert set(AUDIO_CORPORA) == {"iemocap", "ravdess", "tess", "crema-d", "emodb", "manifest"}
+    touch(tmp_path / "wav" / "03a01Fa.wav")
+    assert load_corpus("EmoDB", tmp_path)[1].kept == 1
+    with pytest.raises(KeyError, match="known"):
+        load_corpus("msp-podcast", tmp_path)
+
+
+# ---------------------------------------------------------------------------- ASR transcripts
+
+
+@dataclass
+class FakeResult:
+    text: str
+
+
+class FakeTranscriber:
+    name = "fake-asr"
+
+    def __init__(self, model_name="tiny"):
+        self.model_name = model_name
+        self.calls = []
+
+    def transcribe(self, audio):
+        self.calls.append(audio)
+        return FakeResult(f" {len(audio)} samples ")
+
+
+def test_transcripts_are_cached_per_audio_content_and_model(tmp_path):
+    a = write_tone(tmp_path / "a.wav", seconds=0.25)
+    b = write_tone(tmp_path / "b.wav", seconds=0.5, sample_rate=8000)  # resampled to 16 kHz
+    copy_of_a = tmp_path / "copy_of_a.wav"
+    copy_of_a.write_bytes(a.read_bytes())
+    utterances = [
+        Utterance(path, "truth", "sad", "s1", "fake", path.stem) for path in (a, b, copy_of_a)
+    ] + [Utterance(None, "typed text", "sad", "s1", "fake", "text-only")]
+
+    asr = FakeTranscriber()
+    texts = transcripts_for(utterances, asr, tmp_path / "cache")
+    assert texts == ["4000 samples", "8000 samples", "4000 samples", "typed text"]
+    assert len(asr.calls) == 2  # the copy of a hits the cache by content
+    assert all(call.dtype == np.float32 and call.ndim == 1 for call in asr.calls)
+
+    again = FakeTranscriber()
+    assert transcripts_for(utterances, again, tmp_path / "cache") == texts
+    assert again.calls == []  # a new process would read the JSONL file, not transcribe
+
+    other_model = FakeTranscriber(model_name="large")
+    transcripts_for(utterances[:1], other_model, tmp_path / "cache")
+    assert len(other_model.calls) == 1
+    records = [json.loads(line) for line in (tmp_path / "cache" / "transcripts.jsonl").read_text().splitlines()]
+    assert len(records) == 3 and {r["transcriber"] for r in records} == {
+        "FakeTranscriber|name=fake-asr|model_name=tiny", "FakeTranscriber|name=fake-asr|model_name=large"
+    }
+
+    asr_utterances = with_transcripts(utterances, texts)
+    assert asr_utterances[1].transcript == "8000 samples" and asr_utterances[1].label == "sad"
+
+
+def test_transcript_cache_survives_a_truncated_last_line(tmp_path):
+    a = write_tone(tmp_path / "a.wav")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "transcripts.jsonl").write_text('{"audio_sha256": "abc", "transcr')
+    asr = FakeTranscriber()
+    assert transcripts_for([Utterance(a, None, "happy", "s", "fake", "a")], asr, cache) == ["3200 samples"]
+    assert len(asr.calls) == 1
+
+
+# ---------------------------------------------------------------------------- feature cache
+
+
+def test_feature_cache_hits_never_recompute(tmp_path):
+    audio = write_tone(tmp_path / "a.wav")
+    calls = []
+
+    def compute(path):
+        calls.append(path)
+        return np.ones((3, 96), dtype=np.float64) * len(calls)
+
+    cache = FeatureCache(tmp_path / "features")
+    params = {"n_mfcc": 32, "hop_ms": 10, "deltas": True}
+    first = cache.get_or_compute(audio, params, compute)
+    assert first.dtype == np.float32 and first.shape == (3, 96)
+    same_params_other_order = {"deltas": True, "hop_ms": 10, "n_mfcc": 32}
+    second = cache.get_or_compute(audio, same_params_other_order, compute)
+    assert len(calls) == 1 and np.array_equal(first, second)
+    assert (cache.hits, cache.misses) == (1, 1)
+
+    cache.get_or_compute(audio, {**params, "n_mfcc": 40}, compute)  # other parameters: a miss
+    assert len(calls) == 2
+    write_tone(audio, frequency=220.0)  # other content at the same path: a miss
+    cache.get_or_compute(audio, params, compute)
+    assert len(calls) == 3
+    assert not list((tmp_path / "features").rglob("*.tmp"))
+
+
+def test_feature_cache_recovers_from_a_damaged_entry(tmp_path):
+    audio = write_tone(tmp_path / "a.wav")
+    cache = FeatureCache(tmp_path / "features")
+    params = {"n_mfcc": 32}
+    entry = cache.entry_path(cache.key(audio, params))
+    entry.parent.mkdir(parents=True)
+    entry.write_bytes(b"\x93NUMPY half-writ")  # as if a writer died without the temp+replace dance
+    stray_temp = entry.parent / f"{entry.stem}abc.tmp"
+    stray_temp.write_bytes(b"partial")
+    features = cache.get_or_compute(audio, params, lambda path: np.zeros((2, 2)))
+    assert features.shape == (2, 2) and cache.misses == 1
+    assert np.load(entry).shape == (2, 2)
+    assert cache.get_or_compute(audio, params, lambda path: pytest.fail("hit must not compute")).shape == (2, 2)
+
+
+# ---------------------------------------------------------------------------- pairing
+
+
+def fake_audio(n_per_label=5):
+    return [
+        Utterance(Path(f"/x/{label}{i}.wav"), "Kids are talking by the door", label, f"spk{i % 3}", "ravdess", f"{label}{i}")
+        for label in LABELS
+        for i in range(n_per_label)
+    ]
+
+
+def fake_texts():
+    return [TextSample(f"{label} text {i}", label, "goemotions") for label in LABELS for i in range(3)]
+
+
+def test_label_matched_pairing_is_label_consistent_and_deterministic():
+    pairing = LabelMatchedPairing(fake_audio(), fake_texts(), seed=7)
+    epoch0 = pairing.epoch(0)
+    assert [s.utterance_id for s in epoch0] == [u.utterance_id for u in fake_audio()]
+    assert all(s.text.startswith(s.label) and s.text_corpus == "goemotions" for s in epoch0)
+    assert epoch0 == LabelMatchedPairing(fake_audio(), fake_texts(), seed=7).epoch(0)
+    assert [s.text for s in pairing.epoch(1)] != [s.text for s in epoch0]  # re-drawn each epoch
+    assert [s.text for s in LabelMatchedPairing(fake_audio(), fake_texts(), seed=8).epoch(0)] != [s.text for s in epoch0]
+    # 5 clips per class, 3 texts per class: each text is used once or twice, never 3 times
+    uses = Counter(s.text for s in epoch0)
+    assert set(uses.values()) <= {1, 2} and len(uses) == 12
+
+
+def test_pairing_refuses_labels_without_texts():
+    texts = [t for t in fake_texts() if t.label != "sad"]
+    with pytest.raises(ValueError, match="sad"):
+        LabelMatchedPairing(fake_audio(), texts)
+
+
+def test_modality_dropout_fractions_and_never_both():
+    utterances = fake_audio(n_per_label=250)
+    dropout = ModalityDropout(p_text=0.2, p_audio=0.3)
+    samples = LabelMatchedPairing(utterances, fake_texts(), seed=1, dropout=dropout).epoch(3)
+    no_text = sum(s.text == "" for s in samples)
+    no_audio = sum(s.audio_path is None for s in samples)
+    assert not any(s.text == "" and s.audio_path is None for s in samples)
+    assert abs(no_text / 1000 - 0.2) < 0.05 and abs(no_audio / 1000 - 0.3) < 0.05
+    with pytest.raises(ValueError):
+        ModalityDropout(p_text=0.6, p_audio=0.5)
+
+
+def test_natural_pairs_keep_each_utterances_own_transcript():
+    utterances = fake_audio(n_per_label=2)
+    samples = natural_pairs(utterances, epoch=0, seed=0)
+    assert [(s.audio_path, s.text, s.text_corpus) for s in samples] == [
+        (u.audio_path, u.transcript, u.corpus) for u in utterances
+    ]
+    dropped = natural_pairs(utterances, epoch=0, seed=0, dropout=ModalityDropout(p_text=1.0))
+    assert all(s.text == "" and s.audio_path is not None for s in dropped)
+
+
+# ---------------------------------------------------------------------------- real corpora
+
+
+@pytest.mark.shared_data
+def test_real_ravdess_and_tess_counts(shared_data):
+    ravdess, report = load_ravdess(shared_data / "ravdess")
+    assert report.kept == 504 and report.dropped == {"calm": 144}
+    assert len({u.speaker for u in ravdess}) == 18
+    assert Counter(u.label for u in ravdess) == {"angry": 144, "happy": 144, "sad": 144, "neutral": 72}
+    tess, report = load_tess(shared_data / "tess")
+    assert report.kept == 1600 and not report.dropped
+    assert Counter(u.speaker for u in tess) == {"tess_OAF": 800, "tess_YAF": 800}
+
+
+@pytest.mark.shared_data
+def test_real_goemotions_counts(shared_data):
+    samples, report = load_goemotions(shared_data / "goemotions" / "train.tsv")
+    assert report.total == 43410
+    assert report.kept == len(samples) == 34658
+    assert report.dropped["multi_label"] == 3855

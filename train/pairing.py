@@ -1,0 +1,157 @@
+"""Training samples for the bimodal model: natural pairs, label-matched pairs, modality dropout.
+
+What this is, and what it is not
+--------------------------------
+MSCNN-SPU-ATT (Peng et al. 2021) is trained on IEMOCAP, where each utterance's audio comes with
+*its own* transcript and both carry the emotion. Corpora like that (IEMOCAP, or a CSV manifest of
+a paired corpus) train the paper's way with :func:`natural_pairs`: audio and transcript of the
+same utterance.
+
+The corpora available here do not pair audio with an emotional transcript: RAVDESS, TESS, CREMA-D
+and EmoDB read fixed, emotionally neutral scripts, and GoEmotions is text without audio. To still
+train both branches, :class:`LabelMatchedPairing` pairs each audio clip of class y with a text of
+class y drawn from a separate text corpus, re-drawn every epoch (seeded, so that an epoch's pairs
+depend only on (seed, epoch)). The pair shares a label and nothing else: the model cannot learn
+how words and voice interact within one utterance, only that each modality alone predicts the
+class. Results from such training are not comparable with the paper's numbers, and a report must
+say which pairing was used.
+
+Modality dropout (:class:`ModalityDropout`) blanks the transcript (``text=""``) or removes the
+audio (``audio_path=None``) for configurable fractions of samples, never both for one sample, so
+that one checkpoint serves audio alone, text alone, or both at inference.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from train.datasets import TextSample, Utterance
+
+
+@dataclass(frozen=True)
+class BimodalSample:
+    audio_path: Path | None  # None: audio dropped (or a text-only item)
+    text: str  # "": transcript dropped
+    label: str
+    speaker: str
+    corpus: str  # where the audio came from
+    utterance_id: str
+    text_corpus: str  # where the text came from: the same corpus (natural pair) or another one
+
+
+def _epoch_rng(purpose: str, seed: int, epoch: int) -> random.Random:
+    # String seeds are hashed with SHA-512 by `random`, stable across runs and PYTHONHASHSEED.
+    return random.Random(f"{purpose}:{seed}:{epoch}")
+
+
+@dataclass(frozen=True)
+class ModalityDropout:
+    """Per sample and epoch: drop the text with probability p_text, else the audio with p_audio."""
+
+    p_text: float = 0.0
+    p_audio: float = 0.0
+
+    def __post_init__(self):
+        if not (0.0 <= self.p_text and 0.0 <= self.p_audio and self.p_text + self.p_audio <= 1.0):
+            raise ValueError("need 0 <= p_text, p_audio and p_text + p_audio <= 1 (never drop both)")
+
+    def apply(self, samples: Sequence[BimodalSample], *, seed: int, epoch: int) -> list[BimodalSample]:
+        rng = _epoch_rng("dropout", seed, epoch)
+        out = []
+        for sample in samples:
+            draw = rng.random()  # one draw per sample keeps the two drops mutually exclusive
+            if draw < self.p_text and sample.audio_path is not None:
+                sample = _replace(sample, text="")
+            elif self.p_text <= draw < self.p_text + self.p_audio and sample.text:
+                sample = _replace(sample, audio_path=None)
+            out.append(sample)
+        return out
+
+
+def _replace(sample: BimodalSample, **changes) -> BimodalSample:
+    from dataclasses import replace
+
+    return replace(sample, **changes)
+
+
+def natural_pairs(
+    utterances: Sequence[Utterance],
+    *,
+    epoch: int = 0,
+    seed: int = 0,
+    dropout: ModalityDropout = ModalityDropout(),
+) -> list[BimodalSample]:
+    """The paper's way: each utterance's audio with its own transcript (IEMOCAP, manifests)."""
+    samples = [
+        BimodalSample(
+            audio_path=u.audio_path,
+            text=u.transcript or "",
+            label=u.label,
+            speaker=u.speaker,
+            corpus=u.corpus,
+            utterance_id=u.utterance_id,
+            text_corpus=u.corpus,
+        )
+        for u in utterances
+    ]
+    return dropout.apply(samples, seed=seed, epoch=epoch)
+
+
+class LabelMatchedPairing:
+    """Pairs audio clips with texts of the same label from another corpus, anew each epoch.
+
+    Within an epoch, each class's texts are used without replacement (shuffled, then cycled when
+    there are more clips than texts), so a small text pool is spread evenly over the clips.
+    """
+
+    def __init__(
+        self,
+        utterances: Sequence[Utterance],
+        texts: Sequence[TextSample],
+        *,
+        seed: int = 0,
+        dropout: ModalityDropout = ModalityDropout(),
+    ):
+        self.utterances = list(utterances)
+        self.seed = seed
+        self.dropout = dropout
+        self.texts_by_label: dict[str, list[TextSample]] = {}
+        for text in texts:
+            self.texts_by_label.setdefault(text.label, []).append(text)
+        missing = sorted({u.label for u in self.utterances} - set(self.texts_by_label))
+        if missing:
+            raise ValueError(f"no texts for audio labels {missing}: cannot pair them")
+
+    def text_indices(self, epoch: int) -> list[int]:
+        """For each utterance, the index of its text within texts_by_label[its label]."""
+        rng = _epoch_rng("pairing", self.seed, epoch)
+        decks: dict[str, list[int]] = {}
+        indices = []
+        for utterance in self.utterances:
+            deck = decks.setdefault(utterance.label, [])
+            if not deck:  # (re)shuffle the class's texts when its deck runs out
+                deck.extend(range(len(self.texts_by_label[utterance.label])))
+                rng.shuffle(deck)
+            indices.append(deck.pop())
+        return indices
+
+    def epoch(self, epoch: int) -> list[BimodalSample]:
+        """This epoch's samples, in the order of the utterances; same (seed, epoch), same samples."""
+        samples = []
+        for utterance, text_index in zip(self.utterances, self.text_indices(epoch)):
+            text = self.texts_by_label[utterance.label][text_index]
+            samples.append(
+                BimodalSample(
+                    audio_path=utterance.audio_path,
+                    text=text.text,
+                    label=utterance.label,
+                    speaker=utterance.speaker,
+                    corpus=utterance.corpus,
+                    utterance_id=utterance.utterance_id,
+                    text_corpus=text.corpus,
+                )
+            )
+        return self.dropout.apply(samples, seed=self.seed, epoch=epoch)

@@ -19,9 +19,13 @@ import csv
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import soundfile
 
 from ser_demo.audio import SAMPLE_RATE
 
@@ -59,17 +63,17 @@ class LoadReport:
     def total(self) -> int:
         return self.kept + sum(self.dropped.values())
 
-    def label_counts(self, items: Iterable[Utterance | TextSample]) -> dict[str, int]:
-        counts = {label: 0 for label in LABELS}
-        for item in items:
-            counts[item.label] += 1
-        return counts
-
     def __str__(self) -> str:
         dropped = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.dropped.items()))
         return f"{self.corpus or 'corpus'}: kept {self.kept} of {self.total}" + (
             f" (dropped {dropped})" if dropped else ""
         )
+
+
+def label_counts(items: Iterable[Utterance | TextSample]) -> dict[str, int]:
+    """Items per class, in LABELS order (zeros included)."""
+    counts = Counter(item.label for item in items)
+    return {label: counts[label] for label in LABELS}
 
 
 class _Tally:
@@ -550,17 +554,16 @@ def load_corpus(name: str, path: str | os.PathLike, **options: Any) -> tuple[lis
 # --------------------------------------------------------------------------------------------
 
 
-def read_audio_16k(path: str | os.PathLike):
+def read_audio_16k(path: str | os.PathLike) -> np.ndarray:
     """Float32 mono waveform at SAMPLE_RATE (averages channels, resamples if needed)."""
-    import numpy as np
-    import soundfile
-
     audio, sample_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     audio = audio.mean(axis=1)
     if sample_rate != SAMPLE_RATE:
-        import librosa
+        # soxr "HQ" is librosa.resample's default backend (and ser_demo.ingest's resampler),
+        # called directly to skip librosa's slow import.
+        import soxr
 
-        audio = librosa.resample(audio, orig_sr=sample_rate, target_sr=SAMPLE_RATE)
+        audio = soxr.resample(audio, sample_rate, SAMPLE_RATE, quality="HQ")
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
@@ -621,8 +624,6 @@ def transcripts_for(
 
 def with_transcripts(utterances: Sequence[Utterance], texts: Sequence[str]) -> list[Utterance]:
     """The same utterances carrying other transcripts (e.g. ASR output), in the same order."""
-    from dataclasses import replace
-
     if len(texts) != len(utterances):
         raise ValueError(f"{len(texts)} transcripts for {len(utterances)} utterances")
     return [replace(u, transcript=t) for u, t in zip(utterances, texts)]

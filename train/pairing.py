@@ -24,7 +24,7 @@ that one checkpoint serves audio alone, text alone, or both at inference.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -64,17 +64,11 @@ class ModalityDropout:
         for sample in samples:
             draw = rng.random()  # one draw per sample keeps the two drops mutually exclusive
             if draw < self.p_text and sample.audio_path is not None:
-                sample = _replace(sample, text="")
+                sample = replace(sample, text="")
             elif self.p_text <= draw < self.p_text + self.p_audio and sample.text:
-                sample = _replace(sample, audio_path=None)
+                sample = replace(sample, audio_path=None)
             out.append(sample)
         return out
-
-
-def _replace(sample: BimodalSample, **changes) -> BimodalSample:
-    from dataclasses import replace
-
-    return replace(sample, **changes)
 
 
 def natural_pairs(

@@ -1,0 +1,250 @@
+"""python -m train {cv,ablate,fit,evaluate} ... - see README "Training" for the recipes.
+
+    cv        cross-validate under a protocol (paper 10-fold 8/1/1, or speaker-independent)
+    ablate    the rows of the paper's Table 2 under a protocol
+    fit       train one checkpoint on all the data (dev = held-out speakers), write its model card
+    evaluate  score any checkpoint on any supported corpus; the last line printed is JSON
+Multi-process: `torchrun --nproc_per_node 2 -m train fit ...` (gloo on CPU, nccl on GPUs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields, replace
+from pathlib import Path
+
+LICENCES = {
+    "ravdess": ("RAVDESS", "cc-by-nc-sa-4.0", "https://zenodo.org/record/1188976"),
+    "tess": ("TESS", "cc-by-nc-nd-4.0", "https://tspace.library.utoronto.ca/handle/1807/24487"),
+    "crema-d": ("CREMA-D", "odbl", "https://github.com/CheyneyComputerScience/CREMA-D"),
+    "emodb": ("EmoDB", "unknown", "http://emodb.bilderbar.info"),
+    "iemocap": ("IEMOCAP", "other", "https://sail.usc.edu/iemocap/"),
+    "goemotions": ("GoEmotions", "apache-2.0", "https://github.com/google-research/google-research/tree/master/goemotions"),
+}
+
+
+def _data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--audio", action="append", default=[], metavar="CORPUS=PATH",
+                   help="audio corpus (iemocap, ravdess, tess, crema-d, emodb, manifest); repeatable")
+    p.add_argument("--text", default=None, metavar="PATH",
+                   help="GoEmotions folder: pair audio with label-matched texts (for corpora whose transcripts carry no emotion)")
+    p.add_argument("--calm-as-neutral", action="store_true", help="RAVDESS: count calm as neutral")
+    p.add_argument("--cache", default=".cache/features", help="feature cache folder")
+
+
+def _model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="model switch or size, e.g. use_attention=false, audio_kernel_sizes=[3,5]")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--drop-text", type=float, default=0.0, help="modality dropout: fraction of samples without text")
+    p.add_argument("--drop-audio", type=float, default=0.0, help="modality dropout: fraction of samples without audio")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _protocol_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--protocol", choices=("paper", "speaker-independent"), default="speaker-independent")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--folds", type=int, default=10, help="paper protocol: number of folds")
+    p.add_argument("--groups", type=int, default=5, help="speaker-independent: number of speaker groups")
+    p.add_argument("--max-folds", type=int, default=None, help="stop after this many folds (quick runs)")
+    p.add_argument("--out", required=True, help="run folder: logs, per-fold results, results.md/json")
+
+
+def model_config(args, **extra):
+    from ser_demo.model import ModelConfig
+
+    values = dict(extra)
+    names = {f.name for f in fields(ModelConfig)}
+    for item in args.set:
+        key, _, raw = item.partition("=")
+        if key not in names:
+            raise SystemExit(f"--set: unknown setting {key!r}; known: {', '.join(sorted(names))}")
+        try:
+            values[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key] = raw
+    return ModelConfig(**values)
+
+
+def settings_of(args):
+    from train.trainer import TrainSettings
+
+    return TrainSettings(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, progress=not args.no_progress)
+
+
+def data_of(args):
+    from train.experiment import load_data
+
+    audio = []
+    for item in args.audio:
+        name, _, path = item.partition("=")
+        if not path:
+            raise SystemExit(f"--audio expects CORPUS=PATH, got {item!r}")
+        audio.append((name, path))
+    return load_data(audio, args.text, calm_as_neutral=args.calm_as_neutral)
+
+
+def training_data_of(args) -> list[dict]:
+    names = [item.partition("=")[0] for item in args.audio] + (["goemotions"] if args.text else [])
+    out = []
+    for n in names:
+        name, licence, url = LICENCES.get(n, (n, "unknown", ""))
+        out.append({"name": name, "licence": licence, "url": url})
+    return out
+
+
+def _logger(out: Path):
+    out.mkdir(parents=True, exist_ok=True)
+    log_file = open(out / "log.txt", "a")
+
+    def log(message: str) -> None:
+        print(message, flush=True)
+        log_file.write(message + "\n")
+        log_file.flush()
+
+    return log
+
+
+def command_cv(args, rows_for=None) -> int:
+    from train.experiment import cross_validate, make_bank
+    from train.pairing import ModalityDropout
+    from train.report import ResultRow, write_report
+
+    out = Path(args.out)
+    log = _logger(out)
+    data = data_of(args)
+    for line in data.reports:
+        log(line)
+    dropout = ModalityDropout(args.drop_text, args.drop_audio)
+    variants = rows_for or {"MSCNN-SPU-ATT": {}}
+    table = []
+    for row_name, switches in variants.items():
+        config = model_config(args, **switches)
+        log(f"== {row_name}: {json.dumps({k: v for k, v in config.to_dict().items() if k != 'feature_params'})}")
+        result = cross_validate(
+            data, args.protocol, config, settings_of(args), make_bank(config, Path(args.cache)), dropout,
+            seeds=args.seeds, n_folds=args.folds, n_speaker_groups=args.groups, max_folds=args.max_folds,
+            out_dir=out / row_name.replace("/", "_").replace(" ", "_"), log=log,
+        )
+        for modality, summary in result["summaries"].items():
+            setting = {"both": "audio + text", "audio": "audio only", "text": "text only"}[modality]
+            table.append(ResultRow(row_name, f"{setting} ({data.pairing})", summary))
+            log(f"{row_name} / {setting}: WA {summary.wa_mean:.4f} ± {summary.wa_std:.4f}, UA {summary.ua_mean:.4f} ± {summary.ua_std:.4f} over {summary.n_runs} runs ({summary.protocol})")
+    if rows_for:
+        both = [r for r in table if r.setting.startswith("audio + text")]
+        md, js = write_report(out, table1=[], table2=both, ablation_reference="MSCNN-SPU-ATT")
+    else:
+        md, js = write_report(out, table1=table)
+    log(f"wrote {md} and {js}")
+    return 0
+
+
+def command_ablate(args) -> int:
+    from train.experiment import ABLATIONS
+
+    rows = dict(ABLATIONS)
+    if not any(s.startswith("use_speaker=true") for s in args.set):
+        rows.pop("w/o speaker embedding")  # identical to the full model when no x-vector is used
+    return command_cv(args, rows_for=rows)
+
+
+def command_fit(args) -> int:
+    from train.experiment import make_bank, samples_for
+    from train.hub import push_to_hub, write_model_card
+    from train.pairing import ModalityDropout
+    from train.protocol import speaker_groups
+    from train.trainer import fit, is_main_process
+
+    out = Path(args.out)
+    log = _logger(out)
+    data = data_of(args)
+    for line in data.reports:
+        log(line)
+    config = model_config(args)
+    # Model selection still needs unseen speakers: hold out one speaker group as dev.
+    dev_speakers = set(speaker_groups([u.speaker for u in data.utterances], args.groups, seed=0)[0])
+    train = [u for u in data.utterances if u.speaker not in dev_speakers]
+    dev = [u for u in data.utterances if u.speaker in dev_speakers]
+    log(f"train {len(train)} utterances, dev {len(dev)} (speakers {sorted(dev_speakers)})")
+    dropout = ModalityDropout(args.drop_text, args.drop_audio)
+    model, info = fit(config, samples_for(data, train, "train", 0, dropout), samples_for(data, dev, "dev", 0)(0),
+                      make_bank(config, Path(args.cache)), settings_of(args), run_dir=out / "state", log=log)
+    if not is_main_process():
+        return 0
+    model.save_pretrained(out)
+    (out / "training.json").write_text(json.dumps({
+        "command": " ".join(sys.argv), "pairing": data.pairing, "data": data.reports,
+        "dev_speakers": sorted(dev_speakers), **info}, indent=1))
+    results = {}
+    if args.results:
+        for row in json.loads(Path(args.results).read_text())["table1"]:
+            results[f"{row['summary']['protocol']} - {row['setting']}"] = row["summary"]
+    write_model_card(out, results, training_data_of(args), args.protocol_note, repo_id=args.push_to_hub, pairing=data.pairing)
+    log(f"saved checkpoint and model card to {out}")
+    if args.push_to_hub:
+        push_to_hub(out, args.push_to_hub)
+        log(f"pushed to https://huggingface.co/{args.push_to_hub}")
+    return 0
+
+
+def command_evaluate(args) -> int:
+    from ser_demo.audio import Normalizer
+    from ser_demo.model import MSCNN_SPU_ATT
+    from train.experiment import Data, restrict, samples_for
+    from train.datasets import load_corpus, load_goemotions
+    from train.protocol import Fold, evaluate
+    from train.trainer import FeatureBank, predict_labels
+    from ser_demo.text import load_word_vectors
+
+    model = MSCNN_SPU_ATT.from_pretrained(args.checkpoint)
+    config = model.config
+    utterances, report = load_corpus(args.corpus, args.data)
+    texts = None
+    if args.text:
+        texts = {"test": load_goemotions(Path(args.text) / "test.tsv")[0]}
+    data = Data(utterances, texts)
+    samples = restrict(samples_for(data, utterances, "test", seed=0)(0), args.modality)
+    bank = FeatureBank(load_word_vectors(config.embeddings) if config.use_text else None, Path(args.cache))
+    normalizer = Normalizer.from_dict(config.normalizer) if config.normalizer else Normalizer.identity(config.n_audio_features)
+    predicted = predict_labels(model, samples, bank, normalizer)
+    fold = Fold(protocol=f"evaluate:{args.corpus}", index=0, seed=0, train=(), dev=(), test=tuple(range(len(samples))))
+    result = evaluate([s.label for s in samples], predicted, fold, labels=config.labels)
+    print(str(report), file=sys.stderr)
+    print(json.dumps({
+        "checkpoint": args.checkpoint, "corpus": args.corpus, "modality": args.modality, "n": result.n,
+        "pairing": data.pairing, "wa": result.wa, "ua": result.ua, "recall": result.recall,
+        "labels": result.labels, "confusion": result.confusion,
+    }))
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (("cv", "cross-validate"), ("ablate", "Table 2 ablations")):
+        p = commands.add_parser(name, help=help_text)
+        _data_arguments(p), _model_arguments(p), _protocol_arguments(p)
+    p = commands.add_parser("fit", help="train the checkpoint on all the data")
+    _data_arguments(p), _model_arguments(p)
+    p.add_argument("--groups", type=int, default=5, help="one of this many speaker groups is the dev set")
+    p.add_argument("--out", required=True, help="checkpoint folder")
+    p.add_argument("--results", default=None, help="results.json of a cv run, for the model card")
+    p.add_argument("--protocol-note", default="speaker-independent cross-validation (see results)")
+    p.add_argument("--push-to-hub", default=None, metavar="REPO_ID")
+    p = commands.add_parser("evaluate", help="score a checkpoint on a corpus")
+    p.add_argument("--checkpoint", required=True, help="folder or Hub repo id")
+    p.add_argument("--corpus", required=True, help="iemocap, ravdess, tess, crema-d, emodb, manifest")
+    p.add_argument("--data", required=True, help="the corpus folder (or the manifest CSV)")
+    p.add_argument("--modality", choices=("both", "audio", "text"), default="both")
+    p.add_argument("--text", default=None, help="GoEmotions folder: pair with label-matched test texts")
+    p.add_argument("--cache", default=".cache/features")
+    args = parser.parse_args(argv)
+    return {"cv": command_cv, "ablate": command_ablate, "fit": command_fit, "evaluate": command_evaluate}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

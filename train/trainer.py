@@ -1,0 +1,259 @@
+"""The training loop of section 4.1: Adam (lr 5e-4), gradient-norm clipping at 1, dropout 0.3,
+batch 64, cross-entropy, model selection on the dev fold.
+
+Composes `ser_demo` (features, word vectors, the model) with the data pieces of `train/`; it adds
+no model code. Runs on one process, or on several under `torchrun` (DistributedDataParallel, gloo
+on CPU, nccl on GPUs): every rank draws the same epoch, takes its share of the batches, and
+DDP averages the gradients, so N processes train the same model as one with N times the batches.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from ser_demo.audio import FeatureParams, Normalizer, mfcc_features
+from ser_demo.ingest import load_audio
+from ser_demo.model import MSCNN_SPU_ATT, ModelConfig
+from ser_demo.text import WordVectors
+from train.cache import FeatureCache
+from train.pairing import BimodalSample
+
+
+@dataclass
+class TrainSettings:
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 5e-4
+    clip_norm: float = 1.0
+    seed: int = 0
+    select_on: str = "ua"  # dev metric that picks the kept epoch: "ua" or "wa"
+    max_frames: int = 800  # crop training clips to 8 s (a random window each epoch) to bound memory
+    progress: bool = True
+
+
+def load_clip(path: Path) -> np.ndarray:
+    """Audio exactly as the recognizer sees it at inference: 16 kHz mono, edges trimmed, peak-normalised."""
+    return load_audio(path, max_seconds=None, min_seconds=0.0, trim_silence=True)
+
+
+class FeatureBank:
+    """Raw MFCC matrices per audio file (cached on disk by content) and word vectors per text."""
+
+    def __init__(self, word_vectors: Optional[WordVectors], cache_dir: Path, params: FeatureParams = FeatureParams()):
+        self.params = params
+        self.word_vectors = word_vectors
+        self.cache = FeatureCache(cache_dir)
+        self._mfcc: dict[Path, np.ndarray] = {}
+        self._words: dict[str, np.ndarray] = {}
+        # what the cached matrices depend on besides the audio: the features and the ingestion
+        self._key = {**params.to_dict(), "ingest": "trim+peak-v1"}
+
+    def mfcc(self, path: Path) -> np.ndarray:
+        if path not in self._mfcc:
+            self._mfcc[path] = self.cache.get_or_compute(
+                path, self._key, lambda p: mfcc_features(load_clip(p), self.params)
+            )
+        return self._mfcc[path]
+
+    def words(self, text: str) -> np.ndarray:
+        if text not in self._words:
+            self._words[text] = self.word_vectors.encode(text).vectors
+        return self._words[text]
+
+
+def make_batch(
+    samples: Sequence[BimodalSample],
+    bank: FeatureBank,
+    config: ModelConfig,
+    normalizer: Normalizer,
+    rng: Optional[random.Random] = None,
+    max_frames: Optional[int] = None,
+) -> dict[str, torch.Tensor]:
+    """Pad a list of samples into model inputs; a dropped modality becomes length 0."""
+    batch: dict[str, torch.Tensor] = {}
+    if config.use_audio:
+        mats = []
+        for s in samples:
+            if s.audio_path is None:
+                mats.append(np.zeros((config.n_audio_features, 0), np.float32))
+                continue
+            m = normalizer(bank.mfcc(s.audio_path))
+            if max_frames and m.shape[1] > max_frames:  # a random window: augmentation for free
+                start = (rng or random).randrange(m.shape[1] - max_frames + 1)
+                m = m[:, start : start + max_frames]
+            mats.append(m)
+        lengths = [m.shape[1] for m in mats]
+        mfcc = np.zeros((len(mats), config.n_audio_features, max(max(lengths), 1)), np.float32)
+        for i, m in enumerate(mats):
+            mfcc[i, :, : m.shape[1]] = m
+        batch["mfcc"], batch["audio_lengths"] = torch.from_numpy(mfcc), torch.tensor(lengths)
+    if config.use_text:
+        seqs = [bank.words(s.text) if s.text else np.zeros((0, config.n_word_features), np.float32) for s in samples]
+        lengths = [len(q) for q in seqs]
+        words = np.zeros((len(seqs), max(max(lengths), 1), config.n_word_features), np.float32)
+        for i, q in enumerate(seqs):
+            words[i, : len(q)] = q
+        batch["words"], batch["word_lengths"] = torch.from_numpy(words), torch.tensor(lengths)
+    return batch
+
+
+def label_tensor(samples: Sequence[BimodalSample], labels: Sequence[str]) -> torch.Tensor:
+    index = {label: i for i, label in enumerate(labels)}
+    return torch.tensor([index[s.label] for s in samples])
+
+
+@torch.no_grad()
+def predict_labels(model, samples, bank, normalizer, batch_size: int = 64) -> list[str]:
+    model.eval()
+    config, out = model.config, []
+    for i in range(0, len(samples), batch_size):
+        chunk = samples[i : i + batch_size]
+        logits = model(**make_batch(chunk, bank, config, normalizer)).logits
+        out += [config.labels[j] for j in logits.argmax(-1).tolist()]
+    return out
+
+
+def dev_metrics(model, samples, bank, normalizer) -> dict[str, float]:
+    from train.protocol import unweighted_accuracy, weighted_accuracy
+
+    truth = [s.label for s in samples]
+    predicted = predict_labels(model, samples, bank, normalizer)
+    return {"wa": weighted_accuracy(truth, predicted), "ua": unweighted_accuracy(truth, predicted, model.config.labels)}
+
+
+# --- distributed helpers: no-ops on a single process -----------------------------------------
+
+
+def distributed_setup() -> tuple[int, int]:
+    """(rank, world size); initialises the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def is_main_process() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+# --- resumable state: safetensors + JSON, never pickle ------------------------------------------
+
+
+def save_state(run_dir: Path, model, optimizer, best_state, info: dict) -> None:
+    tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    tensors |= {f"best.{k}": v.contiguous() for k, v in best_state.items()}
+    for i, state in optimizer.state_dict()["state"].items():
+        tensors |= {f"adam.{i}.{k}": torch.as_tensor(v).reshape(-1) if k == "step" else v for k, v in state.items()}
+    tmp = run_dir / "state.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    os.replace(tmp, run_dir / "state.safetensors")
+    (run_dir / "state.json").write_text(json.dumps(info, indent=1))
+
+
+def load_state(run_dir: Path, model, optimizer) -> Optional[tuple[dict, dict]]:
+    if not (run_dir / "state.json").is_file():
+        return None
+    tensors = load_file(str(run_dir / "state.safetensors"))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+    opt = optimizer.state_dict()
+    for key, value in tensors.items():
+        if key.startswith("adam."):
+            _, i, name = key.split(".", 2)
+            opt["state"].setdefault(int(i), {})[name] = value.reshape(()) if name == "step" else value
+    optimizer.load_state_dict(opt)
+    return best, json.loads((run_dir / "state.json").read_text())
+
+
+def fit(
+    config: ModelConfig,
+    train_epoch: Callable[[int], list[BimodalSample]],
+    dev: Sequence[BimodalSample],
+    bank: FeatureBank,
+    settings: TrainSettings = TrainSettings(),
+    run_dir: Optional[Path] = None,
+    log: Callable[[str], None] = print,
+) -> tuple[MSCNN_SPU_ATT, dict]:
+    """Train a model; returns the epoch with the best dev score (and the history).
+
+    `train_epoch(e)` gives epoch e's samples (label-matched pairs are re-drawn each epoch).
+    Normalisation statistics are fitted on the training audio and stored in the config."""
+    rank, world = distributed_setup()
+    torch.manual_seed(settings.seed)
+    first = train_epoch(0)
+    audio_files = sorted({s.audio_path for s in first if s.audio_path is not None})
+    if config.use_audio and config.normalizer is None:
+        config = replace(config, normalizer=Normalizer.fit([bank.mfcc(p) for p in audio_files]).to_dict())
+    normalizer = Normalizer.from_dict(config.normalizer) if config.normalizer else Normalizer.identity(config.n_audio_features)
+    model = MSCNN_SPU_ATT(config)
+    trainable = model
+    if world > 1:
+        trainable = torch.nn.parallel.DistributedDataParallel(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    best_state = {k: v.clone() for k, v in model.state_dict().items()}
+    history, best_score, start_epoch = [], -math.inf, 0
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        resumed = load_state(run_dir, model, optimizer)
+        if resumed is not None:
+            best_state, info = resumed
+            history, best_score, start_epoch = info["history"], info["best_score"], info["epoch"] + 1
+            log(f"resumed from {run_dir} at epoch {start_epoch}")
+
+    for epoch in range(start_epoch, settings.epochs):
+        started = time.perf_counter()
+        samples = train_epoch(epoch)
+        rng = random.Random(f"{settings.seed}:{epoch}")  # same order on every rank
+        order = list(range(len(samples)))
+        rng.shuffle(order)
+        batches = [order[i : i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
+        batches = batches[: len(batches) // world * world] if world > 1 else batches
+        mine = batches[rank::world]
+        model.train()
+        total_loss = 0.0
+        progress = _progress(mine, f"epoch {epoch + 1}/{settings.epochs}", settings.progress and rank == 0)
+        for batch_indices in progress:
+            chunk = [samples[i] for i in batch_indices]
+            inputs = make_batch(chunk, bank, config, normalizer, rng, settings.max_frames)
+            loss = F.cross_entropy(trainable(**inputs).logits, label_tensor(chunk, config.labels))
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip_norm)
+            optimizer.step()
+            total_loss += loss.item()
+        scores = dev_metrics(model, list(dev), bank, normalizer) if dev else {"wa": 0.0, "ua": 0.0}
+        record = {"epoch": epoch, "loss": total_loss / max(len(mine), 1), **scores, "seconds": time.perf_counter() - started}
+        history.append(record)
+        improved = scores[settings.select_on] > best_score
+        if improved:
+            best_score = scores[settings.select_on]
+            best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        if rank == 0:
+            log(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}) + (" *" if improved else ""))
+            if run_dir is not None:
+                save_state(run_dir, model, optimizer, best_state, {"epoch": epoch, "best_score": best_score, "history": history, "settings": asdict(settings)})
+    model.load_state_dict(best_state)
+    return model.eval(), {"history": history, "best_dev": best_score, "select_on": settings.select_on}
+
+
+def _progress(items, description: str, enabled: bool):
+    if not enabled:
+        return items
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return items
+    return tqdm(items, desc=description, leave=False)

@@ -1,0 +1,390 @@
+"""Speech emotion recognition, step by step: the Gradio app of ser_demo (MSCNN-SPU-ATT).
+
+    python app.py                      # http://0.0.0.0:7860 (GRADIO_SERVER_PORT changes the port)
+
+Speak into the microphone (or upload a clip), and the page shows how MSCNN-SPU-ATT (Peng et al.,
+ICASSP 2021) reaches its answer: the transcript Whisper heard, the MFCCs, the SPU statistics,
+the attention of each audio context vector over the words, and what really moves the answer
+(leave-one-word-out, uniform attention, occlusion of audio windows).
+
+The page composes `ser_demo` and holds no model logic. Everything loads once, at start-up.
+
+Settings (environment):
+  SER_CHECKPOINT          the default checkpoint (else the bundled one)
+  SER_APP_CHECKPOINTS     more checkpoints a visitor may choose: comma-separated local folders or
+                          Hub repo ids, each optionally "label=source"; never typed by a visitor
+  SER_ASR_BACKEND / SER_ASR_MODEL   Whisper backend and model (default: offline tiny.en)
+  SER_APP_NO_ASR=1        start without speech recognition (transcripts must be typed)
+  SER_APP_MAX_SECONDS     longest recording accepted (30)
+  SER_APP_MAX_FILE_SIZE   largest upload (10mb)
+  SER_APP_CONCURRENCY     requests analysed at once (2); SER_APP_QUEUE_SIZE: waiting ones (32)
+  SER_APP_RELEVANCE       audio relevance: occlusion (default), gradient or none
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import os
+import resource
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import gradio as gr
+
+from ser_demo.recognizer import MODALITIES, EmotionRecognizer, PredictionError, default_checkpoint
+
+log = logging.getLogger("ser_demo.app")
+
+HERE = Path(__file__).resolve().parent
+EXAMPLES_DIR = HERE / "examples"
+MAX_SECONDS = float(os.environ.get("SER_APP_MAX_SECONDS", "30"))
+MAX_FILE_SIZE = os.environ.get("SER_APP_MAX_FILE_SIZE", "10mb")
+CONCURRENCY = int(os.environ.get("SER_APP_CONCURRENCY", "2"))
+QUEUE_SIZE = int(os.environ.get("SER_APP_QUEUE_SIZE", "32"))
+RELEVANCE = os.environ.get("SER_APP_RELEVANCE", "occlusion")
+CHECKPOINTS_ENV = "SER_APP_CHECKPOINTS"
+MODALITY_CHOICES = [("audio + text", "both"), ("audio only", "audio"), ("text only", "text")]
+GENERIC_ERROR = "Something went wrong while analysing this recording. Please try again, or try another clip."
+
+
+# --- start-up: everything loads once ---------------------------------------------------------
+
+
+def checkpoint_sources() -> dict[str, str]:
+    """label -> local folder or Hub repo id: the default checkpoint first, then SER_APP_CHECKPOINTS."""
+    sources: dict[str, str] = {}
+    default = default_checkpoint()
+    if default:
+        sources[Path(default).name if Path(default).is_dir() else default] = default
+    for entry in os.environ.get(CHECKPOINTS_ENV, "").split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        label, _, source = entry.rpartition("=") if "=" in entry else ("", "", entry)
+        source = source.strip()
+        label = label.strip() or (Path(source).name if Path(source).is_dir() else source)
+        sources.setdefault(label, source)
+    return sources
+
+
+def rss_mb() -> float:
+    """Resident memory of this process now (MB), from /proc; peak RSS where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclass
+class Service:
+    recognizers: dict[str, EmotionRecognizer]
+    transcriber: object = None
+    asr_error: Optional[str] = None
+    startup: dict = field(default_factory=dict)
+
+    @property
+    def default(self) -> str:
+        return next(iter(self.recognizers))
+
+    @classmethod
+    def load(cls, sources: Optional[dict[str, str]] = None, asr: Optional[bool] = None, warm_up: bool = True) -> "Service":
+        start = time.perf_counter()
+        sources = checkpoint_sources() if sources is None else sources
+        if not sources:
+            raise SystemExit(
+                "no checkpoint: the bundled checkpoints/mscnn-spu-att-en-4class is missing; "
+                "set SER_CHECKPOINT to a checkpoint folder or Hub repo id"
+            )
+        recognizers = {}
+        for label, source in sources.items():
+            try:
+                recognizers[label] = EmotionRecognizer.from_pretrained(source)
+            except Exception as err:  # one bad extra checkpoint must not take the page down
+                if not recognizers and label == next(iter(sources)):
+                    raise
+                log.warning("checkpoint %s (%s) not loaded: %s", label, source, err)
+        loaded_models = time.perf_counter()
+        transcriber, asr_error = None, None
+        if asr is None:
+            asr = os.environ.get("SER_APP_NO_ASR", "") not in ("1", "true", "yes")
+        if asr:
+            from ser_demo.asr import TranscriptionUnavailable, load_transcriber
+
+            try:
+                transcriber = load_transcriber()
+            except TranscriptionUnavailable as err:
+                asr_error = str(err)
+                log.warning("%s; transcripts must be typed", err)
+        else:
+            asr_error = "transcription unavailable: turned off (SER_APP_NO_ASR)"
+        service = cls(recognizers, transcriber, asr_error)
+        loaded = time.perf_counter()
+        if warm_up:  # the first MFCC call compiles librosa's kernels; pay that now, not on a visitor
+            service.warm_up()
+        service.startup = {
+            "load_models_s": round(loaded_models - start, 3),
+            "load_asr_s": round(loaded - loaded_models, 3),
+            "warm_up_s": round(time.perf_counter() - loaded, 3),
+            "total_s": round(time.perf_counter() - start, 3),
+            "rss_mb": round(rss_mb(), 1),
+        }
+        log.info("start-up: %s", service.startup)
+        return service
+
+    def warm_up(self) -> None:
+        clips = sorted(EXAMPLES_DIR.glob("*.wav"))
+        if not clips:
+            return
+        try:
+            run_analysis(self, str(clips[0]), "", "both", self.default)
+        except Exception:  # a failed warm-up only costs the first visitor some time
+            log.exception("warm-up failed")
+
+
+# --- one request ---------------------------------------------------------------------------
+
+
+def run_analysis(service: Service, audio, transcript, modality, checkpoint_name):
+    """The library pipeline and the figures; returns (analysis, images, timings)."""
+    from ser_demo.explain import analyze as analyze_utterance
+    from ser_demo.plotting import draw_analysis
+
+    start = time.perf_counter()
+    recognizer = service.recognizers[checkpoint_name]
+    analysis = analyze_utterance(
+        recognizer, audio, transcript, modality, transcriber=service.transcriber,
+        asr_unavailable=service.asr_error, max_seconds=MAX_SECONDS, relevance=RELEVANCE,
+    )
+    t = time.perf_counter()
+    images = draw_analysis(analysis)
+    timings = dict(analysis.timings)
+    timings["plots"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - start
+    return analysis, images, timings
+
+
+def _probabilities_html(analysis) -> str:
+    e = analysis.explanation
+    rows = []
+    for i, (label, p) in enumerate(zip(e.labels, e.probabilities)):
+        style = ' style="font-weight: bold"' if i == e.target else ""
+        uniform = f"{e.uniform_probabilities[i]:.4f}" if e.uniform_probabilities is not None else "-"
+        name = html.escape(label)
+        rows.append(f'<tr{style}><td>{name}</td><td class="probability" data-label="{name}">{p:.4f}</td>'
+                    f"<td>{uniform}</td></tr>")
+    return (
+        f'<div id="prediction-summary"><p style="font-size: 1.3em">The model hears <b>{html.escape(e.label)}</b> '
+        f"({e.probabilities[e.target]:.0%}).</p>"
+        "<table><thead><tr><th>emotion</th><th>probability</th><th>with uniform attention</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+def _uniform_markdown(analysis) -> str:
+    e = analysis.explanation
+    if e.uniform_probabilities is None:
+        return ("*Uniform attention needs both modalities and at least one word: choose "
+                "**audio + text** to compare.*")
+    same = e.uniform_label == e.label
+    change = e.uniform_probabilities[e.target] - e.probabilities[e.target]
+    return (
+        f"With **uniform attention** (every word weighted equally) the model would say "
+        f"**{e.uniform_label}** ({e.uniform_probabilities.max():.0%}); p({e.label}) changes by {change:+.3f}. "
+        + ("The learned weights do not change the answer here." if same else
+           "The learned attention weights **change the answer** here.")
+    )
+
+
+def _timings_markdown(analysis, timings: dict) -> str:
+    names = {"ingest": "ingestion (decode, resample)", "asr": "speech recognition (Whisper)",
+             "features": "features (MFCC + GloVe)", "model": "model (MSCNN-SPU-ATT)",
+             "explanations": "explanations (leave-one-out, uniform, occlusion)", "plots": "plots",
+             "total": "**total**"}
+    rows = "\n".join(f"| {names.get(k, k)} | {v * 1000:.0f} ms |" for k, v in timings.items())
+    source = {"asr": "heard by Whisper", "typed": "typed", "none": "none"}[analysis.transcript_source]
+    duration = f"{analysis.duration:.2f} s of audio, " if analysis.duration else ""
+    return f"{duration}transcript {source}.\n\n| stage | time |\n|---|---|\n{rows}"
+
+
+def _notes_markdown(analysis) -> str:
+    return "\n".join(f"- {note}" for note in analysis.notes)
+
+
+def make_analyze(service: Service):
+    """The request handler, bound to the loaded service. Every failure reaches the page as a
+    gr.Error with a message a visitor can act on; no stack trace is ever shown."""
+    from ser_demo.asr import TranscriptionUnavailable
+    from ser_demo.ingest import AudioInputError
+    from ser_demo.plotting import attention_html
+
+    def analyze(audio, transcript, modality, checkpoint_name):
+        """Analyse one recording: emotion probabilities, transcript, figures and explanations.
+
+        Args:
+            audio: a recording (file path; wav, flac, ogg, mp3, webm, ...)
+            transcript: what was said; empty = transcribe with Whisper
+            modality: "both", "audio" or "text"
+            checkpoint_name: one of the checkpoints this app offers (empty = the default)
+        """
+        checkpoint_name = checkpoint_name or service.default
+        try:
+            if checkpoint_name not in service.recognizers:
+                raise PredictionError(
+                    f"unknown checkpoint {checkpoint_name!r}; choose one of {', '.join(service.recognizers)}"
+                )
+            if modality not in MODALITIES:
+                raise PredictionError(f"modality must be one of {', '.join(MODALITIES)}, not {modality!r}")
+            analysis, images, timings = run_analysis(service, audio, transcript, modality, checkpoint_name)
+        except (AudioInputError, PredictionError, TranscriptionUnavailable) as err:
+            raise gr.Error(str(err), print_exception=False) from None
+        except Exception:
+            log.exception("analysis failed")
+            raise gr.Error(GENERIC_ERROR, print_exception=False) from None
+        e = analysis.explanation
+        details = analysis.to_dict()
+        details.update(checkpoint=checkpoint_name, timings={k: round(v, 4) for k, v in timings.items()})
+        return (
+            {label: float(p) for label, p in zip(e.labels, e.probabilities)},
+            _probabilities_html(analysis),
+            images.get("probabilities"),
+            analysis.transcript if analysis.modality != "audio" else (transcript or ""),
+            images.get("mfcc"),
+            images.get("spu"),
+            images.get("attention"),
+            attention_html(e.tokens, e.attention, e.statistics, e.word_influence, analysis.token_times),
+            _uniform_markdown(analysis),
+            _timings_markdown(analysis, timings),
+            _notes_markdown(analysis),
+            details,
+        )
+
+    return analyze
+
+
+# --- the page ------------------------------------------------------------------------------
+
+INTRO = """
+# How does a network hear emotion? MSCNN-SPU-ATT, step by step
+Record a sentence (or upload a clip, or click an example), then press **Analyse**. The model
+(Peng et al., ICASSP 2021) listens to **how** you speak (MFCC features of the audio) and reads
+**what** you say (the transcript), and guesses one of four emotions: angry, happy, sad, neutral.
+"""
+
+EXPLAIN = {
+    "probabilities": "The model's final answer: one probability per emotion, adding up to 1. The grey "
+                     "hatched bars show what it would answer if attention weighted every word equally.",
+    "mfcc": "MFCCs describe the sound's colour every 10 ms (32 numbers per frame); delta and "
+            "delta-delta show how fast they change. The bottom row hides short pieces of audio one at "
+            "a time: where hiding a piece lowers the answer's probability, that piece mattered (green).",
+    "spu": "Convolutions with 4 window sizes (30-90 ms) slide over the MFCCs with 128 filters each. "
+           "The SPU summarises each filter over the whole clip in three ways: its maximum, its mean "
+           "and its spread (std). Same colour scale in all three panels.",
+    "attention": "Each audio summary (max, mean, std) becomes a *context vector* that decides how much "
+                 "to look at each word; each row sums to 1. Attention is not the same as importance, so "
+                 "the bottom row removes one word at a time and measures how much the answer changes.",
+    "timing": "Where the time goes, stage by stage.",
+}
+
+
+def _example_rows(default_checkpoint_name: str) -> list[list]:
+    listing = EXAMPLES_DIR / "examples.json"
+    if not listing.is_file():
+        return []
+    rows = []
+    for item in json.loads(listing.read_text()):
+        path = EXAMPLES_DIR / item["file"]
+        if path.is_file():
+            rows.append([str(path), item["transcript"], "both", default_checkpoint_name])
+    return rows
+
+
+def build_demo(service: Service) -> gr.Blocks:
+    analyze = make_analyze(service)
+    with gr.Blocks(title="Speech emotion, step by step (MSCNN-SPU-ATT)") as demo:
+        gr.Markdown(INTRO)
+        if service.asr_error:
+            gr.Markdown(f"**Speech recognition is off** ({html.escape(service.asr_error)}): "
+                        "type what was said in the transcript box.")
+        with gr.Row():
+            with gr.Column(scale=1):
+                audio = gr.Audio(sources=["microphone", "upload"], type="filepath",
+                                 label=f"Your recording (up to {MAX_SECONDS:g} s)", elem_id="audio-input")
+                transcript = gr.Textbox(
+                    label="Transcript", lines=2, elem_id="transcript",
+                    info="Filled in by Whisper when empty. Edit it and press Analyse again to see what the words do.",
+                    placeholder="(empty: Whisper transcribes the recording)",
+                )
+                with gr.Row():
+                    modality = gr.Radio(MODALITY_CHOICES, value="both", label="What the model may use",
+                                        elem_id="modality")
+                    checkpoint = gr.Dropdown(list(service.recognizers), value=service.default,
+                                             label="Model", interactive=len(service.recognizers) > 1,
+                                             elem_id="checkpoint")
+                button = gr.Button("Analyse", variant="primary", elem_id="analyse")
+            with gr.Column(scale=1):
+                gr.Markdown("### 1. The answer\n" + EXPLAIN["probabilities"])
+                label = gr.Label(num_top_classes=4, label="Emotion", elem_id="label")
+                summary = gr.HTML(label="summary", show_label=False, elem_id="summary")
+                probabilities = gr.Image(label="Class probabilities", format="png", elem_id="probabilities-plot",
+                                         buttons=[], interactive=False)
+        notes = gr.Markdown(label="notes", elem_id="notes")
+        gr.Markdown("### 2. The sound: MFCC, delta, delta-delta, and which moments matter\n" + EXPLAIN["mfcc"])
+        mfcc = gr.Image(label="MFCC features over time", format="png", elem_id="mfcc-plot", buttons=[],
+                        interactive=False)
+        gr.Markdown("### 3. Statistical pooling (SPU): three views of the same filters\n" + EXPLAIN["spu"])
+        spu = gr.Image(label="SPU statistics per kernel size", format="png", elem_id="spu-plot", buttons=[],
+                       interactive=False)
+        gr.Markdown("### 4. Attention over the words, and what the words really do\n" + EXPLAIN["attention"])
+        attention = gr.Image(label="Attention weights and leave-one-word-out", format="png",
+                             elem_id="attention-plot", buttons=[], interactive=False)
+        highlighted = gr.HTML(label="highlighted words", show_label=False, elem_id="attention-text")
+        uniform = gr.Markdown(label="uniform attention", elem_id="uniform")
+        gr.Markdown("### 5. Timing\n" + EXPLAIN["timing"])
+        timings = gr.Markdown(label="timings", elem_id="timings")
+        with gr.Accordion("All numbers (the same JSON the API returns)", open=False):
+            details = gr.JSON(label="details", elem_id="details")
+
+        outputs = [label, summary, probabilities, transcript, mfcc, spu, attention, highlighted,
+                   uniform, timings, notes, details]
+        inputs = [audio, transcript, modality, checkpoint]
+        button.click(analyze, inputs, outputs, api_name="analyze", concurrency_limit="default")
+        transcript.submit(analyze, inputs, outputs, api_visibility="private")
+        # A new recording gets a new transcript: clear the old one (examples set both themselves).
+        for event in (audio.stop_recording, audio.upload, audio.clear):
+            event(lambda: "", None, transcript, api_visibility="private", queue=False)
+        rows = _example_rows(service.default)
+        if rows:
+            gr.Examples(rows, inputs, outputs, fn=analyze, run_on_click=True, cache_examples=False,
+                        label="Examples (synthetic speech made with espeak-ng; click one)")
+        gr.Markdown(
+            "<small>MSCNN-SPU-ATT: Peng, Lu, Pan, Liu, *Efficient Speech Emotion Recognition Using Multi-Scale "
+            "CNN and Attention*, ICASSP 2021. Attention is not explanation: Jain & Wallace 2019; "
+            "Wiegreffe & Pinter 2019. The same analysis is available through the API (see the footer).</small>"
+        )
+    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+    return demo
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    service = Service.load()
+    demo = build_demo(service)
+    demo.launch(
+        server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
+        server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        max_file_size=MAX_FILE_SIZE,
+        show_error=False,
+        allowed_paths=[str(EXAMPLES_DIR)],
+    )
+
+
+if __name__ == "__main__":
+    main()

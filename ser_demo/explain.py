@@ -1,0 +1,491 @@
+"""How MSCNN-SPU-ATT reached its answer, beyond the raw attention weights.
+
+Attention weights are not explanations by themselves (Jain & Wallace 2019; Wiegreffe & Pinter
+2019): a word can carry much weight and still not change the answer, or little weight and change
+it through the text SPU or SWEM. So next to the weights this module measures what the model does:
+
+- leave-one-word-out: the predicted class's probability with each word removed from the
+  transcript (all variants in one batched forward pass; the audio branch is run once and shared);
+- uniform attention: the prediction with every context vector's attention spread evenly over the
+  words, i.e. S_j = mean_k h_k, which shows how much the learned weighting matters;
+- audio relevance over time: occlusion of short windows of MFCC frames (replaced by the
+  normalised-feature baseline 0, the training set's average frame) batched in one pass, or
+  gradient x input on the normalised MFCCs (one forward and one backward pass).
+
+`analyze` runs the whole pipeline the app shows (ingest -> ASR -> features -> model ->
+explanations) stage by stage with timings; it holds no UI code.
+
+The model's forward pass is mirrored in `run_model` (same submodules, same order) so that audio
+statistics can be shared between variants and attention can be replaced; `tests/test_explain.py`
+checks that it reproduces `MSCNN_SPU_ATT.forward` exactly.
+"""
+
+from __future__ import annotations
+
+import difflib
+import time
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .model import MSCNN_SPU_ATT, lengths_to_mask, statistical_pooling
+from .recognizer import EmotionRecognizer, ModelInputs, PredictionError
+from .text import tokenize
+
+RELEVANCE_METHODS = ("occlusion", "gradient", "none")
+
+
+# --- the forward pass, with hooks for the explanations ------------------------------------------
+
+
+@dataclass
+class ForwardResult:
+    logits: Tensor  # (B, n_labels)
+    audio_statistics: Optional[Tensor] = None  # (B, Ka, n_stats, F)
+    attention: Optional[Tensor] = None  # (B, n_stats, Tw)
+    attended: Optional[Tensor] = None  # (B, n_stats, Kt*F): S_j = sum_k s_k^j h_k
+    h: Optional[Tensor] = None  # (B, Tw, Kt*F): the text MSCNN outputs h_k
+
+
+def _expand(x: Optional[Tensor], batch: int) -> Optional[Tensor]:
+    if x is None or x.shape[0] == batch:
+        return x
+    return x.expand(batch, *x.shape[1:])
+
+
+def run_model(
+    model: MSCNN_SPU_ATT,
+    mfcc: Optional[Tensor] = None,
+    audio_lengths: Optional[Tensor] = None,
+    words: Optional[Tensor] = None,
+    word_lengths: Optional[Tensor] = None,
+    speaker: Optional[Tensor] = None,
+    *,
+    audio_statistics: Optional[Tensor] = None,
+    uniform_attention: bool = False,
+) -> ForwardResult:
+    """`MSCNN_SPU_ATT.forward`, step for step, with two options:
+
+    audio_statistics: precomputed audio SPU output (1 or B rows), reused instead of running the
+        audio MSCNN again (the words change between leave-one-out variants, the audio does not);
+    uniform_attention: replace eq. 5's softmax by equal weights over the real words, so that
+        S_j = mean_k h_k for every context vector j.
+    """
+    c = model.config
+    fused: list[Tensor] = []
+    batch = max(x.shape[0] for x in (mfcc, words, audio_statistics) if x is not None)
+    result = ForwardResult(logits=torch.empty(0))
+    if c.use_audio:
+        if audio_statistics is None:
+            audio_mask = lengths_to_mask(audio_lengths, mfcc.shape[-1])
+            audio_maps = model.audio_cnn(mfcc, audio_mask)
+            audio_statistics = torch.stack(
+                [statistical_pooling(a, audio_mask, c.audio_statistics) for a in audio_maps], 1
+            )
+        audio_statistics = _expand(audio_statistics, batch)
+        result.audio_statistics = audio_statistics
+        fused.append(audio_statistics.transpose(1, 2).flatten(1))
+        if c.use_speaker:
+            fused.append(_expand(speaker, batch))
+    if c.use_text:
+        word_mask = lengths_to_mask(word_lengths, words.shape[1])
+        text_maps = model.text_cnn(words.transpose(1, 2), word_mask)
+        text_statistics = torch.stack(
+            [statistical_pooling(t, word_mask, c.text_statistics) for t in text_maps], 1
+        )
+        fused.append(text_statistics.transpose(1, 2).flatten(1))
+        if c.use_swem:
+            swem = statistical_pooling(words.transpose(1, 2), word_mask, ("max", "avg"))
+            fused.append(swem.flatten(1))
+    if c.attends:
+        contexts = audio_statistics.transpose(1, 2).flatten(2)  # (B, n_stats, Ka*F)
+        h = torch.cat(text_maps, dim=1).transpose(1, 2)  # (B, Tw, Kt*F)
+        if uniform_attention:
+            m = word_mask.to(h.dtype)
+            weights = (m / m.sum(-1, keepdim=True).clamp_min(1.0))[:, None, :]
+            weights = weights.expand(-1, contexts.shape[1], -1)
+            attended = torch.einsum("bjt,btd->bjd", weights, h)
+        else:
+            flat, weights = model.attention(contexts, h, word_mask)
+            attended = flat.view(flat.shape[0], contexts.shape[1], -1)
+        fused.append(attended.flatten(1))
+        result.attention, result.attended, result.h = weights, attended, h
+    result.logits = model.classifier(torch.cat(fused, dim=-1))
+    return result
+
+
+# --- explanations ----------------------------------------------------------------------------
+
+
+@dataclass
+class Explanation:
+    """Everything the page draws about one utterance, as plain arrays."""
+
+    labels: tuple
+    probabilities: np.ndarray  # (n_labels,)
+    target: int  # index of the predicted class; every influence below is about this class
+    tokens: list[str]
+    known: list[bool]
+    statistics: tuple  # names of the context vectors / audio SPU statistics
+    kernel_sizes: tuple
+    audio_statistics: Optional[np.ndarray] = None  # (Ka, n_stats, F)
+    attention: Optional[np.ndarray] = None  # (n_stats, Tw)
+    # leave-one-word-out: p(target) with all words minus p(target) without word i; > 0: the word
+    # pushed towards the predicted class
+    word_influence: Optional[np.ndarray] = None  # (Tw,)
+    without_word: Optional[np.ndarray] = None  # (Tw, n_labels) probabilities without word i
+    uniform_probabilities: Optional[np.ndarray] = None  # (n_labels,)
+    # audio relevance: > 0 where the frames pushed towards the predicted class
+    relevance_method: str = "none"
+    frame_relevance: Optional[np.ndarray] = None  # (frames,)
+    windows: Optional[np.ndarray] = None  # (n, 2) start and end in seconds (occlusion)
+    window_relevance: Optional[np.ndarray] = None  # (n,) drop of p(target) when occluded
+    frame_seconds: float = 0.01
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.labels[self.target]
+
+    @property
+    def uniform_label(self) -> Optional[str]:
+        if self.uniform_probabilities is None:
+            return None
+        return self.labels[int(np.argmax(self.uniform_probabilities))]
+
+    def to_dict(self) -> dict:
+        def rounded(x):
+            return None if x is None else np.round(np.asarray(x, dtype=np.float64), 5).tolist()
+
+        return {
+            "label": self.label,
+            "probabilities": {k: float(p) for k, p in zip(self.labels, self.probabilities)},
+            "tokens": self.tokens,
+            "unknown_tokens": [t for t, k in zip(self.tokens, self.known) if not k],
+            "attention": (
+                {s: rounded(self.attention[j]) for j, s in enumerate(self.statistics)}
+                if self.attention is not None else {}
+            ),
+            "word_influence": rounded(self.word_influence),
+            "uniform_attention_probabilities": (
+                {k: float(p) for k, p in zip(self.labels, self.uniform_probabilities)}
+                if self.uniform_probabilities is not None else None
+            ),
+            "audio_relevance": {
+                "method": self.relevance_method,
+                "windows": rounded(self.windows),
+                "window_relevance": rounded(self.window_relevance),
+            },
+        }
+
+
+def _probs(logits: Tensor) -> np.ndarray:
+    return logits.softmax(-1).detach().cpu().numpy()
+
+
+@torch.no_grad()
+def leave_one_word_out(
+    model: MSCNN_SPU_ATT, batch: dict, audio_statistics: Optional[Tensor] = None, *,
+    uniform_attention: bool = False,
+) -> Optional[np.ndarray]:
+    """(Tw, n_labels) probabilities with word i removed, all Tw variants in one forward pass.
+
+    The audio statistics do not depend on the words: pass them to skip the audio MSCNN."""
+    if not model.config.use_text or "words" not in batch:
+        return None
+    n = int(batch["word_lengths"][0])
+    if n == 0:
+        return None
+    words = batch["words"][0, :n]  # (Tw, D)
+    width = max(n - 1, 1)  # a (1, D) zero row of length 0 stands for the empty sentence
+    variants = torch.zeros(n, width, words.shape[1], dtype=words.dtype)
+    for i in range(n):
+        kept = torch.cat([words[:i], words[i + 1:]])
+        variants[i, : n - 1] = kept
+    inputs = {k: v for k, v in batch.items() if k not in ("words", "word_lengths")}
+    if audio_statistics is not None:
+        inputs.pop("mfcc", None)
+        inputs.pop("audio_lengths", None)
+    out = run_model(
+        model, **inputs, words=variants, word_lengths=torch.full((n,), n - 1),
+        audio_statistics=audio_statistics, uniform_attention=uniform_attention,
+    )
+    return _probs(out.logits)
+
+
+def occlusion_windows(frames: int, frame_seconds: float, window_seconds: float = 0.25,
+                      max_windows: int = 40) -> list[tuple[int, int]]:
+    """Non-overlapping windows of about `window_seconds` (longer for long clips, so that at most
+    `max_windows` variants are run) as (first frame, end frame) pairs covering every frame."""
+    if frames <= 0:
+        return []
+    size = max(1, int(round(window_seconds / frame_seconds)), -(-frames // max_windows))
+    return [(s, min(s + size, frames)) for s in range(0, frames, size)]
+
+
+@torch.no_grad()
+def occlusion_relevance(
+    model: MSCNN_SPU_ATT, batch: dict, target: int, base_probability: float,
+    windows: Sequence[tuple[int, int]], *, chunk: int = 16,
+) -> np.ndarray:
+    """Drop of p(target) when each window of normalised MFCC frames is set to 0 (the average
+    training frame). Variants are batched (`chunk` per forward pass, to bound memory)."""
+    mfcc = batch["mfcc"]  # (1, 96, Ta)
+    others = {k: v for k, v in batch.items() if k != "mfcc"}
+    drops = []
+    for first in range(0, len(windows), chunk):
+        part = windows[first:first + chunk]
+        variants = mfcc.repeat(len(part), 1, 1)
+        for row, (a, b) in enumerate(part):
+            variants[row, :, a:b] = 0.0
+        inputs = {k: _expand(v, len(part)) for k, v in others.items()}
+        out = run_model(model, variants, **inputs)
+        drops.append(base_probability - _probs(out.logits)[:, target])
+    return np.concatenate(drops) if drops else np.zeros(0)
+
+
+def gradient_x_input(model: MSCNN_SPU_ATT, batch: dict, target: int) -> np.ndarray:
+    """Per-frame sum over the 96 features of d p(target) / d x * x, x the normalised MFCCs
+    (a first-order estimate of the change in p(target) when a frame is set to the baseline 0)."""
+    mfcc = batch["mfcc"].clone().requires_grad_(True)
+    inputs = {k: v for k, v in batch.items() if k != "mfcc"}
+    was_training = model.training
+    model.eval()
+    with torch.enable_grad():
+        out = run_model(model, mfcc, **inputs)
+        out.logits.softmax(-1)[0, target].backward()
+    model.train(was_training)
+    frames = int(batch["audio_lengths"][0])
+    return (mfcc.grad * mfcc.detach())[0].sum(0)[:frames].numpy()
+
+
+def explain(
+    recognizer: EmotionRecognizer,
+    inputs: ModelInputs,
+    *,
+    relevance: str = "occlusion",
+    window_seconds: float = 0.25,
+    words: bool = True,
+    uniform: bool = True,
+) -> Explanation:
+    """Run the model on `inputs` (from `recognizer.prepare`) and explain its answer.
+
+    relevance: "occlusion" (default), "gradient" (gradient x input) or "none".
+    words / uniform: compute the leave-one-word-out influences / the uniform-attention prediction.
+    """
+    if relevance not in RELEVANCE_METHODS:
+        raise ValueError(f"relevance must be one of {RELEVANCE_METHODS}, got {relevance!r}")
+    model, c = recognizer.model, recognizer.config
+    batch = inputs.batch
+    timings = {}
+    start = time.perf_counter()
+    with torch.no_grad():
+        base = run_model(model, **batch)
+    probs = _probs(base.logits)[0]
+    target = int(probs.argmax())
+    timings["model"] = time.perf_counter() - start
+    has_audio = inputs.mfcc is not None and inputs.mfcc.shape[1] > 0
+    has_words = bool(inputs.tokens.words)
+    frame_seconds = recognizer.feature_params.hop_length / recognizer.feature_params.sample_rate
+    explanation = Explanation(
+        labels=tuple(c.labels),
+        probabilities=probs,
+        target=target,
+        tokens=list(inputs.tokens.words),
+        known=list(inputs.tokens.known),
+        statistics=tuple(c.audio_statistics),
+        kernel_sizes=tuple(c.audio_kernel_sizes),
+        audio_statistics=base.audio_statistics[0].numpy() if has_audio else None,
+        attention=base.attention[0].numpy() if base.attention is not None and has_words else None,
+        frame_seconds=frame_seconds,
+    )
+
+    start = time.perf_counter()
+    if words and has_words:
+        shared = base.audio_statistics if c.use_audio else None
+        explanation.without_word = leave_one_word_out(model, batch, shared)
+        explanation.word_influence = probs[target] - explanation.without_word[:, target]
+    if uniform and c.attends and has_words and has_audio:
+        with torch.no_grad():
+            uniform_out = run_model(model, **batch, uniform_attention=True)
+        explanation.uniform_probabilities = _probs(uniform_out.logits)[0]
+    timings["words"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    if relevance != "none" and has_audio:
+        frames = int(batch["audio_lengths"][0])
+        explanation.relevance_method = relevance
+        if relevance == "occlusion":
+            windows = occlusion_windows(frames, frame_seconds, window_seconds)
+            drops = occlusion_relevance(model, batch, target, float(probs[target]), windows)
+            per_frame = np.zeros(frames, np.float32)
+            for (a, b), d in zip(windows, drops):
+                per_frame[a:b] = d
+            explanation.windows = np.asarray(windows, dtype=np.float64) * frame_seconds
+            explanation.window_relevance = drops
+            explanation.frame_relevance = per_frame
+        else:
+            explanation.frame_relevance = gradient_x_input(model, batch, target)
+    timings["audio"] = time.perf_counter() - start
+    explanation.timings = timings
+    return explanation
+
+
+# --- words and their times -------------------------------------------------------------------
+
+
+def align_tokens(tokens: Sequence[str], words: Sequence) -> list[Optional[tuple[float, float]]]:
+    """Start and end (seconds) of every model token, from ASR word timestamps (objects with
+    .text/.start/.end or dicts). An edited transcript is matched to the ASR words by sequence
+    alignment, so the words that were kept keep their times; new words get None."""
+    times: list[Optional[tuple[float, float]]] = [None] * len(tokens)
+    asr_tokens, asr_times = [], []
+    for w in words or []:
+        text = w["text"] if isinstance(w, dict) else w.text
+        start = w["start"] if isinstance(w, dict) else w.start
+        end = w["end"] if isinstance(w, dict) else w.end
+        for t in tokenize(text):
+            asr_tokens.append(t)
+            asr_times.append((float(start), float(end)))
+    if not asr_tokens or not tokens:
+        return times
+    matcher = difflib.SequenceMatcher(a=list(tokens), b=asr_tokens, autojunk=False)
+    for a, b, size in matcher.get_matching_blocks():
+        for i in range(size):
+            times[a + i] = asr_times[b + i]
+    return times
+
+
+# --- the whole pipeline, stage by stage ------------------------------------------------------
+
+
+@dataclass
+class Analysis:
+    modality: str
+    transcript: str  # what the text branch read ("" for none)
+    transcript_source: str  # "typed", "asr" or "none"
+    words: list  # ASR word timestamps (empty for a typed transcript)
+    token_times: list  # (start, end) or None per token
+    duration: Optional[float]  # seconds of ingested audio
+    mfcc: Optional[np.ndarray]  # (96, frames) raw
+    explanation: Explanation
+    timings: dict  # seconds: ingest, asr, features, model, explanations
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return self.explanation.label
+
+    @property
+    def probabilities(self) -> dict[str, float]:
+        e = self.explanation
+        return {k: float(p) for k, p in zip(e.labels, e.probabilities)}
+
+    def to_dict(self) -> dict:
+        d = self.explanation.to_dict()
+        d.update(
+            modality=self.modality,
+            transcript=self.transcript,
+            transcript_source=self.transcript_source,
+            duration_seconds=None if self.duration is None else round(self.duration, 4),
+            words=[
+                {"text": w.text, "start": w.start, "end": w.end} if not isinstance(w, dict) else w
+                for w in self.words
+            ],
+            token_times=self.token_times,
+            timings={k: round(v, 4) for k, v in self.timings.items()},
+            notes=self.notes,
+        )
+        return d
+
+
+def analyze(
+    recognizer: EmotionRecognizer,
+    audio=None,
+    transcript: Optional[str] = None,
+    modality: str = "both",
+    *,
+    sample_rate: Optional[int] = None,
+    transcriber=None,
+    asr_unavailable: Optional[str] = None,
+    max_seconds: Optional[float] = 30.0,
+    explanations: bool = True,
+    relevance: str = "occlusion",
+) -> Analysis:
+    """ingest -> ASR (only when the text branch needs words and none were typed) -> features ->
+    model -> explanations. Raises AudioInputError / PredictionError with a message for the user.
+
+    transcriber: anything with .transcribe(float32 16 kHz) -> Transcript; None = no ASR, and
+    `asr_unavailable` (the reason) is then reported in the notes when a transcript was needed."""
+    from .ingest import load_audio
+
+    if modality not in recognizer.supported_modalities():
+        raise PredictionError(
+            f"this checkpoint supports {', '.join(recognizer.supported_modalities())}, not {modality!r}"
+        )
+    timings, notes = {}, []
+    transcript = (transcript or "").strip()
+    wants_text = recognizer.config.use_text and modality in ("both", "text")
+    wants_audio = recognizer.config.use_audio and modality in ("both", "audio")
+    needs_asr = wants_text and not transcript
+    waveform = None
+    if audio is not None and (wants_audio or needs_asr):
+        start = time.perf_counter()
+        waveform = load_audio(audio, sample_rate, max_seconds=max_seconds)
+        timings["ingest"] = time.perf_counter() - start
+    elif wants_audio:
+        raise PredictionError("no audio: record with the microphone or upload a clip (or choose text only)")
+
+    source, words = ("typed" if transcript else "none"), []
+    if needs_asr and waveform is not None:
+        if transcriber is None:
+            notes.append(
+                "speech recognition is not available"
+                + (f" ({asr_unavailable})" if asr_unavailable else "")
+                + ": type what was said in the transcript box"
+            )
+        else:
+            start = time.perf_counter()
+            result = transcriber.transcribe(waveform)
+            timings["asr"] = time.perf_counter() - start
+            transcript, words, source = result.text.strip(), list(result.words), "asr"
+            if not transcript:
+                notes.append("speech recognition heard no words")
+    if wants_text and not transcript:
+        if modality == "text":
+            raise PredictionError(
+                "text only needs a transcript: type what was said"
+                + ("" if transcriber is not None else " (speech recognition is not available)")
+            )
+        notes.append("no transcript: the text branch saw an empty sentence")
+
+    start = time.perf_counter()
+    inputs = recognizer.prepare(waveform if wants_audio else None, transcript if wants_text else None, modality)
+    timings["features"] = time.perf_counter() - start
+    explanation = explain(
+        recognizer, inputs, relevance=relevance if explanations else "none",
+        words=explanations, uniform=explanations,
+    )
+    timings["model"] = explanation.timings["model"]
+    if explanations:
+        timings["explanations"] = explanation.timings["words"] + explanation.timings["audio"]
+    if inputs.tokens.unknown_words:
+        notes.append(
+            "words without a GloVe vector (the model sees zeros for them): "
+            + ", ".join(dict.fromkeys(inputs.tokens.unknown_words))
+        )
+    return Analysis(
+        modality=modality,
+        transcript=transcript if wants_text else "",
+        transcript_source=source if wants_text else "none",
+        words=words,
+        token_times=align_tokens(inputs.tokens.words, words),
+        duration=None if waveform is None else len(waveform) / recognizer.feature_params.sample_rate,
+        mfcc=inputs.mfcc,
+        explanation=explanation,
+        timings=timings,
+        notes=notes,
+    )

@@ -1,0 +1,123 @@
+"""ser_demo.plotting: one figure per function, Agg only, nothing leaks, safe from two threads."""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from ser_demo import plotting
+from ser_demo.explain import Analysis, Explanation
+
+LABELS = ("angry", "happy", "sad", "neutral")
+TOKENS = ["i", "ca", "n't", "<b>believe</b>"]
+
+
+def explanation(tokens=TOKENS, audio=True) -> Explanation:
+    rng = np.random.default_rng(0)
+    n = len(tokens)
+    att = rng.random((3, n)) if n else None
+    return Explanation(
+        labels=LABELS,
+        probabilities=np.array([0.1, 0.6, 0.2, 0.1]),
+        target=1,
+        tokens=list(tokens),
+        known=[True] * n,
+        statistics=("max", "avg", "std"),
+        kernel_sizes=(3, 5, 7, 9),
+        audio_statistics=rng.random((4, 3, 128)) if audio else None,
+        attention=att / att.sum(1, keepdims=True) if n else None,
+        word_influence=rng.normal(size=n) * 0.05 if n else None,
+        uniform_probabilities=np.array([0.2, 0.5, 0.2, 0.1]) if n and audio else None,
+        relevance_method="occlusion" if audio else "none",
+        frame_relevance=rng.normal(size=300) * 0.05 if audio else None,
+    )
+
+
+def analysis(tokens=TOKENS, audio=True) -> Analysis:
+    rng = np.random.default_rng(1)
+    times = [(0.0, 0.3), (0.3, 0.6), (0.3, 0.6), None][: len(tokens)]
+    return Analysis(
+        modality="both", transcript=" ".join(tokens), transcript_source="asr", words=[],
+        token_times=times, duration=3.0 if audio else None,
+        mfcc=rng.normal(size=(96, 300)).astype(np.float32) * 10 if audio else None,
+        explanation=explanation(tokens, audio), timings={},
+    )
+
+
+def test_every_figure_function_returns_a_figure_that_renders():
+    e, a = explanation(), analysis()
+    figures = [
+        plotting.plot_probabilities(LABELS, e.probabilities, e.uniform_probabilities),
+        plotting.plot_probabilities(LABELS, e.probabilities),
+        plotting.plot_mfcc(a.mfcc, 0.01, e.frame_relevance, "occlusion", e.tokens, a.token_times),
+        plotting.plot_mfcc(a.mfcc, 0.01),
+        plotting.plot_spu(e.audio_statistics, e.kernel_sizes, e.statistics),
+        plotting.plot_attention(e.tokens, e.attention, e.statistics, e.word_influence, a.token_times),
+        plotting.plot_attention(e.tokens, None, e.statistics, e.word_influence),
+        plotting.plot_attention([], None, e.statistics),
+    ]
+    for fig in figures:
+        assert isinstance(fig, Figure)
+        image = plotting.render(fig)
+        assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+        assert image.shape[0] > 100 and image.shape[1] > 300
+        assert image.std() > 5  # something was drawn, not a blank canvas
+        assert not fig.axes  # render released the figure's contents
+
+
+def test_mfcc_plot_time_axis_is_in_seconds():
+    a = analysis()
+    fig = plotting.plot_mfcc(a.mfcc, 0.01, a.explanation.frame_relevance)
+    assert len(fig.axes) >= 4
+    assert fig.axes[0].get_xlim() == pytest.approx((0.0, 3.0))
+    assert "time (s)" in [ax.get_xlabel() for ax in fig.axes]
+
+
+def test_no_pyplot_and_no_global_figures():
+    plotting.render(plotting.plot_spu(explanation().audio_statistics, (3, 5, 7, 9), ("max", "avg", "std")))
+    if "matplotlib.pyplot" in sys.modules:  # another test may have imported it; then it holds nothing of ours
+        assert sys.modules["matplotlib.pyplot"].get_fignums() == []
+
+
+def test_draw_analysis_gives_one_image_per_section():
+    images = plotting.draw_analysis(analysis())
+    assert set(images) == {"probabilities", "mfcc", "spu", "attention"}
+    text_only = plotting.draw_analysis(analysis(audio=False))
+    assert set(text_only) == {"probabilities", "attention"}
+    audio_only = plotting.draw_analysis(analysis(tokens=[]))
+    assert set(audio_only) == {"probabilities", "mfcc", "spu"}
+
+
+def test_drawing_from_two_threads_at_once():
+    a, results, errors = analysis(), [], []
+
+    def work():
+        try:
+            for _ in range(2):
+                results.append(plotting.draw_analysis(a))
+        except Exception as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 4
+    for r in results[1:]:
+        np.testing.assert_array_equal(r["mfcc"], results[0]["mfcc"])
+
+
+def test_attention_html_escapes_and_shades_words():
+    e, a = explanation(), analysis()
+    page = plotting.attention_html(e.tokens, e.attention, e.statistics, e.word_influence, a.token_times)
+    assert "<b>believe</b>" not in page and "&lt;b&gt;believe&lt;/b&gt;" in page
+    for name in ("max context", "mean context", "std context", "leave one out"):
+        assert name in page
+    assert page.count("<span") == 4 * len(TOKENS)
+    assert "at 0.30-0.60 s" in page
+    assert "No words" in plotting.attention_html([], None, e.statistics)

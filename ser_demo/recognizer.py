@@ -106,6 +106,11 @@ class EmotionRecognizer:
             from .speaker import SpeakerEmbedder
 
             speaker_embedder = SpeakerEmbedder.from_pretrained(self.config.speaker_model)
+        if speaker_embedder is not None and speaker_embedder.dim != self.config.n_speaker_features:
+            raise ValueError(
+                f"the model expects {self.config.n_speaker_features}-d speaker embeddings, "
+                f"the speaker model gives {speaker_embedder.dim}"
+            )
         self.speaker_embedder = speaker_embedder
         self.transcriber = transcriber
 
@@ -182,7 +187,8 @@ class EmotionRecognizer:
         if audio is not None and modality != "text":
             from .ingest import load_audio
 
-            waveform = load_audio(audio, sample_rate, max_seconds=max_seconds)
+            # Trimmed like the training clips: leading/trailing silence would dilute the SPU means.
+            waveform = load_audio(audio, sample_rate, max_seconds=max_seconds, trim_silence=True)
             timings["ingest"] = time.perf_counter() - start
         if transcript is None and self.config.use_text and modality != "audio":
             if self.transcriber is not None and waveform is not None:

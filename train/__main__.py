@@ -182,7 +182,7 @@ def command_fit(args) -> int:
     results = {}
     if args.results:
         for row in json.loads(Path(args.results).read_text())["table1"]:
-            results[f"{row['summary']['protocol']} - {row['setting']}"] = row["summary"]
+            results[f"{row['protocol']} - {row['setting']}"] = row
     write_model_card(out, results, training_data_of(args), args.protocol_note, repo_id=args.push_to_hub, pairing=data.pairing)
     log(f"saved checkpoint and model card to {out}")
     if args.push_to_hub:

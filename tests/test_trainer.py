@@ -1,0 +1,117 @@
+"""The training loop and the `python -m train` commands, on small espeak-ng corpora in real layouts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ser_demo.model import MSCNN_SPU_ATT, ModelConfig
+from ser_demo.text import load_word_vectors
+from train.datasets import load_goemotions, load_ravdess
+from train.pairing import LabelMatchedPairing, ModalityDropout
+from train.trainer import FeatureBank, TrainSettings, fit
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = dict(audio_kernel_sizes=(3, 5), text_kernel_sizes=(1, 2), n_filters=16, n_hidden=16)
+
+
+def run_module(*args, timeout=300, **env):
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **env})
+
+
+@pytest.fixture(scope="module")
+def corpus(fake_corpora):
+    utterances, _ = load_ravdess(fake_corpora["ravdess"])
+    texts, _ = load_goemotions(fake_corpora["goemotions"] / "train.tsv")
+    return utterances, texts
+
+
+def test_feature_cache_means_later_epochs_and_runs_extract_nothing(corpus, tmp_path):
+    utterances, texts = corpus
+    bank = FeatureBank(load_word_vectors(), tmp_path)
+    pairs = LabelMatchedPairing(utterances, texts, seed=0)
+    fit(ModelConfig(**TINY), pairs.epoch, pairs.epoch(0)[:4], bank, TrainSettings(epochs=1, progress=False), log=lambda m: None)
+    assert bank.cache.misses == len(utterances)
+    fit(ModelConfig(**TINY), pairs.epoch, [], bank, TrainSettings(epochs=2, progress=False), log=lambda m: None)
+    assert bank.cache.misses == len(utterances)  # nothing extracted again in this run
+    fresh = FeatureBank(load_word_vectors(), tmp_path)  # the next run
+    for u in utterances:
+        fresh.mfcc(u.audio_path)
+    assert fresh.cache.misses == 0 and fresh.cache.hits == len(utterances)
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(corpus, tmp_path):
+    utterances, texts = corpus
+    bank = FeatureBank(load_word_vectors(), tmp_path / "cache")
+    pairs = LabelMatchedPairing(utterances, texts, seed=0, dropout=ModalityDropout(0.2, 0.2))
+    dev = pairs.epoch(0)[:8]
+    logs = []
+    fit(ModelConfig(**TINY), pairs.epoch, dev, bank, TrainSettings(epochs=2, progress=False), tmp_path / "run", logs.append)
+    model, info = fit(ModelConfig(**TINY), pairs.epoch, dev, bank, TrainSettings(epochs=3, progress=False), tmp_path / "run", logs.append)
+    assert any("resumed" in line and "epoch 2" in line for line in logs)
+    assert [h["epoch"] for h in info["history"]] == [0, 1, 2]
+    assert model.config.normalizer is not None  # fitted on the training audio, travels with the model
+
+
+def test_cv_command_writes_labelled_results(fake_corpora, tmp_path):
+    result = run_module(
+        "train", "cv", "--audio", f"ravdess={fake_corpora['ravdess']}", "--text", str(fake_corpora["goemotions"]),
+        "--protocol", "speaker-independent", "--groups", "3", "--seeds", "0", "--max-folds", "1", "--epochs", "2",
+        "--drop-text", "0.3", "--drop-audio", "0.3", "--no-progress", "--cache", str(tmp_path / "cache"),
+        "--out", str(tmp_path / "cv"), "--set", "n_filters=16", "--set", "audio_kernel_sizes=[3,5]",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    results = json.loads((tmp_path / "cv" / "results.json").read_text())
+    rows = results["table1"]
+    assert {r["setting"].split(" (")[0] for r in rows} == {"audio + text", "audio only", "text only"}
+    for row in rows:
+        assert row["protocol"] == "speaker-independent-3group"
+        assert 0 <= row["ua_mean"] <= 1
+    assert "speaker-independent-3group" in (tmp_path / "cv" / "results.md").read_text()
+
+
+def test_fit_and_evaluate_commands(fake_corpora, tmp_path):
+    out = tmp_path / "checkpoint"
+    result = run_module(
+        "train", "fit", "--audio", f"ravdess={fake_corpora['ravdess']}", "--text", str(fake_corpora["goemotions"]),
+        "--groups", "3", "--epochs", "2", "--no-progress", "--cache", str(tmp_path / "cache"), "--out", str(out),
+        "--set", "n_filters=16",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
+    assert "cc-by-nc" in (out / "README.md").read_text().lower() or "non-commercial" in (out / "README.md").read_text().lower()
+    result = run_module(
+        "train", "evaluate", "--checkpoint", str(out), "--corpus", "ravdess", "--data", str(fake_corpora["ravdess"]),
+        "--modality", "audio", "--cache", str(tmp_path / "cache"),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    scores = json.loads(result.stdout.strip().splitlines()[-1])
+    assert scores["n"] == 24 and scores["modality"] == "audio"
+    assert set(scores["recall"]) == {"angry", "happy", "sad", "neutral"}
+    assert sum(map(sum, scores["confusion"])) == 24
+    assert scores["ua"] == pytest.approx(sum(scores["recall"].values()) / 4)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_training(fake_corpora, tmp_path):
+    """torchrun with 2 processes (gloo on CPU) trains one model: ranks split the batches."""
+    out = tmp_path / "ddp"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "train", "fit",
+         "--audio", f"ravdess={fake_corpora['ravdess']}", "--text", str(fake_corpora["goemotions"]), "--groups", "3",
+         "--epochs", "2", "--batch-size", "4", "--no-progress", "--cache", str(tmp_path / "cache"), "--out", str(out),
+         "--set", "n_filters=16"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    model = MSCNN_SPU_ATT.from_pretrained(out)
+    assert model.config.n_filters == 16
+    history = json.loads((out / "training.json").read_text())["history"]
+    assert len(history) == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in history)

@@ -1,0 +1,301 @@
+"""The app through its API: `python app.py` is launched once per test session (offline:
+HF_HUB_OFFLINE=1) and driven with gradio_client, including bad inputs and a load check.
+
+The bundled checkpoint is used when present; otherwise a random-weight checkpoint is made, so
+the assertions are about the app's behaviour, never about which emotion is right."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEECH_FILE = Path(__file__).parent / "fixtures" / "speech.wav"
+ARTIFACTS = ROOT / "artifacts"
+QUEUE_SIZE = 12  # small, so that the load check meets a full queue as well
+MAX_FILE_SIZE_MB = 2
+
+
+@dataclass
+class AppServer:
+    url: str
+    process: subprocess.Popen
+    checkpoint: str  # folder of the checkpoint the app serves
+    checkpoint_name: str
+    log: Path
+
+
+_server: AppServer | None = None
+_lock = threading.Lock()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _checkpoint() -> str:
+    from ser_demo.recognizer import BUNDLED_CHECKPOINT
+
+    if (BUNDLED_CHECKPOINT / "model.safetensors").is_file():
+        return str(BUNDLED_CHECKPOINT)
+    from ser_demo.model import MSCNN_SPU_ATT, ModelConfig
+    import torch
+
+    torch.manual_seed(0)
+    folder = Path(tempfile.mkdtemp(prefix="ser-app-test-")) / "random-mscnn-spu-att"
+    MSCNN_SPU_ATT(ModelConfig()).save_pretrained(folder)
+    return str(folder)
+
+
+def app_server() -> AppServer:
+    """Start `python app.py` once for the whole test session (shared with the browser test)."""
+    global _server
+    with _lock:
+        if _server is not None:
+            return _server
+        checkpoint = _checkpoint()
+        port = _free_port()
+        env = dict(
+            os.environ,
+            HF_HUB_OFFLINE="1",  # proves the app runs without the network
+            TRANSFORMERS_OFFLINE="1",
+            GRADIO_ANALYTICS_ENABLED="False",
+            GRADIO_SERVER_PORT=str(port),
+            GRADIO_SERVER_NAME="127.0.0.1",
+            SER_CHECKPOINT=checkpoint,
+            SER_APP_QUEUE_SIZE=str(QUEUE_SIZE),
+            SER_APP_MAX_FILE_SIZE=f"{MAX_FILE_SIZE_MB}mb",
+            PYTHONUNBUFFERED="1",
+        )
+        ARTIFACTS.mkdir(exist_ok=True)
+        log = ARTIFACTS / "app-server.log"
+        process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env,
+                                   stdout=open(log, "w"), stderr=subprocess.STDOUT)
+        atexit.register(_stop, process)
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.time() + 180
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"app.py exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                _stop(process)
+                raise RuntimeError(f"app.py did not answer within 180 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        _server = AppServer(url, process, checkpoint, Path(checkpoint).name, log)
+        return _server
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="session")
+def server() -> AppServer:
+    return app_server()
+
+
+@pytest.fixture(scope="session")
+def client(server):
+    from gradio_client import Client
+
+    return Client(server.url, verbose=False, analytics_enabled=False)
+
+
+def call(client, audio, transcript="", modality="both", checkpoint=None, server=None):
+    from gradio_client import handle_file
+
+    result = client.predict(
+        handle_file(str(audio)) if audio is not None else None, transcript, modality,
+        checkpoint if checkpoint is not None else server.checkpoint_name, api_name="/analyze",
+    )
+    names = ["label", "summary", "probabilities_plot", "transcript", "mfcc_plot", "spu_plot",
+             "attention_plot", "highlighted", "uniform", "timings", "notes", "details"]
+    assert len(result) == len(names)
+    return dict(zip(names, result))
+
+
+def assert_png(path) -> None:
+    assert path and Path(path).is_file()
+    assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- the API ---------------------------------------------------------------------------------
+
+
+def test_api_lists_one_analyze_endpoint(client):
+    info = client.view_api(print_info=False, return_format="dict")
+    endpoint = info["named_endpoints"]["/analyze"]
+    assert [p["parameter_name"] for p in endpoint["parameters"]] == ["audio", "transcript", "modality", "checkpoint_name"]
+    assert list(info["named_endpoints"]) == ["/analyze"]
+
+
+def test_a_recording_is_transcribed_classified_and_drawn(client, server):
+    out = call(client, SPEECH_FILE, "", server=server)
+    assert "believe" in out["transcript"].lower() and "wonderful" in out["transcript"].lower()
+    d = out["details"]
+    probs = d["probabilities"]
+    assert len(probs) == 4 and sum(probs.values()) == pytest.approx(1.0, abs=1e-4)
+    assert out["label"]["label"] == d["label"] == max(probs, key=probs.get)
+    assert d["transcript_source"] == "asr" and d["duration_seconds"] == pytest.approx(4.1, abs=0.2)
+    assert any(t is not None for t in d["token_times"])  # aligned with Whisper's word times
+    assert len(d["word_influence"]) == len(d["tokens"]) and set(d["attention"]) == {"max", "avg", "std"}
+    assert d["uniform_attention_probabilities"] and d["audio_relevance"]["method"] == "occlusion"
+    assert set(d["timings"]) >= {"ingest", "asr", "features", "model", "explanations", "plots", "total"}
+    for key in ("probabilities_plot", "mfcc_plot", "spu_plot", "attention_plot"):
+        assert_png(out[key])
+    assert "max context" in out["highlighted"] and "uniform attention" in out["uniform"]
+    assert "| stage | time |" in out["timings"]
+
+
+def test_an_edited_transcript_changes_the_answer_and_skips_whisper(client, server):
+    heard = call(client, SPEECH_FILE, "", server=server)["details"]
+    edited = call(client, SPEECH_FILE, "I am so sad and alone", server=server)
+    d = edited["details"]
+    assert d["transcript_source"] == "typed" and "asr" not in d["timings"]
+    assert d["tokens"] == ["i", "am", "so", "sad", "and", "alone"] and edited["transcript"] == "I am so sad and alone"
+    assert d["probabilities"] != heard["probabilities"]
+
+
+def test_modalities(client, server):
+    audio = call(client, SPEECH_FILE, "ignored words", "audio", server=server)["details"]
+    assert audio["tokens"] == [] and audio["word_influence"] is None and audio["audio_relevance"]["windows"]
+    text = call(client, None, "what wonderful news", "text", server=server)
+    assert text["details"]["tokens"] == ["what", "wonderful", "news"] and text["mfcc_plot"] is None
+    assert sum(text["details"]["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def _error(client, server, audio, transcript="", modality="both", checkpoint=None) -> str:
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError) as info:
+        call(client, audio, transcript, modality, checkpoint, server=server)
+    message = str(info.value)
+    assert "Traceback" not in message and 'File "' not in message
+    return message
+
+
+def test_bad_inputs_come_back_as_clear_errors(client, server, tmp_path):
+    not_audio = tmp_path / "notes.wav"
+    not_audio.write_text("this is not a recording")
+    assert "Could not read" in _error(client, server, not_audio)
+    silent = tmp_path / "silence.wav"
+    sf.write(silent, np.zeros(32000, np.float32), 16000)
+    assert "No speech detected" in _error(client, server, silent)
+    short = tmp_path / "short.wav"
+    sf.write(short, sf.read(SPEECH_FILE, dtype="float32")[0][:1600], 16000)
+    assert "too short" in _error(client, server, short)
+    long = tmp_path / "long.wav"  # 31 s at 8 kHz stays under the upload limit
+    speech, _ = sf.read(SPEECH_FILE, dtype="float32")
+    sf.write(long, np.tile(speech[::2], 8)[: 8000 * 31], 8000, subtype="PCM_U8")
+    assert "too long" in _error(client, server, long)
+    assert "transcript" in _error(client, server, None, "", "text")
+    assert "no audio" in _error(client, server, None, "hello", "both").lower()
+    # the log of the server holds no stack trace for these user errors either
+    assert "Traceback" not in server.log.read_text()
+
+
+def test_an_unknown_checkpoint_is_refused(client, server):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises((AppError, ValueError)) as info:
+        call(client, SPEECH_FILE, "hi", "both", "some-user/typed-repo", server=server)
+    assert "some-user/typed-repo" in str(info.value) or "choices" in str(info.value).lower()
+
+
+def test_uploads_over_the_size_limit_are_refused(client, server, tmp_path):
+    big = tmp_path / "big.wav"
+    sf.write(big, np.random.default_rng(0).normal(size=16000 * 70).astype(np.float32) * 0.1, 16000)
+    assert big.stat().st_size > MAX_FILE_SIZE_MB * 1024 * 1024
+    with pytest.raises(Exception) as info:
+        call(client, big, "", server=server)
+    assert "413" in str(info.value) or "size" in str(info.value).lower() or "large" in str(info.value).lower()
+
+
+# --- load: 16 clients x 4 requests -------------------------------------------------------------
+
+
+def test_sixteen_clients_four_requests_each(server, tmp_path):
+    """Every request is answered with the result of *its own* audio and transcript, or told that
+    the queue is full; none is lost or mixed up."""
+    from gradio_client import Client
+    from gradio_client.utils import QueueError
+
+    from ser_demo.explain import analyze
+    from ser_demo.recognizer import EmotionRecognizer
+
+    speech, rate = sf.read(SPEECH_FILE, dtype="float32")
+    jobs = {}
+    for c in range(16):
+        for r in range(4):
+            seconds = 1.0 + 0.04 * (4 * c + r)  # every request its own clip length
+            path = tmp_path / f"client{c}-request{r}.wav"
+            sf.write(path, speech[: int(seconds * rate)], rate)
+            jobs[c, r] = (path, f"client {c} request {r} so happy", seconds)
+
+    recognizer = EmotionRecognizer.from_pretrained(server.checkpoint)
+    expected = {
+        key: analyze(recognizer, str(path), text, "both", explanations=False).probabilities
+        for key, (path, text, _) in jobs.items()
+    }
+
+    def client_session(c: int) -> list:
+        client = Client(server.url, verbose=False, analytics_enabled=False)
+        outcomes = []
+        for r in range(4):
+            path, text, seconds = jobs[c, r]
+            try:
+                out = call(client, path, text, server=server)
+                outcomes.append((c, r, "ok", out))
+            except QueueError as err:
+                outcomes.append((c, r, "queue full", str(err)))
+            except Exception as err:  # noqa: BLE001 - anything else fails the test below
+                outcomes.append((c, r, "error", repr(err)))
+        return outcomes
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(16) as pool:
+        results = [o for session in pool.map(client_session, range(16)) for o in session]
+    elapsed = time.perf_counter() - start
+
+    assert len(results) == 64  # none lost
+    errors = [o for o in results if o[2] == "error"]
+    assert not errors, errors[:3]
+    answered = [o for o in results if o[2] == "ok"]
+    for c, r, _, out in answered:
+        path, text, seconds = jobs[c, r]
+        d = out["details"]
+        assert d["transcript"] == text and out["transcript"] == text
+        assert d["duration_seconds"] == pytest.approx(seconds, abs=0.011)
+        for label, p in expected[c, r].items():
+            assert d["probabilities"][label] == pytest.approx(p, abs=2e-4)
+    full = [o for o in results if o[2] == "queue full"]
+    assert all("queue is full" in o[3].lower() for o in full)
+    assert len(answered) >= 16, f"only {len(answered)} of 64 answered"
+    print(f"\nload: {len(answered)} answered, {len(full)} told the queue is full, {elapsed:.1f} s")

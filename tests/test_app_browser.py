@@ -1,0 +1,84 @@
+"""A real browser on the page: headless Chromium (Debian's /usr/bin/chromium, driven by Playwright)
+with a fake microphone that plays a speech file. It records, stops, presses Analyse, and checks
+the transcript, the four probabilities and the plots; the screenshot goes to artifacts/."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from test_app import ARTIFACTS, SPEECH_FILE, app_server
+
+CHROMIUM = "/usr/bin/chromium"
+RECORD_SECONDS = 5.5
+
+pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"{CHROMIUM} not installed")
+
+
+@pytest.fixture(scope="module")
+def microphone_file(tmp_path_factory) -> Path:
+    """The fake microphone plays this file in a loop: the sentence, then a second of silence, as
+    16-bit PCM WAV (what Chromium's fake capture reads)."""
+    speech, rate = sf.read(SPEECH_FILE, dtype="float32")
+    clip = np.concatenate([np.zeros(int(0.2 * rate), np.float32), speech, np.zeros(rate, np.float32)])
+    path = tmp_path_factory.mktemp("mic") / "microphone.wav"
+    sf.write(path, clip, rate, subtype="PCM_16")
+    return path
+
+
+def test_record_analyse_and_show_everything(microphone_file):
+    playwright = pytest.importorskip("playwright.sync_api")
+    server = app_server()
+    args = [
+        "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={microphone_file}",
+        "--autoplay-policy=no-user-gesture-required",
+    ]
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            errors = []
+            page.on("pageerror", lambda err: errors.append(str(err)))
+            page.goto(server.url, wait_until="domcontentloaded")
+            audio = page.locator("#audio-input")
+            record = audio.locator("button.record-button")
+            record.wait_for(state="visible", timeout=60_000)
+            record.click()
+            audio.locator("button.stop-button").wait_for(state="visible", timeout=10_000)
+            page.wait_for_timeout(RECORD_SECONDS * 1000)
+            audio.locator("button.stop-button").click()
+            # the recording is uploaded and shown as a player before it can be analysed
+            audio.locator("button.record-button").wait_for(state="detached", timeout=30_000)
+            page.wait_for_timeout(1000)
+            page.locator("#analyse").click()
+            page.locator("#summary td.probability").first.wait_for(timeout=90_000)
+
+            transcript = page.locator("#transcript textarea").input_value()
+            shown = {
+                cell.get_attribute("data-label"): float(cell.inner_text())
+                for cell in page.locator("#summary td.probability").all()
+            }
+            page.wait_for_function(
+                "ids => ids.every(id => { const img = document.querySelector(`#${id} img`);"
+                " return img && img.complete && img.naturalWidth > 100; })",
+                arg=["probabilities-plot", "mfcc-plot", "spu-plot", "attention-plot"], timeout=30_000,
+            )
+            page.locator("#attention-text span").first.wait_for(timeout=10_000)
+            page.screenshot(path=str(ARTIFACTS / "app-browser.png"), full_page=True)
+            error_toasts = page.locator(".toast-body.error").count()
+        finally:
+            browser.close()
+
+    words = transcript.lower()
+    assert "believe" in words or "wonderful" in words, transcript
+    assert len(shown) == 4 and set(shown) == {"angry", "happy", "sad", "neutral"}
+    assert sum(shown.values()) == pytest.approx(1.0, abs=0.002)
+    assert error_toasts == 0 and not errors, errors
+    assert (ARTIFACTS / "app-browser.png").stat().st_size > 50_000

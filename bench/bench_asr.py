@@ -48,6 +48,10 @@ def speech_clip(seconds: float) -> np.ndarray:
     return np.resize(speech, int(seconds * SAMPLE_RATE)).astype(np.float32)  # repeats if short
 
 
+def peak_memory_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
 def median_seconds(fn, repeats: int) -> float:
     fn()  # warm-up: first-call costs (allocations, JIT) are not what a served request pays
     times = []
@@ -95,6 +99,8 @@ def main():
     print(f"CPU cores: {os.cpu_count()}, repeats: {args.repeats} (median after one warm-up)")
     # other work on the machine slows every figure below; the load average shows how much
     print("load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
+    # ser_demo/__init__ imports torch (the emotion model), which every ser_demo process pays
+    print(f"peak memory after imports: {peak_memory_mib():.0f} MiB")
     clips = {seconds: speech_clip(seconds) for seconds in args.seconds}
 
     with tempfile.TemporaryDirectory() as folder:
@@ -103,6 +109,7 @@ def main():
             for name, source in ingestion_inputs(clip, Path(folder)).items():
                 took = median_seconds(lambda: load_audio(source, max_seconds=None), args.repeats)
                 print(f"  {seconds:4.0f} s clip  {name:26s} {took * 1000:8.1f} ms")
+    print(f"  peak memory so far: {peak_memory_mib():.0f} MiB")
 
     print("\ntranscription")
     for spec in args.asr:
@@ -119,9 +126,9 @@ def main():
             took = median_seconds(lambda: transcriber.transcribe(clip), args.repeats)
             words = len(transcriber.transcribe(clip).words)
             print(f"  {seconds:4.0f} s clip  {took:6.2f} s  ({took / seconds:.3f} x real time, {words} words)")
+        print(f"  peak memory so far: {peak_memory_mib():.0f} MiB")
 
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    print(f"\npeak memory (max RSS of this process): {peak_mib:.0f} MiB")
+    print(f"\npeak memory (max RSS of this process): {peak_memory_mib():.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ Settings (environment):
   SER_APP_MAX_FILE_SIZE   largest upload (10mb)
   SER_APP_CONCURRENCY     requests analysed at once (2); SER_APP_QUEUE_SIZE: waiting ones (32)
   SER_APP_RELEVANCE       audio relevance: occlusion (default), gradient or none
+  SER_APP_EXPLANATIONS=0  skip leave-one-word-out, uniform attention and audio relevance
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ MAX_FILE_SIZE = os.environ.get("SER_APP_MAX_FILE_SIZE", "10mb")
 CONCURRENCY = int(os.environ.get("SER_APP_CONCURRENCY", "2"))
 QUEUE_SIZE = int(os.environ.get("SER_APP_QUEUE_SIZE", "32"))
 RELEVANCE = os.environ.get("SER_APP_RELEVANCE", "occlusion")
+EXPLANATIONS = os.environ.get("SER_APP_EXPLANATIONS", "1") not in ("0", "false", "no")
 CHECKPOINTS_ENV = "SER_APP_CHECKPOINTS"
 MODALITY_CHOICES = [("audio + text", "both"), ("audio only", "audio"), ("text only", "text")]
 GENERIC_ERROR = "Something went wrong while analysing this recording. Please try again, or try another clip."
@@ -152,7 +154,7 @@ class Service:
 # --- one request ---------------------------------------------------------------------------
 
 
-def run_analysis(service: Service, audio, transcript, modality, checkpoint_name):
+def run_analysis(service: Service, audio, transcript, modality, checkpoint_name, explanations: Optional[bool] = None):
     """The library pipeline and the figures; returns (analysis, images, timings)."""
     from ser_demo.explain import analyze as analyze_utterance
     from ser_demo.plotting import draw_analysis
@@ -162,6 +164,7 @@ def run_analysis(service: Service, audio, transcript, modality, checkpoint_name)
     analysis = analyze_utterance(
         recognizer, audio, transcript, modality, transcriber=service.transcriber,
         asr_unavailable=service.asr_error, max_seconds=MAX_SECONDS, relevance=RELEVANCE,
+        explanations=EXPLANATIONS if explanations is None else explanations,
     )
     t = time.perf_counter()
     images = draw_analysis(analysis)
@@ -218,7 +221,7 @@ def _notes_markdown(analysis) -> str:
     return "\n".join(f"- {note}" for note in analysis.notes)
 
 
-def make_analyze(service: Service):
+def make_analyze(service: Service, explanations: Optional[bool] = None):
     """The request handler, bound to the loaded service. Every failure reaches the page as a
     gr.Error with a message a visitor can act on; no stack trace is ever shown."""
     from ser_demo.asr import TranscriptionUnavailable
@@ -242,7 +245,8 @@ def make_analyze(service: Service):
                 )
             if modality not in MODALITIES:
                 raise PredictionError(f"modality must be one of {', '.join(MODALITIES)}, not {modality!r}")
-            analysis, images, timings = run_analysis(service, audio, transcript, modality, checkpoint_name)
+            analysis, images, timings = run_analysis(service, audio, transcript, modality, checkpoint_name,
+                                                     explanations)
         except (AudioInputError, PredictionError, TranscriptionUnavailable) as err:
             raise gr.Error(str(err), print_exception=False) from None
         except Exception:
@@ -329,6 +333,7 @@ def build_demo(service: Service) -> gr.Blocks:
                                              label="Model", interactive=len(service.recognizers) > 1,
                                              elem_id="checkpoint")
                 button = gr.Button("Analyse", variant="primary", elem_id="analyse")
+                examples_slot = gr.Column()  # filled below, once the outputs exist
             with gr.Column(scale=1):
                 gr.Markdown("### 1. The answer\n" + EXPLAIN["probabilities"])
                 label = gr.Label(num_top_classes=4, label="Emotion", elem_id="label")
@@ -362,8 +367,9 @@ def build_demo(service: Service) -> gr.Blocks:
             event(lambda: "", None, transcript, api_visibility="private", queue=False)
         rows = _example_rows(service.default)
         if rows:
-            gr.Examples(rows, inputs, outputs, fn=analyze, run_on_click=True, cache_examples=False,
-                        label="Examples (synthetic speech made with espeak-ng; click one)")
+            with examples_slot:
+                gr.Examples(rows, inputs, outputs, fn=analyze, run_on_click=True, cache_examples=False,
+                            label="Examples: synthetic speech made with espeak-ng. Click one to analyse it.")
         gr.Markdown(
             "<small>MSCNN-SPU-ATT: Peng, Lu, Pan, Liu, *Efficient Speech Emotion Recognition Using Multi-Scale "
             "CNN and Attention*, ICASSP 2021. Attention is not explanation: Jain & Wallace 2019; "

@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 LOCK = threading.RLock()
 DPI = 100
@@ -49,7 +50,7 @@ def _colorbar(fig: Figure, ax, mappable, label: str = "", visible: bool = True):
     if not visible:
         cax.set_visible(False)
         return None
-    bar = fig.colorbar(mappable, cax=cax)
+    bar = fig.colorbar(mappable, cax=cax, ticks=MaxNLocator(3))
     bar.ax.tick_params(labelsize=8)
     if label:
         bar.set_label(label, fontsize=8)
@@ -57,19 +58,36 @@ def _colorbar(fig: Figure, ax, mappable, label: str = "", visible: bool = True):
 
 
 def render(fig: Figure) -> np.ndarray:
-    """Draw `fig` into an (H, W, 3) uint8 array and release it."""
+    """Draw `fig` into an (H, W, 3) uint8 array. The figure belongs to no global registry, so it
+    is freed as soon as the caller drops it (fig.clear() would only cost time)."""
     with LOCK:
         canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
         canvas.draw()
-        image = np.asarray(canvas.buffer_rgba())[..., :3].copy()
-        fig.clear()
-    return image
+        return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def _title(ax, text: str) -> None:
+    """A left-aligned title as plain text: set_title re-measures the axis on every draw."""
+    ax.text(0.0, 1.03, text, transform=ax.transAxes, fontsize=10, ha="left", va="bottom")
 
 
 def _token_labels(tokens: Sequence[str], token_times: Optional[Sequence] = None) -> list[str]:
     if not token_times:
         return list(tokens)
     return [f"{t}\n{tt[0]:.2f}s" if tt else t for t, tt in zip(tokens, token_times)]
+
+
+def _spoken_words(tokens: Sequence[str], token_times: Sequence) -> list[tuple[str, tuple]]:
+    """Tokens that share one ASR word ("ca" + "n't") become one label at that word's time."""
+    merged: list[tuple[str, tuple]] = []
+    for tok, tt in zip(tokens, token_times):
+        if not tt:
+            continue
+        if merged and merged[-1][1] == tuple(tt):
+            merged[-1] = (merged[-1][0] + tok, merged[-1][1])
+        else:
+            merged.append((tok, tuple(tt)))
+    return merged
 
 
 # --- 1. class probabilities ------------------------------------------------------------------
@@ -98,7 +116,8 @@ def plot_probabilities(labels: Sequence[str], probabilities: Sequence[float],
     ax.set_yticks(y, labels, fontsize=11)
     ax.set_xlim(0, 1)
     ax.set_xlabel("probability")
-    ax.set_title(f"Prediction: {labels[top]} ({probabilities[top]:.0%})", fontsize=12, loc="left")
+    ax.text(0.0, 1.04, f"Prediction: {labels[top]} ({probabilities[top]:.0%})", transform=ax.transAxes,
+            fontsize=12, ha="left", va="bottom")
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     return fig
@@ -123,8 +142,8 @@ def plot_mfcc(
     rows = 4 if relevance is not None else 3
     fig = _figure(10.0, 1.55 * rows + 0.6)
     _margins(fig, left=0.75, right=0.8, top=0.3, bottom=0.5, hspace=0.4)
-    axes = fig.subplots(rows, 1, sharex=True,
-                        gridspec_kw={"height_ratios": [1.0] * 3 + ([0.9] if rows == 4 else [])})
+    # Not sharex: the upper rows carry no time ticks at all (each tick is an artist to build).
+    axes = fig.subplots(rows, 1, gridspec_kw={"height_ratios": [1.0] * 3 + ([0.9] if rows == 4 else [])})
     names = ("MFCC", "delta (change)", "delta-delta (acceleration)")
     extent = (0.0, duration, -0.5, n - 0.5)
     for i, (ax, name) in enumerate(zip(axes, names)):
@@ -138,7 +157,11 @@ def plot_mfcc(
         im = ax.imshow(block, aspect="auto", origin="lower", extent=extent, cmap=cmap,
                        vmin=float(low), vmax=float(high), interpolation="nearest")
         ax.set_ylabel("coef.", fontsize=9)
-        ax.set_title(name, fontsize=10, loc="left")
+        ax.set_yticks([0, n // 2, n - 1])
+        ax.set_xlim(0, duration)
+        if i < rows - 1:
+            ax.set_xticks([])
+        _title(ax, name)
         _colorbar(fig, ax, im)
     if relevance is not None:
         ax = axes[-1]
@@ -148,15 +171,16 @@ def plot_mfcc(
         ax.axhline(0, color="black", linewidth=0.6)
         what = ("drop in probability when hidden" if relevance_method == "occlusion"
                 else "gradient x input")
-        ax.set_title(f"Which moments drive the decision ({what}; green: supports the answer, "
-                     "purple: speaks against it)", fontsize=10, loc="left")
+        _title(ax, f"Which moments drive the decision ({what}; green: supports the answer, "
+                   "purple: speaks against it)")
+        ax.yaxis.set_major_locator(MaxNLocator(3))
         ax.set_ylabel("relevance", fontsize=9)
         if tokens and token_times:  # the words, where the ASR said when they were spoken
-            for tok, tt in zip(tokens, token_times):
-                if tt:
-                    ax.axvline(tt[0], color="#cccccc", linewidth=0.6, zorder=0)
-                    ax.text((tt[0] + tt[1]) / 2, 0.97, tok, ha="center", va="top", fontsize=8,
-                            transform=ax.get_xaxis_transform())
+            for text, (start, end) in _spoken_words(tokens, token_times):
+                ax.axvline(start, color="#cccccc", linewidth=0.6, zorder=0)
+                ax.text((start + end) / 2, 0.97, text, ha="center", va="top", fontsize=8,
+                        transform=ax.get_xaxis_transform(),
+                        bbox={"facecolor": "white", "alpha": 0.75, "edgecolor": "none", "pad": 1})
     axes[-1].set_xlabel("time (s)")
     axes[-1].set_xlim(0, duration)
     return fig
@@ -178,7 +202,8 @@ def plot_spu(audio_statistics: np.ndarray, kernel_sizes: Sequence[int], statisti
     axes = fig.subplots(1, len(statistics), sharey=True, squeeze=False)[0]
     for j, (ax, s) in enumerate(zip(axes, statistics)):
         im = ax.imshow(stats[:, j, order], aspect="auto", cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
-        ax.set_title(f"{STAT_NAMES.get(s, s)} over time", fontsize=10)
+        ax.text(0.5, 1.03, f"{STAT_NAMES.get(s, s)} over time", transform=ax.transAxes, fontsize=10,
+                ha="center", va="bottom")
         ax.set_xlabel("filter (sorted)", fontsize=9)
     axes[0].set_yticks(range(len(kernel_sizes)),
                        [f"{k} frames\n({k * frame_seconds * 1000:.0f} ms)" for k in kernel_sizes], fontsize=8)
@@ -225,7 +250,7 @@ def plot_attention(
                         color="white" if att[r, c] > 0.6 * att.max() else "black")
         ax.set_yticks(range(len(statistics)), [f"{STAT_NAMES.get(s, s)} context" for s in statistics], fontsize=9)
         ax.set_xticks(x, labels, fontsize=9)
-        ax.set_title("Attention: how much each audio context vector looks at each word", fontsize=10, loc="left")
+        _title(ax, "Attention: how much each audio context vector looks at each word")
         _colorbar(fig, ax, im)
     if influence is not None:
         ax = axes[i]
@@ -235,7 +260,8 @@ def plot_attention(
         ax.set_xticks(x, labels, fontsize=9)
         ax.set_xlim(-0.5, len(tokens) - 0.5)
         ax.set_ylabel("change in p", fontsize=9)
-        ax.set_title("Leave one word out: how much the predicted class loses without the word", fontsize=10, loc="left")
+        _title(ax, "Leave one word out: how much the predicted class loses without the word")
+        ax.yaxis.set_major_locator(MaxNLocator(4))
     return fig
 
 

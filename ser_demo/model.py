@@ -174,7 +174,6 @@ class MSCNN_SPU_ATT(
     PyTorchModelHubMixin,
     library_name="ser-demo",
     tags=["speech-emotion-recognition", "audio-classification", "mscnn-spu-att"],
-    repo_url="https://github.com/ser-demo/ser-demo",
     license="cc-by-nc-sa-4.0",
 ):
     def __init__(self, config: ModelConfig):

@@ -194,8 +194,8 @@ def _probabilities_html(analysis) -> str:
 def _uniform_markdown(analysis) -> str:
     e = analysis.explanation
     if e.uniform_probabilities is None:
-        return ("*Uniform attention needs both modalities and at least one word: choose "
-                "**audio + text** to compare.*")
+        return ("*No uniform-attention comparison: it needs **audio + text**, at least one word, "
+                "and the explanations switched on.*")
     same = e.uniform_label == e.label
     change = e.uniform_probabilities[e.target] - e.probabilities[e.target]
     return (
@@ -298,16 +298,18 @@ EXPLAIN = {
 }
 
 
-def _example_rows(default_checkpoint_name: str) -> list[list]:
+def _example_rows(default_checkpoint_name: str) -> tuple[list[list], list[str]]:
+    """Rows (audio, transcript, modality, checkpoint) and a short label for each."""
     listing = EXAMPLES_DIR / "examples.json"
     if not listing.is_file():
-        return []
-    rows = []
+        return [], []
+    rows, labels = [], []
     for item in json.loads(listing.read_text()):
         path = EXAMPLES_DIR / item["file"]
         if path.is_file():
             rows.append([str(path), item["transcript"], "both", default_checkpoint_name])
-    return rows
+            labels.append(f"{item.get('emotion', path.stem)}: \u201c{item['transcript']}\u201d")
+    return rows, labels
 
 
 def build_demo(service: Service) -> gr.Blocks:
@@ -339,17 +341,17 @@ def build_demo(service: Service) -> gr.Blocks:
                 label = gr.Label(num_top_classes=4, label="Emotion", elem_id="label")
                 summary = gr.HTML(label="summary", show_label=False, elem_id="summary")
                 probabilities = gr.Image(label="Class probabilities", format="png", elem_id="probabilities-plot",
-                                         buttons=[], interactive=False)
+                                         buttons=[], show_label=False, interactive=False)
         notes = gr.Markdown(label="notes", elem_id="notes")
         gr.Markdown("### 2. The sound: MFCC, delta, delta-delta, and which moments matter\n" + EXPLAIN["mfcc"])
-        mfcc = gr.Image(label="MFCC features over time", format="png", elem_id="mfcc-plot", buttons=[],
+        mfcc = gr.Image(label="MFCC features over time", format="png", elem_id="mfcc-plot", buttons=[], show_label=False,
                         interactive=False)
         gr.Markdown("### 3. Statistical pooling (SPU): three views of the same filters\n" + EXPLAIN["spu"])
-        spu = gr.Image(label="SPU statistics per kernel size", format="png", elem_id="spu-plot", buttons=[],
+        spu = gr.Image(label="SPU statistics per kernel size", format="png", elem_id="spu-plot", buttons=[], show_label=False,
                        interactive=False)
         gr.Markdown("### 4. Attention over the words, and what the words really do\n" + EXPLAIN["attention"])
         attention = gr.Image(label="Attention weights and leave-one-word-out", format="png",
-                             elem_id="attention-plot", buttons=[], interactive=False)
+                             elem_id="attention-plot", buttons=[], show_label=False, interactive=False)
         highlighted = gr.HTML(label="highlighted words", show_label=False, elem_id="attention-text")
         uniform = gr.Markdown(label="uniform attention", elem_id="uniform")
         gr.Markdown("### 5. Timing\n" + EXPLAIN["timing"])
@@ -365,10 +367,11 @@ def build_demo(service: Service) -> gr.Blocks:
         # A new recording gets a new transcript: clear the old one (examples set both themselves).
         for event in (audio.stop_recording, audio.upload, audio.clear):
             event(lambda: "", None, transcript, api_visibility="private", queue=False)
-        rows = _example_rows(service.default)
+        rows, example_labels = _example_rows(service.default)
         if rows:
             with examples_slot:
                 gr.Examples(rows, inputs, outputs, fn=analyze, run_on_click=True, cache_examples=False,
+                            example_labels=example_labels,
                             label="Examples: synthetic speech made with espeak-ng. Click one to analyse it.")
         gr.Markdown(
             "<small>MSCNN-SPU-ATT: Peng, Lu, Pan, Liu, *Efficient Speech Emotion Recognition Using Multi-Scale "

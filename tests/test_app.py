@@ -299,3 +299,55 @@ def test_sixteen_clients_four_requests_each(server, tmp_path):
     assert all("queue is full" in o[3].lower() for o in full)
     assert len(answered) >= 16, f"only {len(answered)} of 64 answered"
     print(f"\nload: {len(answered)} answered, {len(full)} told the queue is full, {elapsed:.1f} s")
+
+
+# --- in process: the handler without a server --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def offline_service(server):
+    """The app's service with no speech recognition at all (as when Whisper cannot load)."""
+    import app
+
+    from ser_demo.recognizer import EmotionRecognizer
+
+    recognizer = EmotionRecognizer.from_pretrained(server.checkpoint)
+    return app.Service({"test": recognizer}, transcriber=None, asr_error="transcription unavailable: test")
+
+
+def test_importing_the_app_launches_nothing():
+    import app
+
+    assert callable(app.main) and callable(app.build_demo)
+    assert not hasattr(app, "demo")
+
+
+def test_a_typed_transcript_works_without_speech_recognition(offline_service):
+    import app
+
+    analyze = app.make_analyze(offline_service)
+    out = analyze(str(SPEECH_FILE), "this is wonderful news", "both", "test")
+    assert out[-1]["tokens"] == ["this", "is", "wonderful", "news"] and out[-1]["transcript_source"] == "typed"
+    empty = analyze(str(SPEECH_FILE), "", "both", "test")  # no words: audio still answers, with a note
+    assert empty[-1]["tokens"] == [] and "type what was said" in empty[-2]
+    import gradio as gr
+
+    with pytest.raises(gr.Error, match="transcript"):
+        analyze(str(SPEECH_FILE), "", "text", "test")
+    demo = app.build_demo(offline_service)  # the page says that speech recognition is off
+    assert any("Speech recognition is off" in str(getattr(b, "value", "")) for b in demo.blocks.values())
+
+
+def test_unexpected_failures_reach_the_page_as_a_generic_message(offline_service, monkeypatch, caplog):
+    import gradio as gr
+
+    import app
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("internal detail that must not reach the page")
+
+    monkeypatch.setattr(app, "run_analysis", broken)
+    with pytest.raises(gr.Error) as info:
+        app.make_analyze(offline_service)(str(SPEECH_FILE), "hello", "both", "test")
+    assert str(info.value.message) == app.GENERIC_ERROR and "internal detail" not in str(info.value)
+    assert "internal detail" in caplog.text  # logged server side

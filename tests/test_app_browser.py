@@ -73,6 +73,17 @@ def test_record_analyse_and_show_everything(microphone_file):
             page.locator("#attention-text span").first.wait_for(timeout=10_000)
             page.screenshot(path=str(ARTIFACTS / "app-browser.png"), full_page=True)
             error_toasts = page.locator(".toast-body.error").count()
+
+            # one click on an example fills the inputs and analyses it
+            before = page.locator("#summary").inner_html()
+            page.get_by_text("happy: ", exact=False).first.click()
+            page.wait_for_function(
+                "old => { const s = document.querySelector('#summary');"
+                " return s && s.innerHTML !== old && s.querySelector('td.probability'); }",
+                arg=before, timeout=60_000,
+            )
+            example_transcript = page.locator("#transcript textarea").input_value()
+            example_error_toasts = page.locator(".toast-body.error").count()
         finally:
             browser.close()
 
@@ -80,5 +91,6 @@ def test_record_analyse_and_show_everything(microphone_file):
     assert "believe" in words or "wonderful" in words, transcript
     assert len(shown) == 4 and set(shown) == {"angry", "happy", "sad", "neutral"}
     assert sum(shown.values()) == pytest.approx(1.0, abs=0.002)
-    assert error_toasts == 0 and not errors, errors
+    assert error_toasts == 0 and example_error_toasts == 0 and not errors, errors
+    assert example_transcript == "That is wonderful news, I am so happy for you!"
     assert (ARTIFACTS / "app-browser.png").stat().st_size > 50_000

@@ -14,6 +14,7 @@ import math
 import os
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from ser_demo.audio import FeatureParams, Normalizer, mfcc_features
-from ser_demo.ingest import load_audio
+from ser_demo.ingest import AudioInputError, load_audio
 from ser_demo.model import MSCNN_SPU_ATT, ModelConfig
 from ser_demo.text import WordVectors
 from train.cache import FeatureCache
@@ -44,9 +45,15 @@ class TrainSettings:
     progress: bool = True
 
 
-def load_clip(path: Path) -> np.ndarray:
-    """Audio exactly as the recognizer sees it at inference: 16 kHz mono, edges trimmed, peak-normalised."""
-    return load_audio(path, max_seconds=None, min_seconds=0.0, trim_silence=True)
+def clip_features(path: Path, params: FeatureParams) -> np.ndarray:
+    """MFCCs of the audio exactly as the recognizer sees it at inference: 16 kHz mono, edges
+    trimmed, peak-normalised. A clip with no speech in it counts as missing audio (0 frames)."""
+    try:
+        audio = load_audio(path, max_seconds=None, min_seconds=0.0, trim_silence=True)
+    except AudioInputError as err:
+        warnings.warn(f"{path}: {err} Used as a sample without audio.")
+        return np.zeros((params.n_features, 0), np.float32)
+    return mfcc_features(audio, params)
 
 
 class FeatureBank:
@@ -64,7 +71,7 @@ class FeatureBank:
     def mfcc(self, path: Path) -> np.ndarray:
         if path not in self._mfcc:
             self._mfcc[path] = self.cache.get_or_compute(
-                path, self._key, lambda p: mfcc_features(load_clip(p), self.params)
+                path, self._key, lambda p: clip_features(p, self.params)
             )
         return self._mfcc[path]
 

@@ -15,9 +15,8 @@ it through the text SPU or SWEM. So next to the weights this module measures wha
 `analyze` runs the whole pipeline the app shows (ingest -> ASR -> features -> model ->
 explanations) stage by stage with timings; it holds no UI code.
 
-The model's forward pass is mirrored in `run_model` (same submodules, same order) so that audio
-statistics can be shared between variants and attention can be replaced; `tests/test_explain.py`
-checks that it reproduces `MSCNN_SPU_ATT.forward` exactly.
+The model's own forward pass serves every variant: its keyword options share the audio
+statistics between transcripts of one recording and replace attention by uniform weights.
 """
 
 from __future__ import annotations
@@ -38,83 +37,10 @@ from .text import tokenize
 RELEVANCE_METHODS = ("occlusion", "gradient", "none")
 
 
-# --- the forward pass, with hooks for the explanations ------------------------------------------
-
-
-@dataclass
-class ForwardResult:
-    logits: Tensor  # (B, n_labels)
-    audio_statistics: Optional[Tensor] = None  # (B, Ka, n_stats, F)
-    attention: Optional[Tensor] = None  # (B, n_stats, Tw)
-    attended: Optional[Tensor] = None  # (B, n_stats, Kt*F): S_j = sum_k s_k^j h_k
-    h: Optional[Tensor] = None  # (B, Tw, Kt*F): the text MSCNN outputs h_k
-
-
 def _expand(x: Optional[Tensor], batch: int) -> Optional[Tensor]:
     if x is None or x.shape[0] == batch:
         return x
     return x.expand(batch, *x.shape[1:])
-
-
-def run_model(
-    model: MSCNN_SPU_ATT,
-    mfcc: Optional[Tensor] = None,
-    audio_lengths: Optional[Tensor] = None,
-    words: Optional[Tensor] = None,
-    word_lengths: Optional[Tensor] = None,
-    speaker: Optional[Tensor] = None,
-    *,
-    audio_statistics: Optional[Tensor] = None,
-    uniform_attention: bool = False,
-) -> ForwardResult:
-    """`MSCNN_SPU_ATT.forward`, step for step, with two options:
-
-    audio_statistics: precomputed audio SPU output (1 or B rows), reused instead of running the
-        audio MSCNN again (the words change between leave-one-out variants, the audio does not);
-    uniform_attention: replace eq. 5's softmax by equal weights over the real words, so that
-        S_j = mean_k h_k for every context vector j.
-    """
-    c = model.config
-    fused: list[Tensor] = []
-    batch = max(x.shape[0] for x in (mfcc, words, audio_statistics) if x is not None)
-    result = ForwardResult(logits=torch.empty(0))
-    if c.use_audio:
-        if audio_statistics is None:
-            audio_mask = lengths_to_mask(audio_lengths, mfcc.shape[-1])
-            audio_maps = model.audio_cnn(mfcc, audio_mask)
-            audio_statistics = torch.stack(
-                [statistical_pooling(a, audio_mask, c.audio_statistics) for a in audio_maps], 1
-            )
-        audio_statistics = _expand(audio_statistics, batch)
-        result.audio_statistics = audio_statistics
-        fused.append(audio_statistics.transpose(1, 2).flatten(1))
-        if c.use_speaker:
-            fused.append(_expand(speaker, batch))
-    if c.use_text:
-        word_mask = lengths_to_mask(word_lengths, words.shape[1])
-        text_maps = model.text_cnn(words.transpose(1, 2), word_mask)
-        text_statistics = torch.stack(
-            [statistical_pooling(t, word_mask, c.text_statistics) for t in text_maps], 1
-        )
-        fused.append(text_statistics.transpose(1, 2).flatten(1))
-        if c.use_swem:
-            swem = statistical_pooling(words.transpose(1, 2), word_mask, ("max", "avg"))
-            fused.append(swem.flatten(1))
-    if c.attends:
-        contexts = audio_statistics.transpose(1, 2).flatten(2)  # (B, n_stats, Ka*F)
-        h = torch.cat(text_maps, dim=1).transpose(1, 2)  # (B, Tw, Kt*F)
-        if uniform_attention:
-            m = word_mask.to(h.dtype)
-            weights = (m / m.sum(-1, keepdim=True).clamp_min(1.0))[:, None, :]
-            weights = weights.expand(-1, contexts.shape[1], -1)
-            attended = torch.einsum("bjt,btd->bjd", weights, h)
-        else:
-            flat, weights = model.attention(contexts, h, word_mask)
-            attended = flat.view(flat.shape[0], contexts.shape[1], -1)
-        fused.append(attended.flatten(1))
-        result.attention, result.attended, result.h = weights, attended, h
-    result.logits = model.classifier(torch.cat(fused, dim=-1))
-    return result
 
 
 # --- explanations ----------------------------------------------------------------------------
@@ -209,10 +135,8 @@ def leave_one_word_out(
     if audio_statistics is not None:
         inputs.pop("mfcc", None)
         inputs.pop("audio_lengths", None)
-    out = run_model(
-        model, **inputs, words=variants, word_lengths=torch.full((n,), n - 1),
-        audio_statistics=audio_statistics, uniform_attention=uniform_attention,
-    )
+    out = model(**inputs, words=variants, word_lengths=torch.full((n,), n - 1),
+                audio_statistics=audio_statistics, uniform_attention=uniform_attention)
     return _probs(out.logits)
 
 
@@ -242,7 +166,7 @@ def occlusion_relevance(
         for row, (a, b) in enumerate(part):
             variants[row, :, a:b] = 0.0
         inputs = {k: _expand(v, len(part)) for k, v in others.items()}
-        out = run_model(model, variants, **inputs)
+        out = model(variants, **inputs)
         drops.append(base_probability - _probs(out.logits)[:, target])
     return np.concatenate(drops) if drops else np.zeros(0)
 
@@ -255,7 +179,7 @@ def gradient_x_input(model: MSCNN_SPU_ATT, batch: dict, target: int) -> np.ndarr
     was_training = model.training
     model.eval()
     with torch.enable_grad():
-        out = run_model(model, mfcc, **inputs)
+        out = model(mfcc, **inputs)
         out.logits.softmax(-1)[0, target].backward()
     model.train(was_training)
     frames = int(batch["audio_lengths"][0])
@@ -283,7 +207,7 @@ def explain(
     timings = {}
     start = time.perf_counter()
     with torch.no_grad():
-        base = run_model(model, **batch)
+        base = model(**batch)
     probs = _probs(base.logits)[0]
     target = int(probs.argmax())
     timings["model"] = time.perf_counter() - start
@@ -310,7 +234,7 @@ def explain(
         explanation.word_influence = probs[target] - explanation.without_word[:, target]
     if uniform and c.attends and has_words and has_audio:
         with torch.no_grad():
-            uniform_out = run_model(model, **batch, uniform_attention=True)
+            uniform_out = model(**batch, uniform_attention=True)
         explanation.uniform_probabilities = _probs(uniform_out.logits)[0]
     timings["words"] = time.perf_counter() - start
 

@@ -150,15 +150,21 @@ class ContextAttention(nn.Module):
         self.project = nn.ModuleList(nn.Linear(n_context, n_keys, bias=False) for _ in statistics)
         self.scale = 1.0 / math.sqrt(n_keys)
 
-    def forward(self, contexts: Tensor, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, contexts: Tensor, h: Tensor, mask: Tensor, uniform: bool = False) -> tuple[Tensor, Tensor]:
         """contexts (B, n_stats, n_context), h (B, T, n_keys), mask (B, T) ->
-        S (B, n_stats * n_keys) and weights (B, n_stats, T), zero on padding."""
-        queries = torch.stack([w(contexts[:, j]) for j, w in enumerate(self.project)], dim=1)
-        scores = torch.einsum("bjd,btd->bjt", queries, h) * self.scale  # e^T h_k (eq. 4)
-        scores = scores.masked_fill(~mask[:, None, :], -1e9)
-        weights = scores.softmax(-1) * mask[:, None, :]  # eq. 5; all-zero when there are no words
+        S_j (B, n_stats, n_keys) and weights (B, n_stats, T), zero on padding.
+        `uniform` spreads every weight evenly over the real words (S_j = mean_k h_k): the
+        explanation module's baseline for how much the learned weighting matters."""
+        if uniform:
+            m = mask.to(h.dtype)
+            weights = (m / m.sum(-1, keepdim=True).clamp_min(1.0))[:, None, :].expand(-1, contexts.shape[1], -1)
+        else:
+            queries = torch.stack([w(contexts[:, j]) for j, w in enumerate(self.project)], dim=1)
+            scores = torch.einsum("bjd,btd->bjt", queries, h) * self.scale  # e^T h_k (eq. 4)
+            scores = scores.masked_fill(~mask[:, None, :], -1e9)
+            weights = scores.softmax(-1) * mask[:, None, :]  # eq. 5; all-zero when there are no words
         attended = torch.einsum("bjt,btd->bjd", weights, h)  # sum_k s_k h_k (eq. 6)
-        return attended.flatten(1), weights
+        return attended, weights
 
 
 @dataclass
@@ -167,6 +173,8 @@ class ModelOutput:
     audio_statistics: Optional[Tensor] = None  # (B, Ka, n_stats, n_filters)
     text_statistics: Optional[Tensor] = None  # (B, Kt, n_stats, n_filters)
     attention: Optional[Tensor] = None  # (B, n_audio_stats, Tw)
+    attended: Optional[Tensor] = None  # (B, n_audio_stats, Kt*F): S_j = sum_k s_k^j h_k
+    h: Optional[Tensor] = None  # (B, Tw, Kt*F): the text MSCNN outputs h_k
 
 
 class MSCNN_SPU_ATT(
@@ -210,19 +218,29 @@ class MSCNN_SPU_ATT(
         words: Optional[Tensor] = None,  # (B, Tw, D) word vectors
         word_lengths: Optional[Tensor] = None,  # (B,) tokens; 0 = no transcript
         speaker: Optional[Tensor] = None,  # (B, n_speaker_features)
+        *,
+        audio_statistics: Optional[Tensor] = None,  # precomputed audio SPU, 1 or B rows
+        uniform_attention: bool = False,
     ) -> ModelOutput:
+        """The paper's forward pass. The two keyword options serve the explanations: reuse the
+        audio branch across many transcripts of one recording, and replace eq. 5 by equal weights."""
         c = self.config
         fused, out = [], ModelOutput(logits=torch.empty(0))
+        batch = max(x.shape[0] for x in (mfcc, words, audio_statistics) if x is not None)
         if c.use_audio:
-            audio_mask = lengths_to_mask(audio_lengths, mfcc.shape[-1])
-            audio_maps = self.audio_cnn(mfcc, audio_mask)
-            # (B, Ka, n_stats, F): SPU per kernel size (eq. 3)
-            out.audio_statistics = torch.stack(
-                [statistical_pooling(a, audio_mask, c.audio_statistics) for a in audio_maps], 1
-            )
+            if audio_statistics is None:
+                audio_mask = lengths_to_mask(audio_lengths, mfcc.shape[-1])
+                audio_maps = self.audio_cnn(mfcc, audio_mask)
+                # (B, Ka, n_stats, F): SPU per kernel size (eq. 3)
+                audio_statistics = torch.stack(
+                    [statistical_pooling(a, audio_mask, c.audio_statistics) for a in audio_maps], 1
+                )
+            out.audio_statistics = audio_statistics.expand(batch, *audio_statistics.shape[1:])
             fused.append(out.audio_statistics.transpose(1, 2).flatten(1))
             if c.use_speaker:
-                fused.append(speaker)
+                if speaker is None:
+                    raise ValueError("this model uses a speaker embedding: pass speaker=(B, n_speaker_features)")
+                fused.append(speaker.expand(batch, -1))
         if c.use_text:
             word_mask = lengths_to_mask(word_lengths, words.shape[1])
             text_maps = self.text_cnn(words.transpose(1, 2), word_mask)
@@ -236,9 +254,9 @@ class MSCNN_SPU_ATT(
         if c.attends:
             # Context vectors e_j: one per audio statistic, over all kernel sizes.
             contexts = out.audio_statistics.transpose(1, 2).flatten(2)  # (B, n_stats, Ka*F)
-            h = torch.cat(text_maps, dim=1).transpose(1, 2)  # h_k: (B, Tw, Kt*F)
-            attended, out.attention = self.attention(contexts, h, word_mask)
-            fused.append(attended)
+            out.h = torch.cat(text_maps, dim=1).transpose(1, 2)  # h_k: (B, Tw, Kt*F)
+            out.attended, out.attention = self.attention(contexts, out.h, word_mask, uniform_attention)
+            fused.append(out.attended.flatten(1))
         out.logits = self.classifier(torch.cat(fused, dim=-1))
         return out
 

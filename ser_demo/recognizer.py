@@ -184,7 +184,9 @@ class EmotionRecognizer:
         timings, notes, words = {}, [], []
         start = time.perf_counter()
         waveform = None
-        if audio is not None and modality != "text":
+        needs_asr = transcript is None and self.transcriber is not None and self.config.use_text
+        # Text-only mode still reads the recording when Whisper has to supply the words.
+        if audio is not None and (modality != "text" or needs_asr):
             from .ingest import load_audio
 
             # Trimmed like the training clips: leading/trailing silence would dilute the SPU means.

@@ -97,3 +97,19 @@ def test_cli_defaults_to_the_bundled_checkpoint_and_whisper(speech_file):
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert "wonderful" in out["transcript"].lower() and "asr" in out["timings"]
+
+
+def test_text_only_mode_asks_whisper_for_the_words(checkpoint, speech):
+    from ser_demo.asr import Transcript, Word
+
+    class ScriptedTranscriber:  # stands in for Whisper: the recognizer's wiring is under test here
+        name = "scripted"
+
+        def transcribe(self, audio):
+            assert audio.dtype == np.float32 and audio.ndim == 1
+            return Transcript("what wonderful news", [Word("what", 0.0, 0.3)], "en", "scripted", "none")
+
+    r = EmotionRecognizer.from_pretrained(str(checkpoint), transcriber=ScriptedTranscriber())
+    p = r.predict(speech, 16000, modality="text")
+    assert p.transcript == "what wonderful news" and p.mfcc is None and "asr" in p.timings
+    assert p.words[0].text == "what"

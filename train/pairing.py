@@ -79,19 +79,21 @@ def natural_pairs(
     dropout: ModalityDropout = ModalityDropout(),
 ) -> list[BimodalSample]:
     """The paper's way: each utterance's audio with its own transcript (IEMOCAP, manifests)."""
-    samples = [
-        BimodalSample(
-            audio_path=u.audio_path,
-            text=u.transcript or "",
-            label=u.label,
-            speaker=u.speaker,
-            corpus=u.corpus,
-            utterance_id=u.utterance_id,
-            text_corpus=u.corpus,
-        )
-        for u in utterances
-    ]
+    samples = [pair(u, u.transcript or "", u.corpus) for u in utterances]
     return dropout.apply(samples, seed=seed, epoch=epoch)
+
+
+def pair(utterance: Utterance, text: str, text_corpus: str) -> BimodalSample:
+    """The utterance's audio, label and speaker with `text` (its own, or another corpus's)."""
+    return BimodalSample(
+        audio_path=utterance.audio_path,
+        text=text,
+        label=utterance.label,
+        speaker=utterance.speaker,
+        corpus=utterance.corpus,
+        utterance_id=utterance.utterance_id,
+        text_corpus=text_corpus,
+    )
 
 
 class LabelMatchedPairing:
@@ -137,15 +139,5 @@ class LabelMatchedPairing:
         samples = []
         for utterance, text_index in zip(self.utterances, self.text_indices(epoch)):
             text = self.texts_by_label[utterance.label][text_index]
-            samples.append(
-                BimodalSample(
-                    audio_path=utterance.audio_path,
-                    text=text.text,
-                    label=utterance.label,
-                    speaker=utterance.speaker,
-                    corpus=utterance.corpus,
-                    utterance_id=utterance.utterance_id,
-                    text_corpus=text.corpus,
-                )
-            )
+            samples.append(pair(utterance, text.text, text.corpus))
         return self.dropout.apply(samples, seed=self.seed, epoch=epoch)

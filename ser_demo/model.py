@@ -125,19 +125,26 @@ def statistical_pooling(x: Tensor, mask: Tensor, statistics: tuple = STATISTICS)
     m = mask[:, None, :].to(x.dtype)
     count = m.sum(-1)  # (B, 1)
     safe_count = count.clamp_min(1.0)
+    if "avg" in statistics or "std" in statistics:
+        mean = (x * m).sum(-1) / safe_count
     pooled = []
     for stat in statistics:
         if stat == "max":
             value = x.masked_fill(~mask[:, None, :], float("-inf")).amax(-1)
             value = torch.where(count > 0, value, torch.zeros_like(value))
         elif stat == "avg":
-            value = (x * m).sum(-1) / safe_count
+            value = mean
         else:  # population std; the floor keeps sqrt's gradient finite at zero variance
-            mean = (x * m).sum(-1, keepdim=True) / safe_count[..., None]
-            var = (((x - mean) * m) ** 2).sum(-1) / safe_count
+            var = (((x - mean[..., None]) * m) ** 2).sum(-1) / safe_count
             value = var.clamp_min(1e-10).sqrt() * (count > 0)
         pooled.append(value)
     return torch.stack(pooled, dim=1)
+
+
+def pool_per_kernel(maps: list[Tensor], mask: Tensor, statistics: tuple) -> Tensor:
+    """SPU of every kernel size's feature maps in one pass: -> (B, K, n_stats, F)."""
+    pooled = statistical_pooling(torch.cat(maps, dim=1), mask, statistics)  # (B, n_stats, K*F)
+    return pooled.unflatten(-1, (len(maps), -1)).transpose(1, 2)
 
 
 class ContextAttention(nn.Module):
@@ -232,9 +239,7 @@ class MSCNN_SPU_ATT(
                 audio_mask = lengths_to_mask(audio_lengths, mfcc.shape[-1])
                 audio_maps = self.audio_cnn(mfcc, audio_mask)
                 # (B, Ka, n_stats, F): SPU per kernel size (eq. 3)
-                audio_statistics = torch.stack(
-                    [statistical_pooling(a, audio_mask, c.audio_statistics) for a in audio_maps], 1
-                )
+                audio_statistics = pool_per_kernel(audio_maps, audio_mask, c.audio_statistics)
             out.audio_statistics = audio_statistics.expand(batch, *audio_statistics.shape[1:])
             fused.append(out.audio_statistics.transpose(1, 2).flatten(1))
             if c.use_speaker:
@@ -244,9 +249,7 @@ class MSCNN_SPU_ATT(
         if c.use_text:
             word_mask = lengths_to_mask(word_lengths, words.shape[1])
             text_maps = self.text_cnn(words.transpose(1, 2), word_mask)
-            out.text_statistics = torch.stack(
-                [statistical_pooling(t, word_mask, c.text_statistics) for t in text_maps], 1
-            )
+            out.text_statistics = pool_per_kernel(text_maps, word_mask, c.text_statistics)
             fused.append(out.text_statistics.transpose(1, 2).flatten(1))
             if c.use_swem:  # SWEM-max and SWEM-avg of the raw word embeddings
                 swem = statistical_pooling(words.transpose(1, 2), word_mask, ("max", "avg"))

@@ -22,7 +22,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import numpy as np
 import soundfile
@@ -108,6 +108,54 @@ def _require_dir(path: str | os.PathLike, corpus: str) -> Path:
     if not path.is_dir():
         raise FileNotFoundError(f"{corpus}: no such folder {path}")
     return path
+
+
+class _Coded(NamedTuple):
+    """What a coded file name says about its utterance (see :func:`_load_coded_files`)."""
+
+    emotion: str  # the corpus's emotion in words; kept only if it is one of LABELS
+    transcript: str | None
+    speaker: str
+
+
+def _load_coded_files(
+    path: str | os.PathLike,
+    corpus: str,
+    parse: Callable[[Path], _Coded | str],
+    *,
+    audio_folder: str | None = None,
+) -> tuple[list[Utterance], LoadReport]:
+    """Utterances of a corpus whose file names code speaker, text and emotion.
+
+    ``parse(audio_path)`` reads one file's name: a :class:`_Coded`, or a string saying why the
+    file is dropped. Emotions outside LABELS are dropped and counted under their own name.
+    ``audio_folder``: the release's audio subfolder, read instead of ``path`` when present.
+    """
+    root = _require_dir(path, corpus)
+    if audio_folder and (root / audio_folder).is_dir():
+        root = root / audio_folder
+    tally = _Tally(corpus)
+    utterances = []
+    for audio_path in _audio_files(root):
+        coded = parse(audio_path)
+        if isinstance(coded, str):
+            tally.drop(coded)
+            continue
+        if coded.emotion not in LABELS:
+            tally.drop(coded.emotion)
+            continue
+        tally.keep()
+        utterances.append(
+            Utterance(
+                audio_path=audio_path,
+                transcript=coded.transcript,
+                label=coded.emotion,
+                speaker=coded.speaker,
+                corpus=corpus,
+                utterance_id=audio_path.stem,
+            )
+        )
+    return utterances, tally.report()
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,36 +273,20 @@ def load_ravdess(
     path: str | os.PathLike, *, calm_as_neutral: bool = False
 ) -> tuple[list[Utterance], LoadReport]:
     """RAVDESS speech (audio-only modality 03, vocal channel 01); song files are dropped."""
-    root = _require_dir(path, "ravdess")
-    tally = _Tally("ravdess")
-    utterances = []
-    for audio_path in _audio_files(root):
-        match = _RAVDESS_NAME.match(audio_path.stem)
-        if not match:
-            tally.drop("unparsed_name")
-            continue
-        modality, channel, emotion_code, _intensity, statement, _repetition, actor = match.groups()
-        if modality != "03" or channel != "01":
-            tally.drop("not_audio_only_speech")
-            continue
-        emotion = RAVDESS_EMOTIONS.get(emotion_code, f"code_{emotion_code}")
-        if emotion == "calm" and calm_as_neutral:
-            emotion = "neutral"
-        if emotion not in LABELS:
-            tally.drop(emotion)
-            continue
-        tally.keep()
-        utterances.append(
-            Utterance(
-                audio_path=audio_path,
-                transcript=RAVDESS_STATEMENTS.get(statement),
-                label=emotion,
-                speaker=f"ravdess_{actor}",
-                corpus="ravdess",
-                utterance_id=audio_path.stem,
-            )
-        )
-    return utterances, tally.report()
+    return _load_coded_files(path, "ravdess", lambda p: _ravdess_name(p, calm_as_neutral))
+
+
+def _ravdess_name(audio_path: Path, calm_as_neutral: bool) -> _Coded | str:
+    match = _RAVDESS_NAME.match(audio_path.stem)
+    if not match:
+        return "unparsed_name"
+    modality, channel, emotion_code, _intensity, statement, _repetition, actor = match.groups()
+    if modality != "03" or channel != "01":
+        return "not_audio_only_speech"
+    emotion = RAVDESS_EMOTIONS.get(emotion_code, f"code_{emotion_code}")
+    if emotion == "calm" and calm_as_neutral:
+        emotion = "neutral"
+    return _Coded(emotion, RAVDESS_STATEMENTS.get(statement), f"ravdess_{actor}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -276,36 +308,21 @@ _TESS_FOLDER = re.compile(r"^(OAF|YAF)_(.+)$", re.IGNORECASE)
 
 def load_tess(path: str | os.PathLike) -> tuple[list[Utterance], LoadReport]:
     """Toronto Emotional Speech Set: two speakers (OAF, YAF), "Say the word <word>"."""
-    root = _require_dir(path, "tess")
-    tally = _Tally("tess")
-    utterances = []
-    for audio_path in _audio_files(root):
-        name = _TESS_NAME.match(audio_path.stem)
-        if not name:
-            tally.drop("unparsed_name")
-            continue
-        file_speaker, word, file_emotion = name.groups()
-        # The folder is the authority on speaker and emotion (file names abbreviate: "OA_",
-        # "_ps"); fall back to the file name when files sit outside {OAF,YAF}_<emotion> folders.
-        folder = _TESS_FOLDER.match(audio_path.parent.name)
-        speaker = folder.group(1).upper() if folder else file_speaker.upper().ljust(3, "F")
-        raw_emotion = (folder.group(2) if folder else file_emotion).lower()
-        emotion = TESS_EMOTIONS.get(raw_emotion, raw_emotion)
-        if emotion not in LABELS:
-            tally.drop(emotion)
-            continue
-        tally.keep()
-        utterances.append(
-            Utterance(
-                audio_path=audio_path,
-                transcript=f"Say the word {word.lower()}",
-                label=emotion,
-                speaker=f"tess_{speaker.upper()}",
-                corpus="tess",
-                utterance_id=audio_path.stem,
-            )
-        )
-    return utterances, tally.report()
+    return _load_coded_files(path, "tess", _tess_name)
+
+
+def _tess_name(audio_path: Path) -> _Coded | str:
+    name = _TESS_NAME.match(audio_path.stem)
+    if not name:
+        return "unparsed_name"
+    file_speaker, word, file_emotion = name.groups()
+    # The folder is the authority on speaker and emotion (file names abbreviate: "OA_",
+    # "_ps"); fall back to the file name when files sit outside {OAF,YAF}_<emotion> folders.
+    folder = _TESS_FOLDER.match(audio_path.parent.name)
+    speaker = folder.group(1).upper() if folder else file_speaker.upper().ljust(3, "F")
+    raw_emotion = (folder.group(2) if folder else file_emotion).lower()
+    emotion = TESS_EMOTIONS.get(raw_emotion, raw_emotion)
+    return _Coded(emotion, f"Say the word {word.lower()}", f"tess_{speaker.upper()}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -335,33 +352,16 @@ _CREMA_D_NAME = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{1,2})$")
 
 def load_crema_d(path: str | os.PathLike) -> tuple[list[Utterance], LoadReport]:
     """CREMA-D: 91 actors, 12 sentences; ANG/HAP/SAD/NEU kept."""
-    root = _require_dir(path, "crema-d")
-    if (root / "AudioWAV").is_dir():
-        root = root / "AudioWAV"
-    tally = _Tally("crema-d")
-    utterances = []
-    for audio_path in _audio_files(root):
-        match = _CREMA_D_NAME.match(audio_path.stem)
-        if not match or match.group(2) not in CREMA_D_SENTENCES:
-            tally.drop("unparsed_name")
-            continue
-        actor, sentence, emotion_code, _level = match.groups()
-        emotion = CREMA_D_EMOTIONS.get(emotion_code, emotion_code.lower())
-        if emotion not in LABELS:
-            tally.drop(emotion)
-            continue
-        tally.keep()
-        utterances.append(
-            Utterance(
-                audio_path=audio_path,
-                transcript=CREMA_D_SENTENCES[sentence],
-                label=emotion,
-                speaker=f"crema-d_{actor}",
-                corpus="crema-d",
-                utterance_id=audio_path.stem,
-            )
-        )
-    return utterances, tally.report()
+    return _load_coded_files(path, "crema-d", _crema_d_name, audio_folder="AudioWAV")
+
+
+def _crema_d_name(audio_path: Path) -> _Coded | str:
+    match = _CREMA_D_NAME.match(audio_path.stem)
+    if not match or match.group(2) not in CREMA_D_SENTENCES:
+        return "unparsed_name"
+    actor, sentence, emotion_code, _level = match.groups()
+    emotion = CREMA_D_EMOTIONS.get(emotion_code, emotion_code.lower())
+    return _Coded(emotion, CREMA_D_SENTENCES[sentence], f"crema-d_{actor}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,33 +390,16 @@ _EMODB_NAME = re.compile(r"^(\d\d)([ab]\d\d)([A-Z])([a-z])$")
 
 def load_emodb(path: str | os.PathLike) -> tuple[list[Utterance], LoadReport]:
     """Berlin Database of Emotional Speech (German): W/F/T/N kept."""
-    root = _require_dir(path, "emodb")
-    if (root / "wav").is_dir():
-        root = root / "wav"
-    tally = _Tally("emodb")
-    utterances = []
-    for audio_path in _audio_files(root):
-        match = _EMODB_NAME.match(audio_path.stem)
-        if not match or match.group(2) not in EMODB_SENTENCES:
-            tally.drop("unparsed_name")
-            continue
-        speaker, text_code, emotion_letter, _version = match.groups()
-        emotion = EMODB_EMOTIONS.get(emotion_letter, f"code_{emotion_letter}")
-        if emotion not in LABELS:
-            tally.drop(emotion)
-            continue
-        tally.keep()
-        utterances.append(
-            Utterance(
-                audio_path=audio_path,
-                transcript=EMODB_SENTENCES[text_code],
-                label=emotion,
-                speaker=f"emodb_{speaker}",
-                corpus="emodb",
-                utterance_id=audio_path.stem,
-            )
-        )
-    return utterances, tally.report()
+    return _load_coded_files(path, "emodb", _emodb_name, audio_folder="wav")
+
+
+def _emodb_name(audio_path: Path) -> _Coded | str:
+    match = _EMODB_NAME.match(audio_path.stem)
+    if not match or match.group(2) not in EMODB_SENTENCES:
+        return "unparsed_name"
+    speaker, text_code, emotion_letter, _version = match.groups()
+    emotion = EMODB_EMOTIONS.get(emotion_letter, f"code_{emotion_letter}")
+    return _Coded(emotion, EMODB_SENTENCES[text_code], f"emodb_{speaker}")
 
 
 # --------------------------------------------------------------------------------------------

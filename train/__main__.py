@@ -177,7 +177,7 @@ def command_fit(args) -> int:
         return 0
     model.save_pretrained(out)
     (out / "training.json").write_text(json.dumps({
-        "command": " ".join(sys.argv), "pairing": data.pairing, "data": data.reports,
+        "command": "python -m train " + " ".join(sys.argv[1:]), "pairing": data.pairing, "data": data.reports,
         "dev_speakers": sorted(dev_speakers), **info}, indent=1))
     results = {}
     if args.results:

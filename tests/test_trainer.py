@@ -115,3 +115,23 @@ def test_two_process_ddp_training(fake_corpora, tmp_path):
     assert model.config.n_filters == 16
     history = json.loads((out / "training.json").read_text())["history"]
     assert len(history) == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
+
+
+def test_asr_setting_transcribes_each_clip_once(fake_corpora, tmp_path):
+    """--transcripts asr: Whisper's words replace the corpus's own, cached per clip and model."""
+    import argparse
+
+    from train.__main__ import data_of
+
+    args = argparse.Namespace(audio=[f"ravdess={fake_corpora['ravdess']}"], text=None, calm_as_neutral=False,
+                              transcripts="asr", asr_backend=None, asr_model=None, cache=str(tmp_path))
+    data = data_of(args)
+    heard = [u.transcript.lower() for u in data.utterances]
+    assert len(heard) == 24 and sum("door" in t for t in heard) >= 20
+    assert any("ASR" in line for line in data.reports)
+    cache = tmp_path / "transcripts" / "transcripts.jsonl"
+    lines = cache.read_text().splitlines()
+    assert len(lines) == 24
+    again = data_of(args)
+    assert [u.transcript for u in again.utterances] == [u.transcript for u in data.utterances]
+    assert cache.read_text().splitlines() == lines  # nothing transcribed twice

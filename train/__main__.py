@@ -31,6 +31,10 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text", default=None, metavar="PATH",
                    help="GoEmotions folder: pair audio with label-matched texts (for corpora whose transcripts carry no emotion)")
     p.add_argument("--calm-as-neutral", action="store_true", help="RAVDESS: count calm as neutral")
+    p.add_argument("--transcripts", choices=("own", "asr"), default="own",
+                   help="the corpus's own transcripts, or Whisper's (the paper's ASR setting; cached per clip and model)")
+    p.add_argument("--asr-backend", default=None, help="with --transcripts asr: faster-whisper or openai-whisper")
+    p.add_argument("--asr-model", default=None, help="with --transcripts asr: model folder, Hub id or name")
     p.add_argument("--cache", default=".cache/features", help="feature cache folder")
 
 
@@ -85,7 +89,16 @@ def data_of(args):
         if not path:
             raise SystemExit(f"--audio expects CORPUS=PATH, got {item!r}")
         audio.append((name, path))
-    return load_data(audio, args.text, calm_as_neutral=args.calm_as_neutral)
+    data = load_data(audio, args.text, calm_as_neutral=args.calm_as_neutral)
+    if args.transcripts == "asr":
+        from ser_demo.asr import load_transcriber
+        from train.datasets import transcripts_for, with_transcripts
+
+        transcriber = load_transcriber(args.asr_backend, args.asr_model)
+        texts = transcripts_for(data.utterances, transcriber, Path(args.cache) / "transcripts")
+        data.utterances = with_transcripts(data.utterances, texts)
+        data.reports.append(f"transcripts: ASR ({transcriber.name}), cached in {Path(args.cache) / 'transcripts'}")
+    return data
 
 
 def training_data_of(args) -> list[dict]:

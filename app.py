@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import resource
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

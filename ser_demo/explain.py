@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .model import MSCNN_SPU_ATT, lengths_to_mask, statistical_pooling
-from .recognizer import EmotionRecognizer, ModelInputs, PredictionError
+from .model import MSCNN_SPU_ATT
+from .recognizer import EmotionRecognizer, ModelInputs, unknown_words_note
 from .text import tokenize
 
 RELEVANCE_METHODS = ("occlusion", "gradient", "none")
@@ -344,50 +344,11 @@ def analyze(
 
     transcriber: anything with .transcribe(float32 16 kHz) -> Transcript; None = no ASR, and
     `asr_unavailable` (the reason) is then reported in the notes when a transcript was needed."""
-    from .ingest import load_audio
-
-    if modality not in recognizer.supported_modalities():
-        raise PredictionError(
-            f"this checkpoint supports {', '.join(recognizer.supported_modalities())}, not {modality!r}"
-        )
-    timings, notes = {}, []
-    transcript = (transcript or "").strip()
-    wants_text = recognizer.config.use_text and modality in ("both", "text")
-    wants_audio = recognizer.config.use_audio and modality in ("both", "audio")
-    needs_asr = wants_text and not transcript
-    waveform = None
-    if audio is not None and (wants_audio or needs_asr):
-        start = time.perf_counter()
-        waveform = load_audio(audio, sample_rate, max_seconds=max_seconds)
-        timings["ingest"] = time.perf_counter() - start
-    elif wants_audio:
-        raise PredictionError("no audio: record with the microphone or upload a clip (or choose text only)")
-
-    source, words = ("typed" if transcript else "none"), []
-    if needs_asr and waveform is not None:
-        if transcriber is None:
-            notes.append(
-                "speech recognition is not available"
-                + (f" ({asr_unavailable})" if asr_unavailable else "")
-                + ": type what was said in the transcript box"
-            )
-        else:
-            start = time.perf_counter()
-            result = transcriber.transcribe(waveform)
-            timings["asr"] = time.perf_counter() - start
-            transcript, words, source = result.text.strip(), list(result.words), "asr"
-            if not transcript:
-                notes.append("speech recognition heard no words")
-    if wants_text and not transcript:
-        if modality == "text":
-            raise PredictionError(
-                "text only needs a transcript: type what was said"
-                + ("" if transcriber is not None else " (speech recognition is not available)")
-            )
-        notes.append("no transcript: the text branch saw an empty sentence")
-
+    heard = recognizer.listen(audio, sample_rate, transcript, modality, max_seconds=max_seconds,
+                              transcriber=transcriber, asr_unavailable=asr_unavailable)
+    timings, notes = heard.timings, heard.notes
     start = time.perf_counter()
-    inputs = recognizer.prepare(waveform if wants_audio else None, transcript if wants_text else None, modality)
+    inputs = recognizer.prepare(heard.waveform_for_model, heard.transcript, modality)
     timings["features"] = time.perf_counter() - start
     explanation = explain(
         recognizer, inputs, relevance=relevance if explanations else "none",
@@ -397,16 +358,14 @@ def analyze(
     if explanations:
         timings["explanations"] = explanation.timings["words"] + explanation.timings["audio"]
     if inputs.tokens.unknown_words:
-        notes.append(
-            "words without a GloVe vector (the model sees zeros for them): "
-            + ", ".join(dict.fromkeys(inputs.tokens.unknown_words))
-        )
+        notes.append(unknown_words_note(inputs.tokens))
+    waveform = heard.waveform
     return Analysis(
         modality=modality,
-        transcript=transcript if wants_text else "",
-        transcript_source=source if wants_text else "none",
-        words=words,
-        token_times=align_tokens(inputs.tokens.words, words),
+        transcript=heard.transcript,
+        transcript_source=heard.source,
+        words=heard.words,
+        token_times=align_tokens(inputs.tokens.words, heard.words),
         duration=None if waveform is None else len(waveform) / recognizer.feature_params.sample_rate,
         mfcc=inputs.mfcc,
         explanation=explanation,

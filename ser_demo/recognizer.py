@@ -85,6 +85,26 @@ class ModelInputs:
     batch: dict[str, torch.Tensor]
 
 
+@dataclass
+class Heard:
+    """What `EmotionRecognizer.listen` got from a request: the audio and the words."""
+
+    waveform: Optional[np.ndarray] = None  # float32 16 kHz mono, trimmed; None without audio
+    transcript: str = ""  # what the text branch reads ("" for none)
+    source: str = "none"  # "typed", "asr" or "none"
+    words: list = field(default_factory=list)  # ASR word timestamps
+    timings: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+    audio_used: bool = True  # False when the audio was read only for Whisper (text-only mode)
+
+    @property
+    def waveform_for_model(self) -> Optional[np.ndarray]:
+        return self.waveform if self.audio_used else None
+
+
+_OWN = object()  # listen(transcriber=...) default: the recognizer's own transcriber
+
+
 class EmotionRecognizer:
     def __init__(self, model: MSCNN_SPU_ATT, word_vectors=None, speaker_embedder=None, transcriber=None):
         self.model = model.eval()
@@ -170,6 +190,66 @@ class EmotionRecognizer:
         out = self.model(**inputs.batch)
         return out.logits.softmax(-1)[0].numpy(), out
 
+    def listen(
+        self,
+        audio=None,
+        sample_rate: Optional[int] = None,
+        transcript: Optional[str] = None,
+        modality: str = "both",
+        *,
+        max_seconds: Optional[float] = 30.0,
+        transcriber=_OWN,
+        asr_unavailable: Optional[str] = None,
+    ) -> Heard:
+        """Ingest the recording and find the words: the steps before the features, shared by
+        `predict` and the app's analysis. A blank transcript asks Whisper (`transcriber`, by
+        default the recognizer's own) when the text branch is used. Raises AudioInputError /
+        PredictionError with a message for the user."""
+        from .ingest import load_audio
+
+        if modality not in self.supported_modalities():
+            raise PredictionError(
+                f"this checkpoint supports {', '.join(self.supported_modalities())}, not {modality!r}"
+            )
+        transcriber = self.transcriber if transcriber is _OWN else transcriber
+        heard = Heard(transcript=(transcript or "").strip())
+        wants_text = self.config.use_text and modality in ("both", "text")
+        wants_audio = self.config.use_audio and modality in ("both", "audio")
+        needs_asr = wants_text and not heard.transcript
+        if audio is not None and (wants_audio or needs_asr):  # text-only still reads it for Whisper
+            start = time.perf_counter()
+            # Trimmed like the training clips: leading/trailing silence would dilute the SPU means.
+            heard.waveform = load_audio(audio, sample_rate, max_seconds=max_seconds, trim_silence=True)
+            heard.timings["ingest"] = time.perf_counter() - start
+        elif wants_audio:
+            raise PredictionError("no audio: record with the microphone or upload a clip (or choose text only)")
+        heard.source = "typed" if heard.transcript else "none"
+        if needs_asr and heard.waveform is not None:
+            if transcriber is None:
+                heard.notes.append(
+                    "speech recognition is not available"
+                    + (f" ({asr_unavailable})" if asr_unavailable else "")
+                    + ": type what was said in the transcript box"
+                )
+            else:
+                start = time.perf_counter()
+                result = transcriber.transcribe(heard.waveform)
+                heard.timings["asr"] = time.perf_counter() - start
+                heard.transcript, heard.words, heard.source = result.text.strip(), list(result.words), "asr"
+                if not heard.transcript:
+                    heard.notes.append("speech recognition heard no words")
+        if wants_text and not heard.transcript:
+            if modality == "text":
+                raise PredictionError(
+                    "text-only mode needs a transcript with at least one word: type what was said"
+                    + ("" if transcriber is not None else " (speech recognition is not available)")
+                )
+            heard.notes.append("no transcript: the text branch saw an empty sentence")
+        if not wants_text:
+            heard.transcript, heard.source = "", "none"
+        heard.audio_used = wants_audio
+        return heard
+
     def predict(
         self,
         audio=None,
@@ -180,35 +260,19 @@ class EmotionRecognizer:
         max_seconds: Optional[float] = 30.0,
     ) -> Prediction:
         """Classify one utterance. `audio`: a path, a Gradio (rate, array) pair, or an array with
-        `sample_rate`. `transcript=None` asks the transcriber (if any) to fill it in."""
-        timings, notes, words = {}, [], []
+        `sample_rate`. A missing transcript is filled in by the transcriber, if there is one."""
         start = time.perf_counter()
-        waveform = None
-        needs_asr = transcript is None and self.transcriber is not None and self.config.use_text
-        # Text-only mode still reads the recording when Whisper has to supply the words.
-        if audio is not None and (modality != "text" or needs_asr):
-            from .ingest import load_audio
-
-            # Trimmed like the training clips: leading/trailing silence would dilute the SPU means.
-            waveform = load_audio(audio, sample_rate, max_seconds=max_seconds, trim_silence=True)
-            timings["ingest"] = time.perf_counter() - start
-        if transcript is None and self.config.use_text and modality != "audio":
-            if self.transcriber is not None and waveform is not None:
-                t = time.perf_counter()
-                result = self.transcriber.transcribe(waveform)
-                transcript, words = result.text, list(result.words)
-                timings["asr"] = time.perf_counter() - t
-            else:
-                notes.append("no transcript: the text branch saw an empty sentence")
+        heard = self.listen(audio, sample_rate, transcript, modality, max_seconds=max_seconds)
+        timings, notes = heard.timings, heard.notes
         t = time.perf_counter()
-        inputs = self.prepare(waveform, transcript, modality)
+        inputs = self.prepare(heard.waveform_for_model, heard.transcript, modality)
         timings["features"] = time.perf_counter() - t
         t = time.perf_counter()
         probs, out = self.forward(inputs)
         timings["model"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - start
         if inputs.tokens.unknown_words:
-            notes.append("words without a GloVe vector (zero vector used): " + ", ".join(inputs.tokens.unknown_words))
+            notes.append(unknown_words_note(inputs.tokens))
         c = self.config
         attention = {}
         if out.attention is not None and inputs.tokens.words:
@@ -217,7 +281,7 @@ class EmotionRecognizer:
             label=c.labels[int(probs.argmax())],
             probabilities={label: float(p) for label, p in zip(c.labels, probs)},
             modality=modality,
-            transcript=transcript,
+            transcript=heard.transcript or None,
             tokens=inputs.tokens.words,
             known=inputs.tokens.known,
             mfcc=inputs.mfcc,
@@ -227,6 +291,12 @@ class EmotionRecognizer:
             audio_statistics=out.audio_statistics[0].numpy() if out.audio_statistics is not None and inputs.mfcc is not None else None,
             attention=attention,
             timings=timings,
-            words=words,
+            words=heard.words,
             notes=notes,
         )
+
+
+def unknown_words_note(tokens: Tokens) -> str:
+    return "words without a GloVe vector (the model sees zeros for them): " + ", ".join(
+        dict.fromkeys(tokens.unknown_words)
+    )

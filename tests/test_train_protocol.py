@@ -214,3 +214,10 @@ def test_write_report_markdown_and_json(tmp_path):
     assert data["table1"][1]["setting"] == "audio + ASR text"
     assert data["table1"][1]["wa_mean"] == pytest.approx(0.746)
     assert data["table2"][1]["protocol"] == PAPER_PROTOCOL and data["table2"][1]["n_runs"] == 30
+
+
+def test_an_ablation_report_has_no_empty_table1(tmp_path):
+    _, table2 = make_rows()
+    markdown_path, _ = write_report(tmp_path / "out", [], table2, ablation_reference="MSCNN-SPU-ATT")
+    text = markdown_path.read_text()
+    assert "Table 1" not in text and text.startswith("**Table 2. Ablation study**")

@@ -88,9 +88,10 @@ def write_report(
     """Write results.md and results.json into folder; returns their paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    markdown = table1_markdown(table1)
+    parts = [table1_markdown(table1)] if table1 else []  # an ablation run has only Table 2
     if table2:
-        markdown += "\n" + table2_markdown(table2, reference=ablation_reference)
+        parts.append(table2_markdown(table2, reference=ablation_reference))
+    markdown = "\n".join(parts)
     markdown_path = folder / "results.md"
     json_path = folder / "results.json"
     markdown_path.write_text(markdown, encoding="utf-8")

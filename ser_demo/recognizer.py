@@ -154,17 +154,21 @@ class EmotionRecognizer:
             return MODALITIES
         return ("audio",) if c.use_audio else ("text",)
 
+    def branches(self, modality: str) -> tuple[bool, bool]:
+        """(use audio, use text) for a request in `modality`; refuses what the checkpoint lacks."""
+        if modality not in self.supported_modalities():
+            raise PredictionError(
+                f"this checkpoint supports {', '.join(self.supported_modalities())}, not {modality!r}"
+            )
+        c = self.config
+        return c.use_audio and modality in ("both", "audio"), c.use_text and modality in ("both", "text")
+
     # --- stages ----------------------------------------------------------------------------
 
     def prepare(self, audio: Optional[np.ndarray], transcript: Optional[str], modality: str = "both") -> ModelInputs:
         """Features of one utterance as a batch of one. `audio` is float32 16 kHz mono (ingested)."""
         c = self.config
-        if modality not in self.supported_modalities():
-            raise PredictionError(
-                f"this checkpoint supports {', '.join(self.supported_modalities())}, not {modality!r}"
-            )
-        use_audio = c.use_audio and modality in ("both", "audio")
-        use_text = c.use_text and modality in ("both", "text")
+        use_audio, use_text = self.branches(modality)
         if use_audio and audio is None:
             raise PredictionError("this mode needs audio: record or upload a clip")
         mfcc = mfcc_features(audio, self.feature_params) if use_audio else None
@@ -207,14 +211,9 @@ class EmotionRecognizer:
         PredictionError with a message for the user."""
         from .ingest import load_audio
 
-        if modality not in self.supported_modalities():
-            raise PredictionError(
-                f"this checkpoint supports {', '.join(self.supported_modalities())}, not {modality!r}"
-            )
+        wants_audio, wants_text = self.branches(modality)
         transcriber = self.transcriber if transcriber is _OWN else transcriber
         heard = Heard(transcript=(transcript or "").strip())
-        wants_text = self.config.use_text and modality in ("both", "text")
-        wants_audio = self.config.use_audio and modality in ("both", "audio")
         needs_asr = wants_text and not heard.transcript
         if audio is not None and (wants_audio or needs_asr):  # text-only still reads it for Whisper
             start = time.perf_counter()

@@ -77,8 +77,15 @@ class Normalizer:
         return cls(np.zeros(n_features, np.float32), np.ones(n_features, np.float32))
 
     @classmethod
+    def from_config(cls, config) -> "Normalizer":
+        """The statistics a checkpoint's config stores, or the identity where it has none."""
+        return cls.from_dict(config.normalizer) if config.normalizer else cls.identity(config.n_audio_features)
+
+    @classmethod
     def fit(cls, matrices: list[np.ndarray], min_std: float = 1e-5) -> "Normalizer":
         """Pool every frame of every (dims, frames) matrix; a floor keeps std away from zero."""
+        if not matrices:
+            raise ValueError("no training audio to fit the feature normalisation on")
         dims = matrices[0].shape[0]
         count, total, total_sq = 0, np.zeros(dims, np.float64), np.zeros(dims, np.float64)
         for m in matrices:

@@ -76,6 +76,14 @@ class ModelConfig:
                 raise ValueError(f"{name} must be 'spu' or 'max', got {getattr(self, name)!r}")
         if self.use_speaker and not self.use_audio:
             raise ValueError("the speaker embedding belongs to the audio branch: use_audio=True")
+        for f in fields(self):  # "False" from a command line is truthy: refuse it here
+            if f.type == "bool" and not isinstance(getattr(self, f.name), bool):
+                raise ValueError(f"{f.name} must be true or false, got {getattr(self, f.name)!r}")
+        if self.n_audio_features != 3 * self.feature_params["n_mfcc"]:
+            raise ValueError(
+                f"n_audio_features={self.n_audio_features} but feature_params give "
+                f"3 x {self.feature_params['n_mfcc']} MFCC rows"
+            )
 
     @property
     def attends(self) -> bool:
@@ -97,6 +105,33 @@ class ModelConfig:
 def lengths_to_mask(lengths: Tensor, max_len: int) -> Tensor:
     """(B,) lengths -> (B, T) boolean mask, True on real positions."""
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def collate(config: ModelConfig, mfccs: list, words: list, speakers: Optional[list] = None) -> dict[str, Tensor]:
+    """Pad one batch of utterances into model inputs. mfccs: normalised (96, T) arrays, words:
+    (Tw, D) arrays, speakers: (n_speaker_features,) arrays; None (or length 0) = modality absent,
+    which becomes length 0 (and a zero speaker vector). Shared by training and inference."""
+    batch: dict[str, Tensor] = {}
+    if config.use_audio:
+        lengths = [0 if m is None else m.shape[1] for m in mfccs]
+        padded = torch.zeros(len(mfccs), config.n_audio_features, max(max(lengths), 1))
+        for i, m in enumerate(mfccs):
+            if lengths[i]:
+                padded[i, :, : lengths[i]] = torch.as_tensor(m)
+        batch["mfcc"], batch["audio_lengths"] = padded, torch.tensor(lengths)
+        if config.use_speaker:
+            batch["speaker"] = torch.stack([
+                torch.zeros(config.n_speaker_features) if e is None else torch.as_tensor(e, dtype=torch.float32)
+                for e in (speakers or [None] * len(mfccs))
+            ])
+    if config.use_text:
+        lengths = [0 if w is None else len(w) for w in words]
+        padded = torch.zeros(len(words), max(max(lengths), 1), config.n_word_features)
+        for i, w in enumerate(words):
+            if lengths[i]:
+                padded[i, : lengths[i]] = torch.as_tensor(w)
+        batch["words"], batch["word_lengths"] = padded, torch.tensor(lengths)
+    return batch
 
 
 class MSCNN(nn.Module):

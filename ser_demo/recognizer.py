@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .audio import FeatureParams, Normalizer, mfcc_features
-from .model import MSCNN_SPU_ATT, ModelConfig, ModelOutput
+from .model import MSCNN_SPU_ATT, ModelConfig, ModelOutput, collate
 from .text import Tokens, load_word_vectors
 
 # The checkpoint trained by `train/` and committed with the project; SER_CHECKPOINT overrides.
@@ -110,10 +110,7 @@ class EmotionRecognizer:
         self.model = model.eval()
         self.config: ModelConfig = model.config
         self.feature_params = FeatureParams(**self.config.feature_params)
-        n = self.config.n_audio_features
-        self.normalizer = (
-            Normalizer.from_dict(self.config.normalizer) if self.config.normalizer else Normalizer.identity(n)
-        )
+        self.normalizer = Normalizer.from_config(self.config)
         if self.config.use_text and word_vectors is None:
             word_vectors = load_word_vectors(self.config.embeddings)
         if word_vectors is not None and word_vectors.dim != self.config.n_word_features:
@@ -149,10 +146,11 @@ class EmotionRecognizer:
         return self.config.labels
 
     def supported_modalities(self) -> tuple:
+        """"both" always works: it means every branch the checkpoint has."""
         c = self.config
         if c.use_audio and c.use_text:
             return MODALITIES
-        return ("audio",) if c.use_audio else ("text",)
+        return ("both", "audio") if c.use_audio else ("both", "text")
 
     def branches(self, modality: str) -> tuple[bool, bool]:
         """(use audio, use text) for a request in `modality`; refuses what the checkpoint lacks."""
@@ -173,20 +171,10 @@ class EmotionRecognizer:
             raise PredictionError("this mode needs audio: record or upload a clip")
         mfcc = mfcc_features(audio, self.feature_params) if use_audio else None
         tokens = self.word_vectors.encode(transcript if use_text else None) if c.use_text else Tokens([], np.zeros((0, 0), np.float32), [])
-        if modality == "text" and not tokens.words:
+        if not use_audio and not tokens.words:
             raise PredictionError("text-only mode needs a transcript with at least one word")
-        batch: dict[str, torch.Tensor] = {}
-        if c.use_audio:
-            frames = self.normalizer(mfcc) if mfcc is not None else np.zeros((c.n_audio_features, 1), np.float32)
-            batch["mfcc"] = torch.from_numpy(frames)[None]
-            batch["audio_lengths"] = torch.tensor([mfcc.shape[1] if mfcc is not None else 0])
-            if c.use_speaker:
-                emb = self.speaker_embedder.embed(audio) if use_audio else np.zeros(c.n_speaker_features, np.float32)
-                batch["speaker"] = torch.as_tensor(emb, dtype=torch.float32)[None]
-        if c.use_text:
-            vectors = tokens.vectors if tokens.words else np.zeros((1, c.n_word_features), np.float32)
-            batch["words"] = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))[None]
-            batch["word_lengths"] = torch.tensor([len(tokens.words)])
+        speaker = self.speaker_embedder.embed(audio) if use_audio and c.use_speaker else None
+        batch = collate(c, [self.normalizer(mfcc) if mfcc is not None else None], [tokens.vectors], [speaker])
         return ModelInputs(mfcc, tokens, batch)
 
     @torch.no_grad()
@@ -238,7 +226,7 @@ class EmotionRecognizer:
                 if not heard.transcript:
                     heard.notes.append("speech recognition heard no words")
         if wants_text and not heard.transcript:
-            if modality == "text":
+            if not wants_audio:
                 raise PredictionError(
                     "text-only mode needs a transcript with at least one word: type what was said"
                     + ("" if transcriber is not None else " (speech recognition is not available)")

@@ -214,8 +214,11 @@ def test_analyze_says_what_is_missing(rec, audio):
         analyze(rec, audio, "", "text", sample_rate=16000, transcriber=None)
     with pytest.raises(PredictionError, match="no audio"):
         analyze(rec, None, "hello", "both")
+    audio_model = recognizer(use_text=False)
     with pytest.raises(PredictionError, match="supports"):
-        analyze(recognizer(use_text=False), audio, "", "both", sample_rate=16000)
+        analyze(audio_model, audio, "hello", "text", sample_rate=16000)
+    both = analyze(audio_model, audio, "", "both", sample_rate=16000)  # "both" = every branch it has
+    assert both.explanation.tokens == [] and both.mfcc is not None
     a = analyze(rec, audio, "", "both", sample_rate=16000, transcriber=None, asr_unavailable="no model")
     assert any("no model" in n for n in a.notes) and a.explanation.tokens == []
     from ser_demo.ingest import AudioInputError

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from ser_demo.model import ModelConfig
-from ser_demo.text import load_word_vectors
 from train.datasets import load_ravdess
 from train.pairing import natural_pairs
 from train.trainer import FeatureBank, TrainSettings, fit, predict_labels
@@ -32,7 +31,7 @@ def test_model_overfits_a_handful_of_real_utterances(modality, shared_data, requ
     utterances = handful(shared_data, lambda: request.getfixturevalue("fake_corpora"))
     config = ModelConfig(use_text=modality == "both", dropout=0.0)
     samples = natural_pairs(utterances)  # the corpus's own (neutral) transcripts: audio must carry the class
-    bank = FeatureBank(load_word_vectors() if config.use_text else None, tmp_path)
+    bank = FeatureBank(config, tmp_path)
     torch.manual_seed(0)
     model, info = fit(config, lambda epoch: samples, samples, bank,
                       TrainSettings(epochs=40, batch_size=16, learning_rate=2e-3, progress=False), log=lambda m: None)

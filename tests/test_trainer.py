@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from ser_demo.model import MSCNN_SPU_ATT, ModelConfig
-from ser_demo.text import load_word_vectors
 from train.datasets import load_goemotions, load_ravdess
 from train.pairing import LabelMatchedPairing, ModalityDropout
 from train.trainer import FeatureBank, TrainSettings, fit
@@ -35,13 +34,13 @@ def corpus(fake_corpora):
 
 def test_feature_cache_means_later_epochs_and_runs_extract_nothing(corpus, tmp_path):
     utterances, texts = corpus
-    bank = FeatureBank(load_word_vectors(), tmp_path)
+    bank = FeatureBank(ModelConfig(**TINY), tmp_path)
     pairs = LabelMatchedPairing(utterances, texts, seed=0)
     fit(ModelConfig(**TINY), pairs.epoch, pairs.epoch(0)[:4], bank, TrainSettings(epochs=1, progress=False), log=lambda m: None)
     assert bank.cache.misses == len(utterances)
     fit(ModelConfig(**TINY), pairs.epoch, [], bank, TrainSettings(epochs=2, progress=False), log=lambda m: None)
     assert bank.cache.misses == len(utterances)  # nothing extracted again in this run
-    fresh = FeatureBank(load_word_vectors(), tmp_path)  # the next run
+    fresh = FeatureBank(ModelConfig(**TINY), tmp_path)  # the next run
     for u in utterances:
         fresh.mfcc(u.audio_path)
     assert fresh.cache.misses == 0 and fresh.cache.hits == len(utterances)
@@ -49,7 +48,7 @@ def test_feature_cache_means_later_epochs_and_runs_extract_nothing(corpus, tmp_p
 
 def test_an_interrupted_run_resumes_where_it_stopped(corpus, tmp_path):
     utterances, texts = corpus
-    bank = FeatureBank(load_word_vectors(), tmp_path / "cache")
+    bank = FeatureBank(ModelConfig(**TINY), tmp_path / "cache")
     pairs = LabelMatchedPairing(utterances, texts, seed=0, dropout=ModalityDropout(0.2, 0.2))
     dev = pairs.epoch(0)[:8]
     logs = []
@@ -135,3 +134,34 @@ def test_asr_setting_transcribes_each_clip_once(fake_corpora, tmp_path):
     again = data_of(args)
     assert [u.transcript for u in again.utterances] == [u.transcript for u in data.utterances]
     assert cache.read_text().splitlines() == lines  # nothing transcribed twice
+
+
+def test_training_with_the_speaker_embedding(corpus, tmp_path_factory, tmp_path):
+    """use_speaker: x-vectors of every clip (cached like the MFCCs) feed the model; missing audio
+    gets the zero vector, as at inference."""
+    from ser_demo.speaker import SpeakerEmbedder
+    from tests.test_speaker import save_random_xvector
+
+    folder = save_random_xvector(tmp_path_factory.mktemp("speaker") / "xvector")
+    embedder = SpeakerEmbedder.from_pretrained(str(folder))
+    utterances, texts = corpus
+    config = ModelConfig(**TINY, use_speaker=True, n_speaker_features=embedder.dim, speaker_model=str(folder))
+    bank = FeatureBank(config, tmp_path, speaker_embedder=embedder)
+    pairs = LabelMatchedPairing(utterances, texts, seed=0, dropout=ModalityDropout(0.0, 0.3))
+    model, info = fit(config, pairs.epoch, pairs.epoch(0)[:8], bank, TrainSettings(epochs=1, progress=False),
+                      log=lambda m: None)
+    assert len(info["history"]) == 1 and model.config.use_speaker
+    assert bank.speaker(utterances[0].audio_path).shape == (embedder.dim,)
+
+
+def test_set_switches_parse_booleans_and_ablation_rows_win():
+    import argparse
+
+    from train.__main__ import model_config
+
+    args = argparse.Namespace(set=["use_swem=False", "n_filters=16", "use_attention=true"], text=None, audio=[])
+    config = model_config(args)
+    assert config.use_swem is False and config.n_filters == 16 and config.use_attention is True
+    assert model_config(args, use_attention=False).use_attention is False  # the row's switch wins
+    with pytest.raises(SystemExit, match="true or false"):
+        model_config(argparse.Namespace(set=["use_swem=nope"], text=None, audio=[]))

@@ -4,7 +4,7 @@
     ablate    the rows of the paper's Table 2 under a protocol
     fit       train one checkpoint on all the data (dev = held-out speakers), write its model card
     evaluate  score any checkpoint on any supported corpus; the last line printed is JSON
-Multi-process: `torchrun --nproc_per_node 2 -m train fit ...` (gloo on CPU, nccl on GPUs).
+Multi-process: `torchrun --nproc_per_node 2 -m train fit ...` (DistributedDataParallel over gloo, on CPUs).
 """
 
 from __future__ import annotations
@@ -61,17 +61,26 @@ def _protocol_arguments(p: argparse.ArgumentParser) -> None:
 def model_config(args, **extra):
     from ser_demo.model import ModelConfig
 
-    values = dict(extra)
-    names = {f.name for f in fields(ModelConfig)}
+    types = {f.name: f.type for f in fields(ModelConfig)}
+    values = {}
     for item in args.set:
         key, _, raw = item.partition("=")
-        if key not in names:
-            raise SystemExit(f"--set: unknown setting {key!r}; known: {', '.join(sorted(names))}")
+        if key not in types:
+            raise SystemExit(f"--set: unknown setting {key!r}; known: {', '.join(sorted(types))}")
+        if types[key] == "bool":
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise SystemExit(f"--set {key}: expected true or false, got {raw!r}")
+            values[key] = raw.lower() in ("true", "1")
+            continue
         try:
             values[key] = json.loads(raw)
         except json.JSONDecodeError:
             values[key] = raw
-    return ModelConfig(**values)
+    values.update(extra)  # an ablation row's own switches win over --set
+    try:
+        return ModelConfig(**values)
+    except (TypeError, ValueError) as err:
+        raise SystemExit(f"--set: {err}") from None
 
 
 def settings_of(args):
@@ -160,7 +169,7 @@ def command_ablate(args) -> int:
     from train.experiment import ABLATIONS
 
     rows = dict(ABLATIONS)
-    if not any(s.startswith("use_speaker=true") for s in args.set):
+    if not model_config(args).use_speaker:
         rows.pop("w/o speaker embedding")  # identical to the full model when no x-vector is used
     return command_cv(args, rows_for=rows)
 
@@ -185,7 +194,8 @@ def command_fit(args) -> int:
     log(f"train {len(train)} utterances, dev {len(dev)} (speakers {sorted(dev_speakers)})")
     dropout = ModalityDropout(args.drop_text, args.drop_audio)
     model, info = fit(config, samples_for(data, train, "train", 0, dropout), samples_for(data, dev, "dev", 0)(0),
-                      make_bank(config, Path(args.cache)), settings_of(args), run_dir=out / "state", log=log)
+                      make_bank(config, Path(args.cache)), settings_of(args), run_dir=out / "state", log=log,
+                      audio_files=[u.audio_path for u in train if u.audio_path is not None])
     if not is_main_process():
         return 0
     model.save_pretrained(out)
@@ -211,7 +221,6 @@ def command_evaluate(args) -> int:
     from train.datasets import load_corpus, load_goemotions
     from train.protocol import Fold, evaluate
     from train.trainer import FeatureBank, predict_labels
-    from ser_demo.text import load_word_vectors
 
     model = MSCNN_SPU_ATT.from_pretrained(args.checkpoint)
     config = model.config
@@ -221,8 +230,8 @@ def command_evaluate(args) -> int:
         texts = {"test": load_goemotions(Path(args.text) / "test.tsv")[0]}
     data = Data(utterances, texts)
     samples = restrict(samples_for(data, utterances, "test", seed=0)(0), args.modality)
-    bank = FeatureBank(load_word_vectors(config.embeddings) if config.use_text else None, Path(args.cache))
-    normalizer = Normalizer.from_dict(config.normalizer) if config.normalizer else Normalizer.identity(config.n_audio_features)
+    bank = FeatureBank(config, Path(args.cache))
+    normalizer = Normalizer.from_config(config)
     predicted = predict_labels(model, samples, bank, normalizer)
     fold = Fold(protocol=f"evaluate:{args.corpus}", index=0, seed=0, train=(), dev=(), test=tuple(range(len(samples))))
     result = evaluate([s.label for s in samples], predicted, fold, labels=config.labels)

@@ -17,7 +17,6 @@ from typing import Callable, Optional, Sequence
 
 from ser_demo.audio import Normalizer
 from ser_demo.model import ModelConfig
-from ser_demo.text import load_word_vectors
 from train.datasets import TextSample, Utterance, load_corpus, load_goemotions
 from train.pairing import BimodalSample, LabelMatchedPairing, ModalityDropout, natural_pairs
 from train.protocol import Fold, FoldResult, evaluate, make_folds, summarize
@@ -88,8 +87,9 @@ def run_fold(data: Data, fold: Fold, config: ModelConfig, settings: TrainSetting
     dev = samples_for(data, pick(fold.dev), "dev", fold.seed)(0)
     test = samples_for(data, pick(fold.test), "test", fold.seed)(0)
     log(f"{fold.name}: train {len(fold.train)}, dev {len(fold.dev)}, test {len(fold.test)} (held out: {fold.test_group})")
-    model, info = fit(config, train, dev, bank, settings, run_dir=run_dir, log=log)
-    normalizer = Normalizer.from_dict(model.config.normalizer) if model.config.normalizer else Normalizer.identity(config.n_audio_features)
+    audio_files = [u.audio_path for u in pick(fold.train) if u.audio_path is not None]
+    model, info = fit(config, train, dev, bank, settings, run_dir=run_dir, log=log, audio_files=audio_files)
+    normalizer = Normalizer.from_config(model.config)
     results = {}
     for modality in modalities:
         samples = restrict(test, modality)
@@ -126,4 +126,4 @@ def cross_validate(data: Data, protocol: str, config: ModelConfig, settings: Tra
 
 
 def make_bank(config: ModelConfig, cache_dir: Path) -> FeatureBank:
-    return FeatureBank(load_word_vectors(config.embeddings) if config.use_text else None, cache_dir)
+    return FeatureBank(config, cache_dir)

@@ -2,8 +2,8 @@
 batch 64, cross-entropy, model selection on the dev fold.
 
 Composes `ser_demo` (features, word vectors, the model) with the data pieces of `train/`; it adds
-no model code. Runs on one process, or on several under `torchrun` (DistributedDataParallel, gloo
-on CPU, nccl on GPUs): every rank draws the same epoch, takes its share of the batches, and
+no model code. Runs on one process, or on several under `torchrun` (DistributedDataParallel over gloo,
+on CPUs; one machine or several): every rank draws the same epoch, takes its share of the batches, and
 DDP averages the gradients, so N processes train the same model as one with N times the batches.
 """
 
@@ -27,8 +27,8 @@ from safetensors.torch import load_file, save_file
 
 from ser_demo.audio import FeatureParams, Normalizer, mfcc_features
 from ser_demo.ingest import AudioInputError, load_audio
-from ser_demo.model import MSCNN_SPU_ATT, ModelConfig
-from ser_demo.text import WordVectors
+from ser_demo.model import MSCNN_SPU_ATT, ModelConfig, collate
+from ser_demo.text import WordVectors, load_word_vectors
 from train.cache import FeatureCache
 from train.pairing import BimodalSample
 
@@ -57,23 +57,37 @@ def clip_features(path: Path, params: FeatureParams) -> np.ndarray:
 
 
 class FeatureBank:
-    """Raw MFCC matrices per audio file (cached on disk by content) and word vectors per text."""
+    """Per audio file: raw MFCC matrices and x-vectors (cached on disk by content); per text:
+    word vectors. Built from a model config, so features always match what it will see."""
 
-    def __init__(self, word_vectors: Optional[WordVectors], cache_dir: Path, params: FeatureParams = FeatureParams()):
-        self.params = params
-        self.word_vectors = word_vectors
+    def __init__(self, config: ModelConfig, cache_dir: Path, word_vectors: Optional[WordVectors] = None,
+                 speaker_embedder=None):
+        self.params = FeatureParams(**config.feature_params)
+        if config.use_text and word_vectors is None:
+            word_vectors = load_word_vectors(config.embeddings)
+        if config.use_speaker and speaker_embedder is None:
+            from ser_demo.speaker import SpeakerEmbedder
+
+            speaker_embedder = SpeakerEmbedder.from_pretrained(config.speaker_model)
+        self.word_vectors, self.speaker_embedder = word_vectors, speaker_embedder
         self.cache = FeatureCache(cache_dir)
         self._mfcc: dict[Path, np.ndarray] = {}
+        self._speaker: dict[Path, np.ndarray] = {}
         self._words: dict[str, np.ndarray] = {}
         # what the cached matrices depend on besides the audio: the features and the ingestion
-        self._key = {**params.to_dict(), "ingest": "trim+peak-v1"}
+        self._key = {**self.params.to_dict(), "ingest": "trim+peak-v1"}
 
     def mfcc(self, path: Path) -> np.ndarray:
         if path not in self._mfcc:
-            self._mfcc[path] = self.cache.get_or_compute(
-                path, self._key, lambda p: clip_features(p, self.params)
-            )
+            self._mfcc[path] = self.cache.get_or_compute(path, self._key, lambda p: clip_features(p, self.params))
         return self._mfcc[path]
+
+    def speaker(self, path: Path) -> np.ndarray:
+        if path not in self._speaker:
+            key = {"speaker_model": str(self.speaker_embedder.source), "ingest": "trim+peak-v1"}
+            self._speaker[path] = self.cache.get_or_compute(path, key, lambda p: self.speaker_embedder.embed(
+                load_audio(p, max_seconds=None, min_seconds=0.0, trim_silence=True)))
+        return self._speaker[path]
 
     def words(self, text: str) -> np.ndarray:
         if text not in self._words:
@@ -90,31 +104,18 @@ def make_batch(
     max_frames: Optional[int] = None,
 ) -> dict[str, torch.Tensor]:
     """Pad a list of samples into model inputs; a dropped modality becomes length 0."""
-    batch: dict[str, torch.Tensor] = {}
-    if config.use_audio:
-        mats = []
-        for s in samples:
-            if s.audio_path is None:
-                mats.append(np.zeros((config.n_audio_features, 0), np.float32))
-                continue
+    mfccs, words, speakers = [], [], []
+    for s in samples:
+        m = None
+        if config.use_audio and s.audio_path is not None:
             m = normalizer(bank.mfcc(s.audio_path))
             if max_frames and m.shape[1] > max_frames:  # a random window: augmentation for free
                 start = (rng or random).randrange(m.shape[1] - max_frames + 1)
                 m = m[:, start : start + max_frames]
-            mats.append(m)
-        lengths = [m.shape[1] for m in mats]
-        mfcc = np.zeros((len(mats), config.n_audio_features, max(max(lengths), 1)), np.float32)
-        for i, m in enumerate(mats):
-            mfcc[i, :, : m.shape[1]] = m
-        batch["mfcc"], batch["audio_lengths"] = torch.from_numpy(mfcc), torch.tensor(lengths)
-    if config.use_text:
-        seqs = [bank.words(s.text) if s.text else np.zeros((0, config.n_word_features), np.float32) for s in samples]
-        lengths = [len(q) for q in seqs]
-        words = np.zeros((len(seqs), max(max(lengths), 1), config.n_word_features), np.float32)
-        for i, q in enumerate(seqs):
-            words[i, : len(q)] = q
-        batch["words"], batch["word_lengths"] = torch.from_numpy(words), torch.tensor(lengths)
-    return batch
+        mfccs.append(m)
+        speakers.append(bank.speaker(s.audio_path) if config.use_speaker and s.audio_path is not None else None)
+        words.append(bank.words(s.text) if config.use_text and s.text else None)
+    return collate(config, mfccs, words, speakers)
 
 
 def label_tensor(samples: Sequence[BimodalSample], labels: Sequence[str]) -> torch.Tensor:
@@ -148,7 +149,7 @@ def distributed_setup() -> tuple[int, int]:
     """(rank, world size); initialises the process group when launched by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("gloo")  # the loop runs on the CPU; GPUs would need devices moved too
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
@@ -193,18 +194,21 @@ def fit(
     settings: TrainSettings = TrainSettings(),
     run_dir: Optional[Path] = None,
     log: Callable[[str], None] = print,
+    audio_files: Optional[Sequence[Path]] = None,
 ) -> tuple[MSCNN_SPU_ATT, dict]:
-    """Train a model; returns the epoch with the best dev score (and the history).
+    """Train a model; returns the epoch with the best dev score (the last one without a dev set).
 
     `train_epoch(e)` gives epoch e's samples (label-matched pairs are re-drawn each epoch).
-    Normalisation statistics are fitted on the training audio and stored in the config."""
+    Normalisation statistics are fitted on `audio_files` (default: the audio of epoch 0, which
+    modality dropout has thinned) and stored in the config."""
     rank, world = distributed_setup()
     torch.manual_seed(settings.seed)
-    first = train_epoch(0)
-    audio_files = sorted({s.audio_path for s in first if s.audio_path is not None})
+    if audio_files is None:
+        audio_files = {s.audio_path for s in train_epoch(0) if s.audio_path is not None}
     if config.use_audio and config.normalizer is None:
-        config = replace(config, normalizer=Normalizer.fit([bank.mfcc(p) for p in audio_files]).to_dict())
-    normalizer = Normalizer.from_dict(config.normalizer) if config.normalizer else Normalizer.identity(config.n_audio_features)
+        frames = [bank.mfcc(p) for p in sorted(set(audio_files))]
+        config = replace(config, normalizer=Normalizer.fit(frames).to_dict())
+    normalizer = Normalizer.from_config(config)
     model = MSCNN_SPU_ATT(config)
     trainable = model
     if world > 1:
@@ -244,7 +248,7 @@ def fit(
         scores = dev_metrics(model, list(dev), bank, normalizer) if dev else {"wa": 0.0, "ua": 0.0}
         record = {"epoch": epoch, "loss": total_loss / max(len(mine), 1), **scores, "seconds": time.perf_counter() - started}
         history.append(record)
-        improved = scores[settings.select_on] > best_score
+        improved = scores[settings.select_on] > best_score or not dev
         if improved:
             best_score = scores[settings.select_on]
             best_state = {k: v.clone() for k, v in model.state_dict().items()}

@@ -36,6 +36,7 @@ from typing import Optional
 
 import gradio as gr
 
+from ser_demo.explain import RELEVANCE_METHODS
 from ser_demo.recognizer import MODALITIES, EmotionRecognizer, PredictionError, default_checkpoint
 
 log = logging.getLogger("ser_demo.app")
@@ -46,7 +47,9 @@ MAX_SECONDS = float(os.environ.get("SER_APP_MAX_SECONDS", "30"))
 MAX_FILE_SIZE = os.environ.get("SER_APP_MAX_FILE_SIZE", "10mb")
 CONCURRENCY = int(os.environ.get("SER_APP_CONCURRENCY", "2"))
 QUEUE_SIZE = int(os.environ.get("SER_APP_QUEUE_SIZE", "32"))
-RELEVANCE = os.environ.get("SER_APP_RELEVANCE", "occlusion")
+RELEVANCE = os.environ.get("SER_APP_RELEVANCE", "occlusion").strip().lower()
+if RELEVANCE not in RELEVANCE_METHODS:  # a typo would otherwise fail every request, silently
+    raise SystemExit(f"SER_APP_RELEVANCE must be one of {', '.join(RELEVANCE_METHODS)}, got {RELEVANCE!r}")
 EXPLANATIONS = os.environ.get("SER_APP_EXPLANATIONS", "1") not in ("0", "false", "no")
 CHECKPOINTS_ENV = "SER_APP_CHECKPOINTS"
 MODALITY_CHOICES = [("audio + text", "both"), ("audio only", "audio"), ("text only", "text")]

@@ -92,7 +92,8 @@ def test_push_to_hub_creates_repo_then_uploads_folder(tmp_path, monkeypatch):
         ("create_repo", {"repo_id": "someone/model", "repo_type": "model", "private": True, "exist_ok": True}),
         (
             "upload_folder",
-            {"folder_path": str(folder), "repo_id": "someone/model", "repo_type": "model", "commit_message": "first"},
+            {"folder_path": str(folder), "repo_id": "someone/model", "repo_type": "model", "commit_message": "first",
+             "ignore_patterns": ["state/*", "log.txt"]},
         ),
     ]
 

@@ -221,3 +221,8 @@ def test_an_ablation_report_has_no_empty_table1(tmp_path):
     markdown_path, _ = write_report(tmp_path / "out", [], table2, ablation_reference="MSCNN-SPU-ATT")
     text = markdown_path.read_text()
     assert "Table 1" not in text and text.startswith("**Table 2. Ablation study**")
+
+
+def test_speaker_independent_folds_need_three_groups():
+    with pytest.raises(ValueError, match="3"):
+        speaker_independent_folds([f"s{i}" for i in range(10)], n_groups=2, seeds=(0,))

@@ -211,6 +211,9 @@ print(prediction.label, prediction.probabilities)
 """
 
 
+RUN_FILES = ["state/*", "log.txt"]
+
+
 def push_to_hub(
     folder: str | os.PathLike,
     repo_id: str,
@@ -225,5 +228,6 @@ def push_to_hub(
     api = huggingface_hub.HfApi(token=token)
     api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
     return api.upload_folder(
-        folder_path=str(folder), repo_id=repo_id, repo_type="model", commit_message=commit_message
+        folder_path=str(folder), repo_id=repo_id, repo_type="model", commit_message=commit_message,
+        ignore_patterns=RUN_FILES,  # resumable optimizer state and local logs stay home
     )

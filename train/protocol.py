@@ -116,6 +116,8 @@ def speaker_groups(speakers: Sequence[str], n_groups: int, seed: int) -> list[li
         raise ValueError(
             f"speaker-independent train/dev/test needs at least 3 speakers, got {len(names)} ({names})"
         )
+    if n_groups < 3:
+        raise ValueError(f"train/dev/test by speaker needs at least 3 speaker groups, got {n_groups}")
     n_groups = min(n_groups, len(names))
     random.Random(seed).shuffle(names)
     return [sorted(names[g::n_groups]) for g in range(n_groups)]

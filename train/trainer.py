@@ -45,15 +45,24 @@ class TrainSettings:
     progress: bool = True
 
 
-def clip_features(path: Path, params: FeatureParams) -> np.ndarray:
-    """MFCCs of the audio exactly as the recognizer sees it at inference: 16 kHz mono, edges
-    trimmed, peak-normalised. A clip with no speech in it counts as missing audio (0 frames)."""
+# Part of every cache key: bump it when the way clips are read changes.
+INGEST = "trim+peak-v1"
+
+
+def load_clip(path: Path) -> Optional[np.ndarray]:
+    """The audio exactly as the recognizer reads it at inference: 16 kHz mono, edges trimmed,
+    peak-normalised. A clip with no speech in it is None: a sample without audio."""
     try:
-        audio = load_audio(path, max_seconds=None, min_seconds=0.0, trim_silence=True)
+        return load_audio(path, max_seconds=None, min_seconds=0.0, trim_silence=True)
     except AudioInputError as err:
         warnings.warn(f"{path}: {err} Used as a sample without audio.")
-        return np.zeros((params.n_features, 0), np.float32)
-    return mfcc_features(audio, params)
+        return None
+
+
+def clip_features(path: Path, params: FeatureParams) -> np.ndarray:
+    """MFCCs of a training clip; 0 frames where it holds no speech."""
+    audio = load_clip(path)
+    return np.zeros((params.n_features, 0), np.float32) if audio is None else mfcc_features(audio, params)
 
 
 class FeatureBank:
@@ -75,7 +84,7 @@ class FeatureBank:
         self._speaker: dict[Path, np.ndarray] = {}
         self._words: dict[str, np.ndarray] = {}
         # what the cached matrices depend on besides the audio: the features and the ingestion
-        self._key = {**self.params.to_dict(), "ingest": "trim+peak-v1"}
+        self._key = {**self.params.to_dict(), "ingest": INGEST}
 
     def mfcc(self, path: Path) -> np.ndarray:
         if path not in self._mfcc:
@@ -84,10 +93,13 @@ class FeatureBank:
 
     def speaker(self, path: Path) -> np.ndarray:
         if path not in self._speaker:
-            key = {"speaker_model": str(self.speaker_embedder.source), "ingest": "trim+peak-v1"}
-            self._speaker[path] = self.cache.get_or_compute(path, key, lambda p: self.speaker_embedder.embed(
-                load_audio(p, max_seconds=None, min_seconds=0.0, trim_silence=True)))
+            key = {"speaker_model": str(self.speaker_embedder.source), "ingest": INGEST}
+            self._speaker[path] = self.cache.get_or_compute(path, key, self._embed_speaker)
         return self._speaker[path]
+
+    def _embed_speaker(self, path: Path) -> np.ndarray:
+        audio = load_clip(path)  # no speech: the zero vector, as for a sample without audio
+        return np.zeros(self.speaker_embedder.dim, np.float32) if audio is None else self.speaker_embedder.embed(audio)
 
     def words(self, text: str) -> np.ndarray:
         if text not in self._words:

@@ -19,10 +19,9 @@ import csv
 import json
 import os
 import re
-from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 import soundfile
@@ -68,12 +67,6 @@ class LoadReport:
         return f"{self.corpus or 'corpus'}: kept {self.kept} of {self.total}" + (
             f" (dropped {dropped})" if dropped else ""
         )
-
-
-def label_counts(items: Iterable[Utterance | TextSample]) -> dict[str, int]:
-    """Items per class, in LABELS order (zeros included)."""
-    counts = Counter(item.label for item in items)
-    return {label: counts[label] for label in LABELS}
 
 
 class _Tally:

@@ -4,6 +4,7 @@ cache; audio-text pairing. The real corpora are exercised by the tests marked sh
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +26,13 @@ from train.datasets import (
     load_iemocap,
     load_manifest,
     load_ravdess,
+    load_savee,
     load_tess,
     transcripts_for,
     with_transcripts,
 )
 from train.pairing import LabelMatchedPairing, ModalityDropout, natural_pairs
+from train.text_corpora import TEXT_SPLITS, load_dailydialog, load_isear, load_text_corpus
 
 
 def touch(path: Path, content: bytes = b"RIFF") -> Path:
@@ -77,9 +80,9 @@ C-E2:\tFrustration;\t()
 
 IEMOCAP_TRANSCRIPT = """Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me.
 Ses01F_impro01_M000 [010.0100-011.3925]: Do you have your forms?
-Ses01F_impro01_M001 [014.8872-018.0175]: Yeah. [LAUGHTER] No, that's the wrong line.
-Ses01F_impro01_F001 [019.2900-020.7875]: Oh, I got in!
-Ses01F_impro01_F002 [021.0000-022.0000]: This is great.
+Ses01F_impro01_M001 [014.8872-018.0175]: Yeah. [LAUGHTER] No, that's the wrong line.[BREATHING]
+Ses01F_impro01_F001 [019.2900-020.7875]: [GARBAGE] Oh, I got in! [LIPSMACK]
+Ses01F_impro01_F002 [021.0000-022.0000]: [LAUGHTER]
 Ses01F_impro01_F003 [023.0000-024.0000]: Okay.
 Ses01F_impro01_M002 [025.0000-026.0000]: I'm so sorry.
 """
@@ -116,7 +119,16 @@ def test_iemocap_maps_four_classes_merges_excited_and_counts_drops(tmp_path):
     # The speaker of an M turn in an F-recorded dialog is the male actor of that session.
     angry = next(u for u in utterances if u.label == "angry" and u.session == "Ses02")
     assert angry.speaker == "Ses02M"
-    assert angry.transcript == "Yeah. [LAUGHTER] No, that's the wrong line."
+
+
+def test_iemocap_annotation_tags_never_reach_the_text(tmp_path):
+    """[LAUGHTER], [BREATHING], [GARBAGE] ... are the transcribers' notes, not words anyone said."""
+    utterances, _ = load_iemocap(make_iemocap(tmp_path))
+    by_id = {u.utterance_id: u.transcript for u in utterances if u.session == "Ses01"}
+    assert by_id["Ses01F_impro01_M001"] == "Yeah. No, that's the wrong line."
+    assert by_id["Ses01F_impro01_F001"] == "Oh, I got in!"
+    assert by_id["Ses01F_impro01_F002"] == ""  # a turn of laughter only has no words
+    assert not any("[" in u.transcript or "]" in u.transcript for u in utterances)
 
 
 def test_iemocap_accepts_release_folder_and_session_subset(tmp_path):
@@ -217,6 +229,24 @@ def test_emodb_speaker_text_and_german_emotion_letters(tmp_path):
     assert by_id["16a05Nc"].label == "neutral"
 
 
+def test_savee_prefix_speakers_codes_and_the_release_layout(tmp_path):
+    for name in ("DC_a01.flac", "DC_sa15.flac", "JE_h03.wav", "KL_n30.flac", "JK_d01.wav", "JK_su02.wav", "XX_a01.wav",
+                 "DC_x01.wav"):  # fmt: skip
+        touch(tmp_path / "processed" / name)
+    utterances, report = load_savee(tmp_path / "processed")
+    assert report.kept == 4
+    assert report.dropped == {"disgust": 1, "surprise": 1, "unknown_speaker": 1, "unparsed_name": 1}
+    by_id = {u.utterance_id: u for u in utterances}
+    assert (by_id["DC_a01"].label, by_id["DC_a01"].speaker, by_id["DC_a01"].corpus) == ("angry", "savee_DC", "savee")
+    assert by_id["DC_sa15"].label == "sad" and by_id["KL_n30"].label == "neutral" and by_id["JE_h03"].label == "happy"
+    assert all(u.transcript is None for u in utterances)  # the names do not say which sentence
+    # the original release: AudioData/<speaker>/<code>.wav
+    touch(tmp_path / "release" / "AudioData" / "JK" / "sa01.wav")
+    touch(tmp_path / "release" / "AudioData" / "JK" / "f02.wav")
+    utterances, report = load_corpus("savee", tmp_path / "release")
+    assert [(u.speaker, u.label) for u in utterances] == [("savee_JK", "sad")] and report.dropped == {"fear": 1}
+
+
 # ---------------------------------------------------------------------------- manifest, GoEmotions
 
 
@@ -266,10 +296,117 @@ def test_goemotions_keeps_single_mapped_labels(tmp_path):
     all_splits, report = load_corpus("goemotions", tmp_path)
     assert report.kept == len(all_splits) == 6 and report.dropped["fear"] == 1
     assert all(isinstance(s, TextSample) and s.corpus == "goemotions" for s in all_splits)
+    assert [s.text for s in load_goemotions(tmp_path, split="dev")[0]] == ["yay"]
+    (tmp_path / "train.tsv").unlink()  # a folder with only some of the splits reads those
+    assert [s.text for s in load_goemotions(tmp_path)[0]] == ["yay", "meh"]
+    with pytest.raises(FileNotFoundError, match="train.tsv"):
+        load_goemotions(tmp_path, split="train")
+    with pytest.raises(ValueError, match="one file"):
+        load_goemotions(tmp_path / "dev.tsv", split="dev")
+
+
+# ---------------------------------------------------------------------------- DailyDialog, ISEAR
+
+
+def write_dailydialog(folder: Path, name: str, dialogues: list[list[tuple[str, int]]], extra_ids: str = "") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [" __eou__ ".join(text for text, _ in d) + " __eou__" for d in dialogues]
+    ids = [" ".join(str(i) for _, i in d) for d in dialogues]
+    (folder / f"dialogues_{name}.txt").write_text("\n".join(lines) + "\n")
+    (folder / f"dialogues_emotion_{name}.txt").write_text("\n".join(ids) + extra_ids + "\n")
+    (folder / f"dialogues_act_{name}.txt").write_text("\n".join(ids) + "\n")  # acts: not emotions
+
+
+def make_dailydialog(root: Path) -> Path:
+    shared = [("Can I help you ?", 0), ("I ’ m so angry I can ’ t think !", 1)]
+    write_dailydialog(root / "validation", "validation", [
+        shared,
+        [("That ' s wonderful news !", 4), ("Yuck , gross .", 2), ("Oh no , she died .", 5), ("Really ?", 6)],
+    ])  # fmt: skip
+    test = [shared] + [[(f"Line {i} , fine .", 0), (f"Great {i} !", 4), (f"Scary {i} .", 3)] for i in range(40)]
+    write_dailydialog(root / "test", "test", test + [test[5]])  # a copy of one dialogue, as in the release
+    return root
+
+
+def test_dailydialog_maps_emotions_and_joins_the_tokenised_text(tmp_path):
+    samples, report = load_dailydialog(make_dailydialog(tmp_path), split="train")
+    assert [(s.text, s.label) for s in samples] == [
+        ("Can I help you?", "neutral"), ("I'm so angry I can't think!", "angry"),
+        ("That's wonderful news!", "happy"), ("Oh no, she died.", "sad"),
+    ]  # fmt: skip
+    assert report.dropped == {"disgust": 1, "surprise": 1}
+    everything, report = load_corpus("dailydialog", tmp_path)
+    assert report.total == 6 + 41 * 3 + 2 and report.dropped["fear"] == 41
+    assert load_dailydialog(tmp_path / "test")[1].kept == 41 * 2 + 2  # one split's folder reads alone
+
+
+def test_dailydialog_dev_and_test_halve_the_test_split_by_dialogue_without_train_dialogues(tmp_path):
+    make_dailydialog(tmp_path)
+    dev, dev_report = load_dailydialog(tmp_path, split="dev")
+    test, test_report = load_dailydialog(tmp_path, split="test")
+    dev_numbers = {s.text.split()[1].strip(",!.") for s in dev}
+    test_numbers = {s.text.split()[1].strip(",!.") for s in test}
+    assert not dev_numbers & test_numbers  # whole dialogues, and the copy went with its original
+    assert len(dev_numbers) + len(test_numbers) == 40 and min(len(dev_numbers), len(test_numbers)) >= 10
+    assert "Can I help you?" not in {s.text for s in dev + test}  # that dialogue is in train
+    assert dev_report.dropped.get("dialogue_in_train", 0) + test_report.dropped.get("dialogue_in_train", 0) == 2
+    assert [s.text for s in load_dailydialog(tmp_path, split="dev")[0]] == [s.text for s in dev]
+    with pytest.raises(FileNotFoundError, match="validation"):
+        load_dailydialog(tmp_path / "test", split="train")
+
+
+def test_dailydialog_drops_a_dialogue_whose_ids_do_not_match(tmp_path):
+    write_dailydialog(tmp_path / "validation", "validation", [[("Hi .", 0), ("Hello .", 0)]], extra_ids="")
+    (tmp_path / "validation" / "dialogues_emotion_validation.txt").write_text("0 0 4\n")
+    samples, report = load_dailydialog(tmp_path)
+    assert samples == [] and report.dropped == {"misaligned_dialogue": 2}
+
+
+ISEAR_HEADER = "ID|CITY|Field1|MYKEY|SIT|STATE|"
+
+
+def make_isear(folder: Path, respondents: int = 60) -> Path:
+    rows = [ISEAR_HEADER]
+    for person in range(respondents):
+        rows.append(f"{person}|1|joy|{person}1|When I passed my exam {person}.|1|")
+        rows.append(f"{person}|1|anger|{person}2|Someone lied to me á about money {person}.|1|")
+        rows.append(f"{person}|1|sadness|{person}3|My dog died, and á|I cried {person}.|1|")  # a line break as '|'
+        rows.append(f"{person}|1|fear|{person}4|A dark street {person}.|1|")
+    rows.append('999|1|joy|9991|[ No response.]|1|')
+    rows.append('999|1|sadness|9993|[ When my friend called me \\stupid\\" in class.]|1|')
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "isear.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_isear_columns_cleaning_and_non_answers(tmp_path):
+    samples, report = load_isear(make_isear(tmp_path))
+    assert report.kept == 60 * 3 + 1 and report.dropped == {"fear": 60, "no_situation": 1}
+    texts = {s.text: s.label for s in samples}
+    assert texts["When I passed my exam 7."] == "happy"
+    assert texts["Someone lied to me about money 7."] == "angry"
+    assert texts["My dog died, and I cried 7."] == "sad"
+    assert texts['When my friend called me "stupid" in class.'] == "sad"
+    assert Counter(s.label for s in samples) == {"happy": 60, "angry": 60, "sad": 61}  # no neutral
+    assert load_corpus("isear", tmp_path / "isear.csv")[1].kept == report.kept
+
+
+def test_isear_splits_by_respondent(tmp_path):
+    make_isear(tmp_path, respondents=200)
+    splits = {split: load_text_corpus("isear", tmp_path, split=split)[0] for split in TEXT_SPLITS}
+    people = {split: {s.text.rstrip(".").split()[-1] for s in samples} for split, samples in splits.items()}
+    assert not (people["train"] & people["dev"] or people["train"] & people["test"] or people["dev"] & people["test"])
+    assert sum(len(p) for p in people.values()) == 201
+    assert 120 <= len(people["train"]) <= 190 and len(people["dev"]) >= 5 and len(people["test"]) >= 5
+    assert {s.text for s in load_isear(tmp_path, split="dev")[0]} == {s.text for s in splits["dev"]}
+    with pytest.raises(ValueError, match="split"):
+        load_isear(tmp_path, split="validation")
+    with pytest.raises(KeyError, match="known"):
+        load_text_corpus("ravdess", tmp_path)
 
 
 def test_registry_and_unknown_corpus(tmp_path):
-    assert set(AUDIO_CORPORA) == {"iemocap", "ravdess", "tess", "crema-d", "emodb", "manifest"}
+    assert set(AUDIO_CORPORA) == {"iemocap", "ravdess", "tess", "crema-d", "emodb", "savee", "manifest"}
     touch(tmp_path / "wav" / "03a01Fa.wav")
     assert load_corpus("EmoDB", tmp_path)[1].kept == 1
     with pytest.raises(KeyError, match="known"):
@@ -296,9 +433,21 @@ class FakeTranscriber:
         return FakeResult(f" {len(audio)} samples ")
 
 
-def test_transcripts_are_cached_per_audio_content_and_model(tmp_path):
-    a = write_tone(tmp_path / "a.wav", seconds=0.25)
-    b = write_tone(tmp_path / "b.wav", seconds=0.5, sample_rate=8000)  # resampled to 16 kHz
+def speech_copy(speech_file: Path, path: Path, sample_rate: int = 16000) -> Path:
+    """The committed speech fixture (1 s of silence around it), written at another rate if asked."""
+    import soxr
+
+    audio, rate = sf.read(speech_file, dtype="float32")
+    audio = np.concatenate([np.zeros(rate, np.float32), audio, np.zeros(rate, np.float32)])
+    sf.write(path, soxr.resample(audio, rate, sample_rate) if sample_rate != rate else audio, sample_rate)
+    return path
+
+
+def test_transcripts_are_cached_per_audio_content_and_model(speech_file, tmp_path):
+    from train.trainer import load_clip
+
+    a = speech_copy(speech_file, tmp_path / "a.wav")
+    b = speech_copy(speech_file, tmp_path / "b.wav", sample_rate=8000)  # resampled to 16 kHz
     copy_of_a = tmp_path / "copy_of_a.wav"
     copy_of_a.write_bytes(a.read_bytes())
     utterances = [
@@ -307,7 +456,8 @@ def test_transcripts_are_cached_per_audio_content_and_model(tmp_path):
 
     asr = FakeTranscriber()
     texts = transcripts_for(utterances, asr, tmp_path / "cache")
-    assert texts == ["4000 samples", "8000 samples", "4000 samples", "typed text"]
+    heard_a, heard_b = len(load_clip(a)), len(load_clip(b))
+    assert texts == [f"{heard_a} samples", f"{heard_b} samples", f"{heard_a} samples", "typed text"]
     assert len(asr.calls) == 2  # the copy of a hits the cache by content
     assert all(call.dtype == np.float32 and call.ndim == 1 for call in asr.calls)
 
@@ -324,17 +474,41 @@ def test_transcripts_are_cached_per_audio_content_and_model(tmp_path):
     }
 
     asr_utterances = with_transcripts(utterances, texts)
-    assert asr_utterances[1].transcript == "8000 samples" and asr_utterances[1].label == "sad"
+    assert asr_utterances[1].transcript == f"{heard_b} samples" and asr_utterances[1].label == "sad"
 
 
-def test_transcript_cache_survives_a_truncated_last_line(tmp_path):
-    a = write_tone(tmp_path / "a.wav")
+def test_whisper_hears_the_trimmed_clip_the_app_hears(speech_file, tmp_path):
+    """The ASR setting transcribes what the app's Whisper gets: trimmed, peak-normalised 16 kHz."""
+    from ser_demo.ingest import load_audio
+    from train.trainer import INGEST
+
+    clip = speech_copy(speech_file, tmp_path / "padded.wav")
+    asr = FakeTranscriber()
+    transcripts_for([Utterance(clip, None, "sad", "s", "fake", "padded")], asr, tmp_path / "cache")
+    as_the_app_hears = load_audio(clip, trim_silence=True)  # what EmotionRecognizer.listen passes to Whisper
+    assert np.array_equal(asr.calls[0], as_the_app_hears)
+    assert len(asr.calls[0]) < len(sf.read(clip)[0]) - 16000  # the 2 s of silence went
+    # transcripts of raw reads (cached before the trimming) are not reused: the key names the ingestion
+    (record,) = [json.loads(line) for line in (tmp_path / "cache" / "transcripts.jsonl").read_text().splitlines()]
+    assert record["ingest"] == INGEST
+
+
+def test_a_clip_without_speech_gets_no_words_and_no_asr_call(tmp_path):
+    hum = write_tone(tmp_path / "hum.wav", seconds=1.0)  # a steady tone is not speech
+    asr = FakeTranscriber()
+    with pytest.warns(UserWarning, match="without audio"):
+        assert transcripts_for([Utterance(hum, None, "sad", "s", "fake", "hum")], asr, tmp_path / "cache") == [""]
+    assert asr.calls == []
+
+
+def test_transcript_cache_survives_a_truncated_last_line(speech_file, tmp_path):
+    a = speech_copy(speech_file, tmp_path / "a.wav")
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "transcripts.jsonl").write_text('{"audio_sha256": "abc", "transcr')
     asr = FakeTranscriber()
-    assert transcripts_for([Utterance(a, None, "happy", "s", "fake", "a")], asr, cache) == ["3200 samples"]
-    assert len(asr.calls) == 1
+    texts = transcripts_for([Utterance(a, None, "happy", "s", "fake", "a")], asr, cache)
+    assert len(asr.calls) == 1 and texts == [f"{len(asr.calls[0])} samples"]
 
 
 # ---------------------------------------------------------------------------- feature cache
@@ -456,3 +630,63 @@ def test_real_goemotions_counts(shared_data):
     assert report.total == 43410
     assert report.kept == len(samples) == 34658
     assert report.dropped["multi_label"] == 3855
+
+
+def corpus_folder(shared_data: Path, name: str) -> Path:
+    folder = shared_data / name
+    if not folder.exists():
+        pytest.skip(f"{folder} not present")
+    return folder
+
+
+@pytest.mark.shared_data
+def test_real_savee_counts(shared_data):
+    savee, report = load_savee(corpus_folder(shared_data, "savee"))
+    assert report.kept == len(savee) == 300 and not report.dropped
+    assert Counter(u.speaker for u in savee) == {f"savee_{s}": 75 for s in ("DC", "JE", "JK", "KL")}
+    for speaker in ("DC", "JE", "JK", "KL"):
+        assert Counter(u.label for u in savee if u.speaker == f"savee_{speaker}") == {
+            "angry": 15, "happy": 15, "sad": 15, "neutral": 30
+        }
+
+
+@pytest.mark.shared_data
+def test_real_dailydialog_counts_and_splits(shared_data):
+    folder = corpus_folder(shared_data, "dailydialog")
+    everything, report = load_dailydialog(folder)
+    assert report.total == 8069 + 7740  # every utterance of validation and test, kept or counted
+    assert report.kept == 15508 and report.dropped == {"disgust": 50, "fear": 28, "surprise": 223}
+    assert Counter(s.label for s in everything) == {"neutral": 13429, "happy": 1703, "angry": 195, "sad": 181}
+    splits = {split: load_dailydialog(folder, split=split) for split in TEXT_SPLITS}
+    assert {split: r.kept for split, (_, r) in splits.items()} == {"train": 7948, "dev": 3781, "test": 3749}
+    assert splits["dev"][1].dropped["dialogue_in_train"] + splits["test"][1].dropped["dialogue_in_train"] == 30
+    assert Counter(s.label for s in splits["test"][0]) == {"neutral": 3125, "happy": 510, "angry": 48, "sad": 66}
+    clitic = re.compile(r"\w ?[\u2019'] (s|re|ve|ll|d|m|t)\b")  # "I ’ ll", "can ’ t": joined as written
+    assert not any(clitic.search(s.text) for s in everything)
+    assert sum("I'm" in s.text for s in everything) > 500
+
+
+@pytest.mark.shared_data
+def test_real_isear_counts_and_splits(shared_data):
+    folder = corpus_folder(shared_data, "isear")
+    isear, report = load_isear(folder)
+    assert report.total == 7666 and report.kept == 3255
+    assert report.dropped == {"disgust": 1096, "fear": 1095, "guilt": 1093, "shame": 1096, "no_situation": 31}
+    assert Counter(s.label for s in isear) == {"happy": 1089, "angry": 1085, "sad": 1081}
+    kept = {split: load_isear(folder, split=split)[1].kept for split in TEXT_SPLITS}
+    assert kept == {"train": 2542, "dev": 349, "test": 364} and sum(kept.values()) == 3255
+    assert not any("\u00e1" in s.text or "\\" in s.text for s in isear)
+
+
+@pytest.mark.shared_data
+def test_real_clip_reaches_the_recogniser_trimmed(shared_data, tmp_path):
+    """A real RAVDESS clip (silence around the words): the recogniser gets it trimmed, exactly as
+    trainer.load_clip reads it for the MFCCs and as the app's Whisper hears it."""
+    from train.trainer import load_clip
+
+    clip = corpus_folder(shared_data, "ravdess") / "Actor_01" / "03-01-01-01-01-01-01.flac"
+    asr = FakeTranscriber()
+    transcripts_for([Utterance(clip, None, "neutral", "ravdess_01", "ravdess", clip.stem)], asr, tmp_path)
+    (heard,) = asr.calls
+    assert np.array_equal(heard, load_clip(clip))
+    assert len(heard) < 0.7 * len(sf.read(clip)[0])  # about half of the file is silence

@@ -1,90 +1,33 @@
-"""Corpus adapters: each reads one corpus in its own release layout and yields labelled utterances.
+"""Audio corpus adapters: each reads one corpus in its own release layout and yields labelled
+utterances (audio path, transcript, label, speaker, corpus).
 
 Every loader returns ``(items, LoadReport)``: the items mapped onto the paper's four classes
 (``LABELS``), and a report of how many were kept and how many were dropped, by reason (an
 emotion outside the four, a file name that does not parse, a missing audio file). Nothing is
-dropped silently.
+dropped silently. Text corpora live in train/text_corpora.py; :func:`load_corpus` finds either
+kind by name. Transcripts are the corpus's own ("ground truth"); the paper's ASR setting replaces
+them with train/transcripts.py.
 
-Audio corpora yield :class:`Utterance` (audio path, transcript, label, speaker, corpus), text
-corpora yield :class:`TextSample`. Transcripts are the corpus's own ("ground truth"); the paper's
-ASR setting replaces them with :func:`transcripts_for`, which runs a speech recogniser once per
-audio file and model and caches the text.
-
-Data preparation only: no features, no model. Audio is read only by :func:`transcripts_for`.
+Data preparation only: no features, no model, no audio read.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
-import numpy as np
-import soundfile
+from train.records import LABELS, LoadReport, Tally, TextSample, Utterance
+from train.text_corpora import TEXT_CORPORA, load_dailydialog, load_goemotions, load_isear
+from train.transcripts import transcripts_for, with_transcripts
 
-from ser_demo.audio import SAMPLE_RATE
-
-from train.cache import file_sha256
-
-LABELS = ("angry", "happy", "sad", "neutral")
+__all__ = [  # the records and the text loaders are used from here too
+    "LABELS", "LoadReport", "TextSample", "Utterance", "load_corpus", "load_dailydialog", "load_goemotions",
+    "load_isear", "transcripts_for", "with_transcripts",
+]  # fmt: skip
 AUDIO_EXTENSIONS = (".wav", ".flac")
-
-
-@dataclass(frozen=True)
-class Utterance:
-    audio_path: Path | None  # None: a text-only item (e.g. a manifest row without audio)
-    transcript: str | None  # the corpus's own transcript; None when the corpus has none
-    label: str  # one of LABELS
-    speaker: str  # unique across the corpus, e.g. "Ses01F", "ravdess_01"
-    corpus: str
-    utterance_id: str
-    session: str | None = None  # IEMOCAP session ("Ses01"), for leave-one-session-out
-
-
-@dataclass
-class TextSample:
-    text: str
-    label: str  # one of LABELS
-    corpus: str
-
-
-@dataclass
-class LoadReport:
-    kept: int
-    dropped: dict[str, int] = field(default_factory=dict)  # reason -> count
-    corpus: str = ""
-
-    @property
-    def total(self) -> int:
-        return self.kept + sum(self.dropped.values())
-
-    def __str__(self) -> str:
-        dropped = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.dropped.items()))
-        return f"{self.corpus or 'corpus'}: kept {self.kept} of {self.total}" + (
-            f" (dropped {dropped})" if dropped else ""
-        )
-
-
-class _Tally:
-    """Counts kept items and dropped ones by reason while a loader walks a corpus."""
-
-    def __init__(self, corpus: str):
-        self.corpus = corpus
-        self.kept = 0
-        self.dropped: dict[str, int] = {}
-
-    def keep(self) -> None:
-        self.kept += 1
-
-    def drop(self, reason: str) -> None:
-        self.dropped[reason] = self.dropped.get(reason, 0) + 1
-
-    def report(self) -> LoadReport:
-        return LoadReport(kept=self.kept, dropped=dict(sorted(self.dropped.items())), corpus=self.corpus)
 
 
 def _audio_files(root: Path) -> list[Path]:
@@ -127,7 +70,7 @@ def _load_coded_files(
     root = _require_dir(path, corpus)
     if audio_folder and (root / audio_folder).is_dir():
         root = root / audio_folder
-    tally = _Tally(corpus)
+    tally = Tally(corpus)
     utterances = []
     for audio_path in _audio_files(root):
         coded = parse(audio_path)
@@ -163,6 +106,8 @@ IEMOCAP_LABELS = {"ang": "angry", "hap": "happy", "exc": "happy", "sad": "sad", 
 _IEMOCAP_EVAL_LINE = re.compile(r"^\[\s*[\d.]+\s*-\s*[\d.]+\s*\]\s+(Ses\w+)\s+(\w+)\s+\[")
 # "Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me."
 _IEMOCAP_TRANSCRIPT_LINE = re.compile(r"^(Ses\w+)\s+\[[^\]]*\]:\s?(.*)$")
+# Transcribers' annotations inside a turn: [LAUGHTER], [BREATHING], [GARBAGE], [LIPSMACK] ...
+_IEMOCAP_TAG = re.compile(r"\[[^\]]*\]")
 
 
 def _iemocap_root(path: Path) -> Path:
@@ -197,7 +142,7 @@ def load_iemocap(
             raise FileNotFoundError(f"iemocap: no Session1..5 folders in {root}")
     else:
         session_dirs = [root / f"Session{n}" for n in sessions]
-    tally = _Tally("iemocap")
+    tally = Tally("iemocap")
     utterances = []
     for session_dir in session_dirs:
         if not session_dir.is_dir():
@@ -246,7 +191,8 @@ def _iemocap_transcripts(folder: Path) -> dict[str, str]:
         for line in transcript_file.read_text(encoding="utf-8", errors="replace").splitlines():
             match = _IEMOCAP_TRANSCRIPT_LINE.match(line.strip())
             if match:
-                transcripts[match.group(1)] = match.group(2).strip()
+                # the annotations are not words anyone said: keep them from the text branch
+                transcripts[match.group(1)] = " ".join(_IEMOCAP_TAG.sub(" ", match.group(2)).split())
     return transcripts
 
 
@@ -396,6 +342,35 @@ def _emodb_name(audio_path: Path) -> _Coded | str:
 
 
 # --------------------------------------------------------------------------------------------
+# SAVEE: DC_a01.wav (speaker_emotion+number), or the release's AudioData/DC/a01.wav
+# --------------------------------------------------------------------------------------------
+
+SAVEE_EMOTIONS = {
+    "a": "angry", "h": "happy", "sa": "sad", "n": "neutral",
+    "d": "disgust", "f": "fear", "su": "surprise",
+}  # fmt: skip
+_SAVEE_NAME = re.compile(r"^(?:([A-Z]{2})_)?(a|d|f|h|n|sa|su)(\d\d)$")
+SAVEE_SPEAKERS = ("DC", "JE", "JK", "KL")
+
+
+def load_savee(path: str | os.PathLike) -> tuple[list[Utterance], LoadReport]:
+    """SAVEE: four male British speakers; a, h, sa, n kept. The speaker is the file name's prefix
+    (or the speaker folder of the original release). Its TIMIT sentences are not in the file
+    names, so utterances carry no transcript."""
+    return _load_coded_files(path, "savee", _savee_name, audio_folder="AudioData")
+
+
+def _savee_name(audio_path: Path) -> _Coded | str:
+    match = _SAVEE_NAME.match(audio_path.stem)
+    if not match:
+        return "unparsed_name"
+    speaker = match.group(1) or audio_path.parent.name
+    if speaker not in SAVEE_SPEAKERS:
+        return "unknown_speaker"
+    return _Coded(SAVEE_EMOTIONS[match.group(2)], None, f"savee_{speaker}")
+
+
+# --------------------------------------------------------------------------------------------
 # CSV manifest, for any other corpus: audio_path,transcript,label,speaker[,utterance_id,session]
 # --------------------------------------------------------------------------------------------
 
@@ -419,7 +394,7 @@ def load_manifest(
     """
     csv_path = Path(path)
     corpus = corpus or csv_path.stem
-    tally = _Tally(corpus)
+    tally = Tally(corpus)
     utterances = []
     with open(csv_path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
@@ -456,48 +431,6 @@ def load_manifest(
 
 
 # --------------------------------------------------------------------------------------------
-# GoEmotions (text only): text<TAB>label ids<TAB>comment id; ids index labels.txt
-# --------------------------------------------------------------------------------------------
-
-GOEMOTIONS_LABELS = {"anger": "angry", "joy": "happy", "sadness": "sad", "neutral": "neutral"}
-
-
-def load_goemotions(
-    path: str | os.PathLike, *, labels_path: str | os.PathLike | None = None
-) -> tuple[list[TextSample], LoadReport]:
-    """GoEmotions TSV (Ekman-grouped ids by default). Keeps rows with exactly one id that maps.
-
-    ``path`` is one TSV file (train/dev/test) or a folder, in which case its train, dev and test
-    files are read in that order. Multi-label rows are dropped ("multi_label"), as are single
-    labels outside the four classes (by their name).
-    """
-    path = Path(path)
-    tsv_files = [path / f"{split}.tsv" for split in ("train", "dev", "test")] if path.is_dir() else [path]
-    labels_path = Path(labels_path) if labels_path else tsv_files[0].parent / "labels.txt"
-    label_names = [line.strip() for line in labels_path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    tally = _Tally("goemotions")
-    samples = []
-    for tsv_file in tsv_files:
-        with open(tsv_file, encoding="utf-8", newline="") as f:
-            for line in f:
-                parts = line.rstrip("\n").split("\t")
-                if len(parts) < 2 or not parts[1].strip():
-                    tally.drop("malformed_row")
-                    continue
-                text, ids = parts[0], parts[1].split(",")
-                if len(ids) != 1:
-                    tally.drop("multi_label")
-                    continue
-                name = label_names[int(ids[0])]
-                if name not in GOEMOTIONS_LABELS:
-                    tally.drop(name)
-                    continue
-                tally.keep()
-                samples.append(TextSample(text=text, label=GOEMOTIONS_LABELS[name], corpus="goemotions"))
-    return samples, tally.report()
-
-
-# --------------------------------------------------------------------------------------------
 # Registry
 # --------------------------------------------------------------------------------------------
 
@@ -507,99 +440,17 @@ AUDIO_CORPORA: dict[str, Callable[..., tuple[list[Utterance], LoadReport]]] = {
     "tess": load_tess,
     "crema-d": load_crema_d,
     "emodb": load_emodb,
+    "savee": load_savee,
     "manifest": load_manifest,
-}
-TEXT_CORPORA: dict[str, Callable[..., tuple[list[TextSample], LoadReport]]] = {
-    "goemotions": load_goemotions,
 }
 
 
 def load_corpus(name: str, path: str | os.PathLike, **options: Any) -> tuple[list, LoadReport]:
     """Load a corpus by registry name (audio or text), e.g. ``load_corpus("ravdess", root)``."""
     key = name.lower().replace("_", "-")
-    key = {"cremad": "crema-d", "emo-db": "emodb"}.get(key, key)
+    key = {"cremad": "crema-d", "emo-db": "emodb", "daily-dialog": "dailydialog"}.get(key, key)
     loader = AUDIO_CORPORA.get(key) or TEXT_CORPORA.get(key)
     if loader is None:
         known = sorted({*AUDIO_CORPORA, *TEXT_CORPORA})
         raise KeyError(f"unknown corpus {name!r}; known: {', '.join(known)}")
     return loader(path, **options)
-
-
-# --------------------------------------------------------------------------------------------
-# Transcripts: ground truth, or ASR (the paper's "ASR setting"), cached per audio file and model
-# --------------------------------------------------------------------------------------------
-
-
-def read_audio_16k(path: str | os.PathLike) -> np.ndarray:
-    """Float32 mono waveform at SAMPLE_RATE (averages channels, resamples if needed)."""
-    audio, sample_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    audio = audio.mean(axis=1)
-    if sample_rate != SAMPLE_RATE:
-        # soxr "HQ" is librosa.resample's default backend (and ser_demo.ingest's resampler),
-        # called directly to skip librosa's slow import.
-        import soxr
-
-        audio = soxr.resample(audio, sample_rate, SAMPLE_RATE, quality="HQ")
-    return np.ascontiguousarray(audio, dtype=np.float32)
-
-
-def transcriber_name(transcriber: Any) -> str:
-    """What identifies a recogniser's output: its class plus its name/model attribute if any."""
-    parts = [type(transcriber).__qualname__]
-    for attribute in ("name", "model_name", "model_id", "model_size", "model"):
-        value = getattr(transcriber, attribute, None)
-        if isinstance(value, (str, int, float)):
-            parts.append(f"{attribute}={value}")
-    return "|".join(parts)
-
-
-def transcripts_for(
-    utterances: Sequence[Utterance],
-    transcriber: Any,
-    cache_dir: str | os.PathLike,
-    *,
-    progress: Callable[[int, int], None] | None = None,
-) -> list[str]:
-    """ASR transcripts, one per utterance, computed once per (audio content, recogniser).
-
-    ``transcriber.transcribe(audio)`` gets float32 mono audio at 16 kHz and returns an object
-    with ``.text`` (or a plain string). Results are appended to ``cache_dir/transcripts.jsonl``
-    as soon as each is known, so an interrupted run resumes where it stopped. Utterances without
-    audio keep their own transcript ("" if none).
-    """
-    cache_file = Path(cache_dir) / "transcripts.jsonl"
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    model = transcriber_name(transcriber)
-    cached: dict[tuple[str, str], str] = {}
-    if cache_file.exists():
-        for line in cache_file.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-                cached[(record["audio_sha256"], record["transcriber"])] = record["text"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue  # a line cut short by an interrupted run
-
-    texts = []
-    with open(cache_file, "a", encoding="utf-8") as cache_out:
-        for index, utterance in enumerate(utterances):
-            if utterance.audio_path is None:
-                texts.append(utterance.transcript or "")
-                continue
-            key = (file_sha256(utterance.audio_path), model)
-            if key not in cached:
-                result = transcriber.transcribe(read_audio_16k(utterance.audio_path))
-                cached[key] = str(getattr(result, "text", result)).strip()
-                record = {"audio_sha256": key[0], "transcriber": model, "text": cached[key]}
-                cache_out.write(json.dumps(record, ensure_ascii=False) + "\n")
-                cache_out.flush()
-            texts.append(cached[key])
-            if progress is not None:
-                progress(index + 1, len(utterances))
-    return texts
-
-
-def with_transcripts(utterances: Sequence[Utterance], texts: Sequence[str]) -> list[Utterance]:
-    """The same utterances carrying other transcripts (e.g. ASR output), in the same order."""
-    if len(texts) != len(utterances):
-        raise ValueError(f"{len(texts)} transcripts for {len(utterances)} utterances")
-    return [replace(u, transcript=t) for u, t in zip(utterances, texts)]

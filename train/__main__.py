@@ -21,15 +21,20 @@ LICENCES = {
     "crema-d": ("CREMA-D", "odbl", "https://github.com/CheyneyComputerScience/CREMA-D"),
     "emodb": ("EmoDB", "unknown", "http://emodb.bilderbar.info"),
     "iemocap": ("IEMOCAP", "other", "https://sail.usc.edu/iemocap/"),
+    "savee": ("SAVEE (processed copy)", "other", "http://kahlan.eps.surrey.ac.uk/savee/"),
     "goemotions": ("GoEmotions", "apache-2.0", "https://github.com/google-research/google-research/tree/master/goemotions"),
+    "dailydialog": ("DailyDialog", "cc-by-nc-sa-4.0", "http://yanran.li/dailydialog"),
+    "isear": ("ISEAR", "other", "https://www.unige.ch/cisa/research/materials-and-online-research/research-material/"),
 }
 
 
 def _data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--audio", action="append", default=[], metavar="CORPUS=PATH",
-                   help="audio corpus (iemocap, ravdess, tess, crema-d, emodb, manifest); repeatable")
-    p.add_argument("--text", default=None, metavar="PATH",
-                   help="GoEmotions folder: pair audio with label-matched texts (for corpora whose transcripts carry no emotion)")
+                   help="audio corpus (iemocap, ravdess, tess, crema-d, emodb, savee, manifest); repeatable")
+    p.add_argument("--text", action="append", default=[], metavar="CORPUS=PATH",
+                   help="text corpus (goemotions, dailydialog, isear; a bare PATH is a GoEmotions folder) whose "
+                        "train/dev/test texts are pooled and paired with audio of the same label (for corpora whose "
+                        "transcripts carry no emotion); repeatable")
     p.add_argument("--calm-as-neutral", action="store_true", help="RAVDESS: count calm as neutral")
     p.add_argument("--transcripts", choices=("own", "asr"), default="own",
                    help="the corpus's own transcripts, or Whisper's (the paper's ASR setting; cached per clip and model)")
@@ -89,6 +94,22 @@ def settings_of(args):
     return TrainSettings(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, progress=not args.no_progress)
 
 
+def text_corpora_of(items) -> list[tuple[str, str]]:
+    """--text values as (corpus, path); a bare path is GoEmotions, as before there were others."""
+    from train.text_corpora import TEXT_CORPORA
+
+    out = []
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        if not sep or "/" in name or "\\" in name:
+            name, path = "goemotions", item
+        name = name.lower().replace("-", "").replace("_", "")
+        if name not in TEXT_CORPORA or not path:
+            raise SystemExit(f"--text expects CORPUS=PATH with CORPUS one of {', '.join(TEXT_CORPORA)}, got {item!r}")
+        out.append((name, path))
+    return out
+
+
 def data_of(args):
     from train.experiment import load_data
 
@@ -98,7 +119,18 @@ def data_of(args):
         if not path:
             raise SystemExit(f"--audio expects CORPUS=PATH, got {item!r}")
         audio.append((name, path))
-    data = load_data(audio, args.text, calm_as_neutral=args.calm_as_neutral)
+    try:
+        data = load_data(audio, text_corpora_of(args.text), calm_as_neutral=args.calm_as_neutral)
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        raise SystemExit(f"error: {err.args[0] if err.args else err}") from None
+    if data.texts:
+        audio_labels = {u.label for u in data.utterances}
+        for split, texts in data.texts.items():
+            missing = sorted(audio_labels - {t.label for t in texts})
+            if missing:
+                raise SystemExit(f"--text: no {', '.join(missing)} texts in the {split} split of "
+                                 f"{', '.join(n for n, _ in text_corpora_of(args.text))}, so those clips cannot be "
+                                 "paired; add a corpus that has them (goemotions and dailydialog have all four)")
     if args.transcripts == "asr":
         from ser_demo.asr import load_transcriber
         from train.datasets import transcripts_for, with_transcripts
@@ -111,7 +143,7 @@ def data_of(args):
 
 
 def training_data_of(args) -> list[dict]:
-    names = [item.partition("=")[0] for item in args.audio] + (["goemotions"] if args.text else [])
+    names = [item.partition("=")[0] for item in args.audio] + [name for name, _ in text_corpora_of(args.text)]
     out = []
     for n in names:
         name, licence, url = LICENCES.get(n, (n, "unknown", ""))

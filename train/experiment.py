@@ -17,7 +17,8 @@ from typing import Callable, Optional, Sequence
 
 from ser_demo.audio import Normalizer
 from ser_demo.model import ModelConfig
-from train.datasets import TextSample, Utterance, load_corpus, load_goemotions
+from train.datasets import TextSample, Utterance, load_corpus
+from train.text_corpora import TEXT_SPLITS, load_text_corpus
 from train.pairing import BimodalSample, LabelMatchedPairing, ModalityDropout, natural_pairs
 from train.protocol import Fold, FoldResult, evaluate, make_folds, summarize
 from train.trainer import FeatureBank, TrainSettings, fit, predict_labels
@@ -37,7 +38,7 @@ ABLATIONS = {
 
 @dataclass
 class Data:
-    """Utterances to split, plus (optionally) a text corpus per split for label-matched pairing."""
+    """Utterances to split, plus (optionally) texts per split for label-matched pairing."""
 
     utterances: list[Utterance]
     texts: Optional[dict[str, list[TextSample]]] = None  # {"train", "dev", "test"} -> texts
@@ -45,11 +46,15 @@ class Data:
 
     @property
     def pairing(self) -> str:
-        return "label-matched (audio and text from different corpora)" if self.texts else "natural (own transcripts)"
+        if not self.texts:
+            return "natural (own transcripts)"
+        corpora = sorted({t.corpus for texts in self.texts.values() for t in texts})
+        return f"label-matched (audio and text from different corpora; text: {', '.join(corpora)})"
 
 
-def load_data(audio: Sequence[tuple[str, str]], text: Optional[str] = None, **options) -> Data:
-    """`audio`: (corpus name, path) pairs; `text`: a GoEmotions folder with train/dev/test.tsv."""
+def load_data(audio: Sequence[tuple[str, str]], text: Sequence[tuple[str, str]] = (), **options) -> Data:
+    """`audio`: (corpus name, path) pairs. `text`: (text corpus name, path) pairs; each corpus's
+    train, dev and test splits are pooled with the other corpora's same split, for pairing."""
     utterances, reports = [], []
     for name, path in audio:
         items, report = load_corpus(name, path, **({"calm_as_neutral": True} if options.get("calm_as_neutral") and name == "ravdess" else {}))
@@ -57,10 +62,12 @@ def load_data(audio: Sequence[tuple[str, str]], text: Optional[str] = None, **op
         reports.append(str(report))
     texts = None
     if text:
-        texts = {}
-        for split in ("train", "dev", "test"):
-            texts[split], report = load_goemotions(Path(text) / f"{split}.tsv")
-            reports.append(f"{split}: {report}")
+        texts = {split: [] for split in TEXT_SPLITS}
+        for name, path in text:
+            for split in TEXT_SPLITS:
+                items, report = load_text_corpus(name, path, split=split)
+                texts[split] += items
+                reports.append(f"{split}: {report}")
     return Data(utterances, texts, reports)
 
 

@@ -1,25 +1,41 @@
-"""Command line: `python -m ser_demo predict FILE [--transcript TEXT] [--checkpoint DIR_OR_REPO]`.
+"""Command line of ser_demo.
 
-Prints one JSON object: label, probabilities, transcript, tokens, attention, timings, ...
+    python -m ser_demo predict FILE [--transcript TEXT]     one recording: JSON (label, probabilities, ...)
+    python -m ser_demo predict FILE_OR_FOLDER ... [--csv OUT]   many: one row per file, progress bar
+    python -m ser_demo timeline FILE [--json | --csv]        emotion over time, one row per utterance
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 
 
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", default=None, help="folder or Hub repo id (default: bundled)")
+    parser.add_argument("--modality", choices=("both", "audio", "text"), default="both")
+    parser.add_argument("--asr", default="default", help="ASR backend, or 'none' to skip Whisper")
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ser_demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m ser_demo", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    predict = commands.add_parser("predict", help="classify the emotion of one recording")
-    predict.add_argument("file", help="audio file (wav, flac, ogg, mp3, webm)")
-    predict.add_argument("--transcript", default=None, help="what was said; omitted = Whisper transcribes")
-    predict.add_argument("--checkpoint", default=None, help="folder or Hub repo id (default: bundled)")
-    predict.add_argument("--modality", choices=("both", "audio", "text"), default="both")
-    predict.add_argument("--asr", default="default", help="ASR backend, or 'none' to skip Whisper")
+    predict = commands.add_parser("predict", help="classify the emotion of one recording, or of many")
+    predict.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg, mp3, webm) or folders")
+    predict.add_argument("--transcript", default=None, help="what was said (one file only); omitted = Whisper transcribes")
+    predict.add_argument("--csv", default=None, metavar="OUT", help="write one row per file to OUT ('-' = stdout)")
     predict.add_argument("--max-seconds", type=float, default=60.0)
+    _common(predict)
+    timeline = commands.add_parser("timeline", help="emotion over time in a long recording")
+    timeline.add_argument("file", help="audio file (wav, flac, ogg, mp3, webm)")
+    output = timeline.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print the whole timeline as JSON")
+    output.add_argument("--csv", action="store_true", help="print one CSV row per segment")
+    timeline.add_argument("--max-seconds", type=float, default=None, help="longest recording accepted (default 600)")
+    _common(timeline)
     args = parser.parse_args(argv)
 
     from . import load_recognizer
@@ -28,11 +44,19 @@ def main(argv=None) -> int:
 
     if args.checkpoint is None and default_checkpoint() is None:
         parser.error("--checkpoint is required: no bundled checkpoint was found")
-    asr = None if args.asr == "none" or args.transcript is not None else args.asr
+    batch = args.command == "predict" and (args.csv is not None or len(args.files) > 1 or _is_folder(args.files[0]))
+    if batch and args.transcript is not None:
+        parser.error("--transcript applies to one file; drop it to let Whisper transcribe each file")
+    typed = args.command == "predict" and args.transcript is not None
+    asr = None if args.asr == "none" or typed or args.modality == "audio" else args.asr
     try:
         recognizer = load_recognizer(args.checkpoint, asr=asr)
+        if batch:
+            return _predict_many(recognizer, args)
+        if args.command == "timeline":
+            return _timeline(recognizer, args)
         prediction = recognizer.predict(
-            args.file, transcript=args.transcript, modality=args.modality, max_seconds=args.max_seconds
+            args.files[0], transcript=args.transcript, modality=args.modality, max_seconds=args.max_seconds
         )
     except (AudioInputError, PredictionError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -41,6 +65,60 @@ def main(argv=None) -> int:
         print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
     print(json.dumps(prediction.to_dict(), indent=2))
+    return 0
+
+
+def _is_folder(path: str) -> bool:
+    from pathlib import Path
+
+    return Path(path).is_dir()
+
+
+def _predict_many(recognizer, args) -> int:
+    """One row per file, as CSV (to --csv OUT, else stdout); a progress bar on stderr. Returns 0
+    when every file was scored, 3 when some were reported as errors in their rows."""
+    from tqdm import tqdm
+
+    from .batch import audio_files, csv_header, predict_rows
+
+    files = audio_files(args.files)
+    if not files:
+        print("error: no audio files found in " + ", ".join(args.files), file=sys.stderr)
+        return 2
+    out = sys.stdout if args.csv in (None, "-") else open(args.csv, "w", newline="")
+    failed = 0
+    try:
+        writer = csv.writer(out)
+        writer.writerow(csv_header(recognizer.labels))
+        rows = predict_rows(recognizer, files, modality=args.modality, max_seconds=args.max_seconds)
+        for row in tqdm(rows, total=len(files), unit="file", file=sys.stderr, disable=None):
+            writer.writerow(row)
+            failed += bool(row[-1])
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    print(f"{len(files) - failed} of {len(files)} files scored" + (f", {failed} failed (see the error column)" if failed else ""),
+          file=sys.stderr)
+    return 3 if failed else 0
+
+
+def _timeline(recognizer, args) -> int:
+    from .timeline import TIMELINE_MAX_SECONDS, timeline
+
+    result = timeline(recognizer, args.file, modality=args.modality,
+                      max_seconds=args.max_seconds or TIMELINE_MAX_SECONDS)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    elif args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(result.csv_header())
+        writer.writerows(result.csv_rows())
+    else:
+        for row, segment in zip(result.csv_rows(), result.segments):
+            share = f"{segment.probabilities[segment.label]:.0%}" if segment.probabilities else ""
+            print(f"{row[0]:>8} - {row[1]:>8}  {segment.label:<8} {share:>4}  {segment.text}")
+        for note in result.notes:
+            print(f"note: {note}", file=sys.stderr)
     return 0
 
 

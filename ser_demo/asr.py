@@ -41,12 +41,23 @@ class Word:
 
 
 @dataclass
+class Phrase:
+    """One of Whisper's segments: a stretch of speech it decoded as a unit (about a sentence)."""
+
+    text: str
+    start: float
+    end: float
+    words: list[Word] = field(default_factory=list)
+
+
+@dataclass
 class Transcript:
     text: str
     words: list[Word] = field(default_factory=list)  # empty when the backend gives no timing
     language: str | None = None
     backend: str = ""
     model: str = ""
+    phrases: list[Phrase] = field(default_factory=list)  # Whisper's segments, in order
 
 
 class TranscriptionUnavailable(RuntimeError):
@@ -159,13 +170,14 @@ class FasterWhisperTranscriber:
             condition_on_previous_text=False,  # clips are short; avoids repetition loops
         )
         segments = list(segments)  # decoding happens lazily, while iterating
-        words = [
-            Word(w.word.strip(), float(w.start), float(w.end))
+        phrases = [
+            Phrase(segment.text.strip(), float(segment.start), float(segment.end),
+                   [Word(w.word.strip(), float(w.start), float(w.end)) for w in (segment.words or [])])
             for segment in segments
-            for w in (segment.words or [])
         ]
         text = "".join(segment.text for segment in segments).strip()
-        return Transcript(text, words, info.language, self.name, self.model_name)
+        words = [w for phrase in phrases for w in phrase.words]
+        return Transcript(text, words, info.language, self.name, self.model_name, phrases)
 
 
 class OpenAIWhisperTranscriber:
@@ -220,13 +232,14 @@ class OpenAIWhisperTranscriber:
                 fp16=False,  # CPU has no fp16 kernels; avoids a warning per call
                 verbose=None,  # no printing, no progress bar
             )
-        words = [
-            Word(w["word"].strip(), float(w["start"]), float(w["end"]))
+        phrases = [
+            Phrase(segment["text"].strip(), float(segment["start"]), float(segment["end"]),
+                   [Word(w["word"].strip(), float(w["start"]), float(w["end"])) for w in segment.get("words", [])])
             for segment in result["segments"]
-            for w in segment.get("words", [])
         ]
+        words = [w for phrase in phrases for w in phrase.words]
         return Transcript(
-            result["text"].strip(), words, result.get("language"), self.name, self.model_name
+            result["text"].strip(), words, result.get("language"), self.name, self.model_name, phrases
         )
 
 

@@ -1,0 +1,236 @@
+"""Emotion over time: a recording of up to several minutes as a sequence of labelled utterances
+and a smoothed probability curve.
+
+    from ser_demo import load_recognizer
+    from ser_demo.timeline import timeline
+    result = timeline(load_recognizer(), "interview.flac")
+    for segment in result.segments:
+        print(segment.start, segment.end, segment.label, segment.text)
+
+The recording is ingested by the same rules and messages as a single clip (`ingest.load_audio`),
+with its own, larger duration limit and without trimming (times stay those of the file). It is
+cut into utterances (`segments`: at pauses found by voice activity, and where there is speech
+recognition further at Whisper's segments, each with its words), and each utterance is classified with its own
+audio and its own words through the recognizer's stages, exactly as `predict` classifies a clip.
+Stretches without speech are labelled "silence" and never classified. No UI code here.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from .audio import SAMPLE_RATE
+from .ingest import TRIM_PADDING_SECONDS, AudioInputError, load_audio
+from .recognizer import EmotionRecognizer, PredictionError
+from .segments import Piece, merge_short, split_at_phrases, split_long, tile, transcription_windows, voice_activity
+
+TIMELINE_MAX_SECONDS = 600.0  # a single clip stops at 30 s; a timeline takes minutes
+CURVE_STEP_SECONDS = 0.1
+SMOOTHING_SECONDS = 0.5  # standard deviation of the Gaussian that smooths the curve
+SILENCE = "silence"
+CSV_FIELDS = ("start", "end", "kind", "label")  # then one probability column per label, then text
+
+_OWN = object()  # timeline(transcriber=...) default: the recognizer's own transcriber
+
+
+@dataclass
+class Segment:
+    start: float  # seconds from the start of the recording
+    end: float
+    label: str  # one of the model's labels, or "silence"
+    probabilities: Optional[dict[str, float]] = None  # None for silence
+    text: str = ""
+    words: list = field(default_factory=list)  # asr.Word, times from the start of the recording
+
+    @property
+    def kind(self) -> str:
+        return SILENCE if self.probabilities is None else "speech"
+
+    def to_dict(self) -> dict:
+        return {
+            "start": round(self.start, 3), "end": round(self.end, 3), "kind": self.kind, "label": self.label,
+            "probabilities": self.probabilities, "text": self.text,
+            "words": [{"text": w.text, "start": round(w.start, 3), "end": round(w.end, 3)} for w in self.words],
+        }
+
+
+@dataclass
+class Timeline:
+    duration: float
+    labels: tuple
+    modality: str
+    segmentation: str  # "asr" (Whisper's segments) or "voice activity"
+    segments: list[Segment]
+    times: np.ndarray  # (T,) centres of the curve's steps, seconds
+    curve: np.ndarray  # (T, n_labels) smoothed probabilities; NaN where there is no speech
+    timings: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def transcript(self) -> str:
+        return " ".join(s.text for s in self.segments if s.text).strip()
+
+    def to_dict(self) -> dict:
+        """JSON-ready: the command line's --json and the app's /timeline API."""
+        curve = np.round(self.curve.astype(np.float64), 4)
+        return {
+            "duration": round(self.duration, 3),
+            "labels": list(self.labels),
+            "modality": self.modality,
+            "segmentation": self.segmentation,
+            "transcript": self.transcript,
+            "segments": [s.to_dict() for s in self.segments],
+            "curve": {
+                "step": CURVE_STEP_SECONDS,
+                "times": np.round(self.times, 3).tolist(),
+                "probabilities": {
+                    label: [None if np.isnan(v) else float(v) for v in curve[:, j]] for j, label in enumerate(self.labels)
+                },
+            },
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "notes": self.notes,
+        }
+
+    def csv_header(self) -> list[str]:
+        return [*CSV_FIELDS, *self.labels, "text"]
+
+    def csv_rows(self) -> list[list]:
+        """One row per segment, in `csv_header` order; silence has empty probabilities."""
+        rows = []
+        for s in self.segments:
+            probabilities = [f"{s.probabilities[label]:.4f}" if s.probabilities else "" for label in self.labels]
+            rows.append([f"{s.start:.2f}", f"{s.end:.2f}", s.kind, s.label, *probabilities, s.text])
+        return rows
+
+
+def timeline(
+    recognizer: EmotionRecognizer,
+    recording,
+    sample_rate: Optional[int] = None,
+    *,
+    modality: str = "both",
+    max_seconds: Optional[float] = TIMELINE_MAX_SECONDS,
+    transcriber=_OWN,
+    asr_unavailable: Optional[str] = None,
+    progress: Optional[Callable[[float, str], None]] = None,
+) -> Timeline:
+    """Segments with labels and a smoothed curve for `recording` (a path, file bytes, a Gradio
+    (rate, array) pair, or an array with `sample_rate`). Whisper (`transcriber`, by default the
+    recognizer's own) finds the utterances and their words when the text branch is used; audio-only
+    requests, and any request without Whisper, are cut by voice activity. `progress(fraction,
+    message)` is called as the work advances. Raises AudioInputError / PredictionError with a
+    message for the user."""
+    report = progress or (lambda fraction, message: None)
+    use_audio, use_text = recognizer.branches(modality)
+    transcriber = recognizer.transcriber if transcriber is _OWN else transcriber
+    timings, notes = {}, []
+    start = time.perf_counter()
+    report(0.0, "reading the recording")
+    # Not trimmed: the segments' times must be the recording's own.
+    waveform = load_audio(recording, sample_rate, max_seconds=max_seconds)
+    duration = len(waveform) / SAMPLE_RATE
+    timings["ingest"] = time.perf_counter() - start
+
+    speech = merge_short(voice_activity(waveform))
+    if use_text and transcriber is not None:
+        t = time.perf_counter()
+        pieces = []
+        for i, piece in enumerate(speech):
+            report(0.8 * i / len(speech), f"speech recognition ({i + 1} of {len(speech)})")
+            pieces += split_at_phrases(piece, transcribe(transcriber, waveform, piece))
+        timings["asr"] = time.perf_counter() - t
+        segmentation, classified_from = "asr", 0.8
+    else:
+        if use_text and not use_audio:
+            raise PredictionError(
+                "a text-only timeline needs speech recognition, which is not available"
+                + (f" ({asr_unavailable})" if asr_unavailable else "") + ": choose audio + text or audio only"
+            )
+        if use_text:
+            notes.append("speech recognition is not available"
+                         + (f" ({asr_unavailable})" if asr_unavailable else "")
+                         + ": the text branch saw no words")
+        pieces, segmentation, classified_from = speech, "voice activity", 0.0
+    pieces = merge_short(split_long(pieces))
+    spans = tile(pieces, duration)
+
+    t = time.perf_counter()
+    segments, unknown, n_speech = [], {}, sum(piece is not None for _, _, piece in spans)
+    for begin, end, piece in spans:
+        if piece is not None:
+            report(classified_from + (1 - classified_from) * len(segments) / len(spans), "classifying the utterances")
+        segments.append(classify(recognizer, waveform, begin, end, piece, modality, unknown))
+    timings["classify"] = time.perf_counter() - t
+    silent = sum(s.probabilities is None for s, (_, _, p) in zip(segments, spans) if p is not None)
+    if silent:
+        notes.append(f"{silent} of {n_speech} utterances held too little speech to classify: labelled {SILENCE}")
+    if unknown:
+        notes.append("words without a GloVe vector (the model sees zeros for them): " + ", ".join(unknown))
+    times, curve = probability_curve(segments, duration, recognizer.labels)
+    timings["total"] = time.perf_counter() - start
+    report(1.0, "done")
+    return Timeline(duration, tuple(recognizer.labels), modality, segmentation, segments, times, curve, timings, notes)
+
+
+def transcribe(transcriber, waveform: np.ndarray, piece: Piece) -> list:
+    """Whisper's segments (asr.Phrase) for one stretch of speech, times from the start of the
+    recording; a stretch longer than Whisper's window is transcribed window by window."""
+    from .asr import Phrase, Word
+
+    first = int(max(0.0, piece.start - TRIM_PADDING_SECONDS) * SAMPLE_RATE)
+    audio = waveform[first:int((piece.end + TRIM_PADDING_SECONDS) * SAMPLE_RATE)]
+    phrases = []
+    for begin, end in transcription_windows(audio):
+        offset = (first + begin) / SAMPLE_RATE
+        result = transcriber.transcribe(audio[begin:end])
+        found = result.phrases or [Phrase(result.text, 0.0, (end - begin) / SAMPLE_RATE, result.words)]
+        phrases += [Phrase(p.text, p.start + offset, p.end + offset, [Word(w.text, w.start + offset, w.end + offset) for w in p.words])
+                    for p in found if p.text.strip()]
+    return phrases
+
+
+def classify(recognizer: EmotionRecognizer, waveform: np.ndarray, begin: float, end: float,
+             piece: Optional[Piece], modality: str, unknown: dict) -> Segment:
+    """One span of the timeline: silence as it is, speech through the recognizer's own stages
+    (listen -> prepare -> forward) with its own audio and its own words."""
+    if piece is None:
+        return Segment(begin, end, SILENCE)
+    use_audio, use_text = recognizer.branches(modality)
+    # A little audio around the speech, as ingestion keeps around trimmed clips; listen trims it.
+    first = int(max(begin, piece.start - TRIM_PADDING_SECONDS) * SAMPLE_RATE)
+    last = int(min(end, piece.end + TRIM_PADDING_SECONDS) * SAMPLE_RATE)
+    text = piece.text if use_text else ""
+    try:
+        heard = recognizer.listen(waveform[first:last], SAMPLE_RATE, text, modality, max_seconds=None, transcriber=None)
+        inputs = recognizer.prepare(heard.waveform_for_model, heard.transcript, modality)
+    except (AudioInputError, PredictionError):  # no speech left after trimming, or no words for text only
+        return Segment(begin, end, SILENCE, None, text, piece.words)
+    probabilities, _ = recognizer.forward(inputs)
+    unknown.update(dict.fromkeys(inputs.tokens.unknown_words))
+    labels = recognizer.labels
+    return Segment(begin, end, labels[int(np.argmax(probabilities))],
+                   {label: float(p) for label, p in zip(labels, probabilities)}, text, piece.words)
+
+
+def probability_curve(segments: list[Segment], duration: float, labels, step: float = CURVE_STEP_SECONDS,
+                      smoothing: float = SMOOTHING_SECONDS) -> tuple[np.ndarray, np.ndarray]:
+    """Each segment's probabilities held over its span, then smoothed by a Gaussian over the
+    speech only (silence neither pulls the curve down nor gets a value: NaN there)."""
+    times = (np.arange(max(1, int(np.ceil(duration / step)))) + 0.5) * step
+    raw = np.full((len(times), len(labels)), np.nan)
+    for s in segments:
+        if s.probabilities is not None:
+            raw[(times >= s.start) & (times < s.end)] = [s.probabilities[label] for label in labels]
+    speech = ~np.isnan(raw[:, 0])
+    radius = int(np.ceil(3 * smoothing / step))
+    kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) * step / smoothing) ** 2)
+    weight = np.convolve(speech.astype(np.float64), kernel, mode="same")
+    curve = np.full_like(raw, np.nan)
+    for j in range(len(labels)):
+        total = np.convolve(np.where(speech, raw[:, j], 0.0), kernel, mode="same")
+        curve[speech, j] = total[speech] / weight[speech]
+    return times, curve

@@ -1,0 +1,307 @@
+"""Emotion over time (`ser_demo.timeline`, `ser_demo.segments`) and the command line around it
+(`python -m ser_demo timeline`, `predict` over a folder).
+
+Real clips of known emotions from ../shared/data are joined with pauses and the timeline must find
+one utterance per clip near where it was put and, for the clips the model gets right on their
+own, the same label; without the shared data the same is checked on committed speech and
+espeak-ng sentences against the model's own single-clip answers. No test knows the checkpoint's
+labels: they come from its config."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import ESPEAK_STYLE, FIXTURES, RAVDESS_CODE, SHARED_DATA, espeak
+from ser_demo import load_recognizer
+from ser_demo.__main__ import main
+from ser_demo.ingest import AudioInputError
+from ser_demo.recognizer import PredictionError
+from ser_demo.segments import Piece, merge_short, split_long, tile, transcription_windows, voice_activity
+from ser_demo.timeline import SILENCE, timeline
+
+RATE = 16000
+PAUSE_SECONDS = 1.5
+
+
+@pytest.fixture(scope="module")
+def recognizer():
+    """The bundled checkpoint (else SER_CHECKPOINT) without Whisper; tests that need words pass
+    a transcriber."""
+    return load_recognizer(asr=None)
+
+
+@pytest.fixture(scope="module")
+def whisper():
+    from ser_demo.asr import load_transcriber
+
+    return load_transcriber("faster-whisper")
+
+
+def join(clips: list[np.ndarray], pause: float = PAUSE_SECONDS) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """The clips one after the other with `pause` seconds of silence between (and around) them,
+    and where each clip lies in the result."""
+    gap = np.zeros(int(pause * RATE), np.float32)
+    parts, spans, position = [gap], [], len(gap)
+    for clip in clips:
+        parts += [clip, gap]
+        spans.append((position / RATE, (position + len(clip)) / RATE))
+        position += len(clip) + len(gap)
+    return np.concatenate(parts), spans
+
+
+def speech_segments(result):
+    return [s for s in result.segments if s.kind == "speech"]
+
+
+def assert_tiles(result):
+    """Segments cover the recording from 0 to its end, in order, without gaps or overlaps."""
+    assert result.segments[0].start == 0.0
+    assert result.segments[-1].end == pytest.approx(result.duration, abs=1e-6)
+    for a, b in zip(result.segments, result.segments[1:]):
+        assert a.end == pytest.approx(b.start, abs=1e-9) and a.end > a.start
+
+
+def assert_follows_clips(result, spans, expected: list):
+    """One utterance per clip, inside it (with a little slack for the soft onsets), and the
+    expected label wherever one is given (None: no expectation)."""
+    found = speech_segments(result)
+    assert len(found) == len(spans), [(s.start, s.end, s.label) for s in result.segments]
+    for segment, (start, end), label in zip(found, spans, expected):
+        assert start - 0.3 <= segment.start and segment.end <= end + 0.3, (segment, start, end)
+        # the utterance covers most of the clip's speech: boundaries near the joins
+        assert segment.end - segment.start > 0.5 * (end - start) - 0.6
+        if label is not None:
+            assert segment.label == label, (segment, start, end)
+    for segment in result.segments:
+        if segment.kind == SILENCE:
+            assert segment.label == SILENCE and segment.probabilities is None
+
+
+# --- segmentation --------------------------------------------------------------------------
+
+
+def test_voice_activity_finds_each_sentence_and_the_pauses(speech):
+    audio, spans = join([speech, speech[: RATE], speech], pause=1.0)
+    pieces = voice_activity(audio)
+    assert len(pieces) == 3
+    for piece, (start, end) in zip(pieces, spans):
+        assert start - 0.05 <= piece.start < start + 0.5 and end - 0.5 < piece.end <= end + 0.05
+    assert voice_activity(np.zeros(3 * RATE, np.float32)) == []
+
+
+def test_short_pieces_merge_long_ones_split_and_tiles_cover_everything():
+    pieces = [Piece(0.5, 3.0), Piece(3.3, 3.6), Piece(6.5, 6.9), Piece(10.0, 40.0)]
+    merged = merge_short(pieces)
+    assert [(p.start, p.end) for p in merged] == [(0.5, 3.6), (6.5, 6.9), (10.0, 40.0)]  # 6.5 is too far from both
+    parts = split_long(merged, max_seconds=12.0)
+    assert len(parts) == 5 and max(p.duration for p in parts) <= 12.0
+    spans = tile(parts, 41.0)
+    assert spans[0] == (0.0, 0.5, None) and spans[-1][1] == 41.0
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+    assert [p for _, _, p in spans if p is not None] == parts
+    assert tile([], 5.0) == [(0.0, 5.0, None)]
+
+
+def test_transcription_windows_fit_whisper_and_cut_at_pauses(speech):
+    audio, _ = join([speech] * 10, pause=0.8)  # ~50 s
+    spans = [(p.start, p.end) for p in voice_activity(audio)]
+    windows = transcription_windows(audio, window_seconds=28.0)
+    assert windows[0][0] == 0 and windows[-1][1] == len(audio)
+    assert all(b - a <= 28 * RATE and a < b for a, b in windows)
+    assert all(w[1] == v[0] for w, v in zip(windows, windows[1:]))
+    for _, cut in windows[:-1]:  # each cut falls in a pause, never inside a sentence
+        assert not any(start + 0.1 < cut / RATE < end - 0.1 for start, end in spans)
+
+
+# --- the timeline --------------------------------------------------------------------------
+
+
+def test_silence_is_labelled_not_classified_and_the_curve_skips_it(recognizer, speech):
+    audio, spans = join([speech, speech], pause=3.0)
+    result = timeline(recognizer, audio, RATE, modality="audio")
+    assert result.segmentation == "voice activity"
+    assert_tiles(result)
+    assert_follows_clips(result, spans, [None, None])
+    kinds = [s.kind for s in result.segments]
+    assert kinds == [SILENCE, "speech", SILENCE, "speech", SILENCE]
+    labels = set(recognizer.labels)
+    for segment in speech_segments(result):
+        assert set(segment.probabilities) == labels and segment.label in labels
+        assert sum(segment.probabilities.values()) == pytest.approx(1, abs=1e-5)
+    middle = (result.times > spans[0][1] + 0.5) & (result.times < spans[1][0] - 0.5)
+    assert np.isnan(result.curve[middle]).all()
+    speaking = ~np.isnan(result.curve[:, 0])
+    assert speaking.sum() > 50 and np.allclose(result.curve[speaking].sum(1), 1, atol=1e-5)
+
+
+def test_each_utterance_is_classified_with_its_own_audio(recognizer, speech):
+    """A timeline of two different sentences gives each the answer `predict` gives it alone."""
+    other, _ = sf.read(FIXTURES / "children.flac", dtype="float32")
+    audio, spans = join([speech, other])
+    result = timeline(recognizer, audio, RATE, modality="audio")
+    alone = [recognizer.predict(clip, RATE, modality="audio") for clip in (speech, other)]
+    assert_follows_clips(result, spans, [p.label for p in alone])
+    for segment, p in zip(speech_segments(result), alone):
+        for label in recognizer.labels:
+            assert segment.probabilities[label] == pytest.approx(p.probabilities[label], abs=0.05)
+
+
+def test_with_whisper_each_utterance_has_its_own_words(recognizer, whisper):
+    sentences = json.loads((FIXTURES / "speech.json").read_text())[:3]
+    clips = [sf.read(FIXTURES / s["file"], dtype="float32")[0] for s in sentences]
+    audio, spans = join(clips)
+    progress = []
+    result = timeline(recognizer, audio, RATE, modality="both", transcriber=whisper,
+                      progress=lambda fraction, message: progress.append(fraction))
+    assert result.segmentation == "asr" and "asr" in result.timings
+    assert_follows_clips(result, spans, [None] * 3)
+    for segment, sentence in zip(speech_segments(result), sentences):
+        said = set(sentence["text"].lower().strip(".").split())
+        heard = set(segment.text.lower().replace(".", "").replace(",", "").split())
+        assert len(said & heard) >= len(said) // 2, (segment.text, sentence["text"])
+        assert all(segment.start - 0.5 <= w.start <= segment.end + 0.5 for w in segment.words)
+    assert progress[0] == 0.0 and progress[-1] == 1.0 and progress == sorted(progress)
+
+
+MARGIN = 0.1  # "classified correctly on its own": right, and not by a hair (the utterance cut from
+# the joined recording is trimmed against another noise floor, which can flip a near tie)
+
+
+def margin(prediction) -> float:
+    top, second = sorted(prediction.probabilities.values())[::-1][:2]
+    return top - second
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_joined_ravdess_clips_come_back_in_order(recognizer, whisper):
+    """Actor 01 (one of the checkpoint's training speakers: the labels of clips it gets right on
+    their own must survive being joined), every emotion the checkpoint knows, two statements."""
+    clips, truth, texts = [], [], []
+    statements = {"01": "Kids are talking by the door.", "02": "Dogs are sitting by the door."}
+    for emotion in recognizer.labels:
+        code = RAVDESS_CODE.get(emotion)
+        if code is None:
+            continue
+        for statement in ("01", "02"):
+            path = SHARED_DATA / "ravdess" / "Actor_01" / f"03-01-{code}-01-{statement}-01-01.flac"
+            clips.append(sf.read(path, dtype="float32")[0])
+            truth.append(emotion)
+            texts.append(statements[statement])
+    order = [0, 2, 4, 6, 1, 3, 5, 7][: len(clips)]  # emotions change at every join
+    clips, truth, texts = [clips[i] for i in order], [truth[i] for i in order], [texts[i] for i in order]
+    audio, spans = join(clips, pause=0.5)  # RAVDESS clips carry ~1 s of their own silence
+    for modality, transcriber in (("audio", None), ("both", whisper)):
+        alone = [recognizer.predict(c, RATE, text, modality=modality) for c, text in zip(clips, texts)]
+        expected = [t if p.label == t and margin(p) >= MARGIN else None for p, t in zip(alone, truth)]
+        assert sum(e is not None for e in expected) >= 2, alone  # else the test would check nothing
+        result = timeline(recognizer, audio, RATE, modality=modality, transcriber=transcriber)
+        assert_tiles(result)
+        assert_follows_clips(result, spans, expected)
+        if transcriber is not None:
+            assert all("door" in s.text.lower() for s in speech_segments(result))
+
+
+def test_generated_speech_in_three_styles(recognizer, tmp_path):
+    """The same check on espeak-ng speech (runs everywhere): styles change at each join, labels
+    must match the model's answer for each clip alone."""
+    import shutil
+
+    if not shutil.which("espeak-ng"):
+        pytest.skip("espeak-ng is not installed")
+    clips = []
+    for i, (emotion, (pitch, speed, amplitude)) in enumerate(list(ESPEAK_STYLE.items())[:3]):
+        path = espeak("I told you about the meeting yesterday afternoon", tmp_path / f"{emotion}.wav", pitch, speed, amplitude)
+        clips.append(sf.read(path, dtype="float32")[0])
+    audio, spans = join(clips)
+    alone = [recognizer.predict(c, RATE, modality="audio").label for c in clips]
+    result = timeline(recognizer, audio, RATE, modality="audio")
+    assert_tiles(result)
+    assert_follows_clips(result, spans, alone)
+
+
+def test_same_ingestion_rules_with_a_larger_limit(recognizer, speech):
+    audio, _ = join([speech] * 10, pause=0.5)  # ~46 s: over a clip's 30 s, within the timeline's
+    assert timeline(recognizer, audio, RATE, modality="audio").duration > 40
+    with pytest.raises(AudioInputError, match="too long.*maximum is 20 s"):
+        timeline(recognizer, audio, RATE, modality="audio", max_seconds=20)
+    with pytest.raises(AudioInputError, match="No speech detected"):
+        timeline(recognizer, np.zeros(5 * RATE, np.float32), RATE, modality="audio")
+    with pytest.raises(AudioInputError, match="corrupt or not in an audio format"):
+        timeline(recognizer, b"this is not audio at all", modality="audio")
+    if "text" in recognizer.supported_modalities():
+        with pytest.raises(PredictionError, match="needs speech recognition"):
+            timeline(recognizer, speech, RATE, modality="text", transcriber=None)
+        typed_only = timeline(recognizer, speech, RATE, modality="both", transcriber=None)
+        assert typed_only.segmentation == "voice activity" and any("no words" in n for n in typed_only.notes)
+
+
+# --- JSON and command line -----------------------------------------------------------------
+
+
+def test_json_schema(recognizer, speech):
+    audio, _ = join([speech, speech], pause=2.0)
+    data = json.loads(json.dumps(timeline(recognizer, audio, RATE, modality="audio").to_dict()))
+    assert set(data) == {"duration", "labels", "modality", "segmentation", "transcript", "segments", "curve",
+                         "timings", "notes"}
+    assert data["labels"] == list(recognizer.labels) and data["modality"] == "audio"
+    for segment in data["segments"]:
+        assert set(segment) == {"start", "end", "kind", "label", "probabilities", "text", "words"}
+        assert isinstance(segment["start"], float) and segment["end"] > segment["start"]
+        if segment["kind"] == "speech":
+            assert list(segment["probabilities"]) == data["labels"]
+        else:
+            assert segment["kind"] == segment["label"] == "silence" and segment["probabilities"] is None
+    curve = data["curve"]
+    assert set(curve) == {"step", "times", "probabilities"} and list(curve["probabilities"]) == data["labels"]
+    assert all(len(v) == len(curve["times"]) for v in curve["probabilities"].values())
+    assert len(curve["times"]) == pytest.approx(data["duration"] / curve["step"], abs=1)
+    values = [v for v in curve["probabilities"][data["labels"][0]] if v is not None]
+    assert values and None in curve["probabilities"][data["labels"][0]]  # silence has no value
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_timeline_json_and_csv(tmp_path, speech, capsys):
+    audio, _ = join([speech, speech], pause=2.0)
+    sf.write(tmp_path / "long.wav", audio, RATE)
+    code, out, _ = run_cli(capsys, "timeline", str(tmp_path / "long.wav"), "--json", "--modality", "audio")
+    data = json.loads(out)
+    assert code == 0 and [s["kind"] for s in data["segments"]].count("speech") == 2
+    code, out, _ = run_cli(capsys, "timeline", str(tmp_path / "long.wav"), "--csv", "--modality", "audio")
+    rows = list(csv.reader(io.StringIO(out)))
+    assert code == 0 and rows[0][:4] == ["start", "end", "kind", "label"] and rows[0][-1] == "text"
+    assert len(rows) - 1 == len(data["segments"]) and [r[2] for r in rows[1:]] == [s["kind"] for s in data["segments"]]
+    code, out, err = run_cli(capsys, "timeline", str(tmp_path / "missing.wav"), "--modality", "audio")
+    assert code == 2 and "not found" in err and "Traceback" not in err
+
+
+def test_cli_predict_folder_to_csv_reports_a_corrupt_file_and_goes_on(tmp_path, speech, capsys):
+    folder = tmp_path / "clips"
+    (folder / "more").mkdir(parents=True)
+    for name in ("a.wav", "more/c.flac"):
+        sf.write(folder / name, speech, RATE)
+    (folder / "b.wav").write_bytes(b"RIFF this is not a wav file at all")
+    (folder / "notes.txt").write_text("not audio, not listed")
+    out = tmp_path / "scores.csv"
+    code, _, err = run_cli(capsys, "predict", str(folder), "--csv", str(out), "--modality", "audio")
+    rows = list(csv.DictReader(out.open()))
+    assert code == 3 and "2 of 3 files scored, 1 failed" in err
+    assert [Path(r["file"]).name for r in rows] == ["a.wav", "b.wav", "c.flac"]
+    bad = rows[1]
+    assert bad["label"] == "" and "corrupt or not in an audio format" in bad["error"]
+    labels = list(rows[0])[2:-2]  # file, label, one column per label, transcript, error
+    for row in (rows[0], rows[2]):
+        assert row["error"] == "" and float(row[row["label"]]) == max(float(row[label]) for label in labels)
+    assert rows[0]["label"] == rows[2]["label"]  # the same audio, the same answer

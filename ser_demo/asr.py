@@ -112,6 +112,27 @@ def offline_default_model() -> str:
     return str(path)
 
 
+def _reusing_whisper_model():
+    """faster-whisper's WhisperModel, able to take its first encoder output from the caller.
+
+    Its transcribe() encodes each 30 s window itself; when the emotion model has already run the
+    encoder on this recording (`ser_demo.encoder`), that output is handed in through a
+    thread-local and the first window is not encoded twice."""
+    from faster_whisper import WhisperModel
+
+    class ReusingWhisperModel(WhisperModel):
+        handed_in = threading.local()
+
+        def encode(self, features):
+            output = getattr(self.handed_in, "output", None)
+            if output is not None:
+                self.handed_in.output = None  # only the first window was encoded before
+                return output
+            return super().encode(features)
+
+    return ReusingWhisperModel
+
+
 class FasterWhisperTranscriber:
     """faster-whisper (CTranslate2). Its model may be called from several threads at once."""
 
@@ -132,7 +153,7 @@ class FasterWhisperTranscriber:
         num_workers: int = 1,
     ):
         try:
-            from faster_whisper import WhisperModel
+            WhisperModel = _reusing_whisper_model()
         except ImportError:
             raise TranscriptionUnavailable(
                 "the faster-whisper package is not installed (pip install faster-whisper)"
@@ -143,6 +164,7 @@ class FasterWhisperTranscriber:
         self.word_timestamps = word_timestamps
         self.vad_filter = vad_filter
         self.temperature = temperature
+        self.compute_type = compute_type
         # Fails on missing files, no network for a Hub id, a bad directory.
         self.model = _load_model(
             self.name,
@@ -156,10 +178,19 @@ class FasterWhisperTranscriber:
             ),
         )
 
-    def transcribe(self, audio: np.ndarray) -> Transcript:
+    def transcribe(self, audio: np.ndarray, encoded=None) -> Transcript:
+        """`encoded`: this audio's `ser_demo.encoder.Encoded` from this model's encoder, so
+        Whisper decodes from it instead of running the encoder again."""
         audio = _as_input(audio)
         if audio.size == 0:
             return Transcript("", [], self.language, self.name, self.model_name)
+        self.model.handed_in.output = getattr(encoded, "output", None)
+        try:
+            return self._transcribe(audio)
+        finally:
+            self.model.handed_in.output = None
+
+    def _transcribe(self, audio: np.ndarray) -> Transcript:
         segments, info = self.model.transcribe(
             audio,
             beam_size=self.beam_size,
@@ -216,7 +247,8 @@ class OpenAIWhisperTranscriber:
             lambda: whisper.load_model(self.model_name, device=device, download_root=download_root),
         )
 
-    def transcribe(self, audio: np.ndarray) -> Transcript:
+    def transcribe(self, audio: np.ndarray, encoded=None) -> Transcript:
+        """`encoded` is accepted for a common interface; openai-whisper encodes by itself."""
         audio = _as_input(audio)
         if audio.size == 0:
             return Transcript("", [], self.language, self.name, self.model_name)

@@ -6,6 +6,11 @@ and Attention", ICASSP 2021. Section and equation numbers below are the paper's.
                                           h_k, e_j --attention (eq. 4-6)--> S
     [audio SPU (+ x-vector), text SPU, SWEM-max, SWEM-avg, S] --FC + dropout--> softmax
 
+Audio front-ends (`audio_frontends`): the paper's MFCCs, Whisper encoder states (384-d, 50 per
+second; `ser_demo.encoder`), or both. Each front-end has its own multi-scale CNN; their SPU
+statistics are concatenated per statistic, so every context vector e_j sees all of them. With
+("mfcc",) the model is exactly the paper's.
+
 Every batch carries lengths; padded frames and tokens never enter a statistic, a convolution
 output at a real position, or an attention weight, so an utterance scores the same alone and in
 a padded batch.
@@ -34,6 +39,7 @@ from .audio import FeatureParams
 from .text import DEFAULT_EMBEDDINGS
 
 LABELS = ("angry", "happy", "sad", "neutral")
+FRONTENDS = ("mfcc", "whisper")  # audio front-ends: the paper's MFCCs, Whisper encoder states
 STATISTICS = ("max", "avg", "std")  # the SPU's three views, in the paper's order (eq. 3)
 
 
@@ -44,8 +50,11 @@ class ModelConfig:
     labels: tuple = LABELS
     n_audio_features: int = 96  # 32 MFCC + delta + delta-delta (4.2)
     n_word_features: int = 50  # GloVe width: 50 offline default, 300 in the paper
-    n_speaker_features: int = 512  # x-vector width
+    n_speaker_features: int = 256  # speaker embedding width (GE2E 256; speechbrain x-vector 512)
+    n_encoder_features: int = 384  # Whisper encoder width (tiny: 384)
+    audio_frontends: tuple = ("mfcc",)  # the paper's; ("whisper",) or ("mfcc", "whisper") too
     audio_kernel_sizes: tuple = (3, 5, 7, 9)  # frames; the paper's sizes are a setting here
+    encoder_kernel_sizes: tuple = (3, 5, 7, 9)  # encoder states (20 ms each)
     text_kernel_sizes: tuple = (1, 2, 3)  # tokens
     n_filters: int = 128  # 3.1: 128 filters per kernel size
     n_hidden: int = 128  # width of the reduction layer (3.4)
@@ -53,7 +62,7 @@ class ModelConfig:
     # Table 2 switches and the single-modality models
     use_audio: bool = True
     use_text: bool = True
-    use_speaker: bool = False  # x-vector; off by default (weights need a download)
+    use_speaker: bool = False  # the speaker embedding ("x-vectors" in Table 2)
     audio_pooling: str = "spu"  # "spu" (max, avg, std) or "max" ("w/o audio SPU")
     text_pooling: str = "spu"  # "spu" or "max" ("w/o text SPU")
     use_swem: bool = True
@@ -61,14 +70,20 @@ class ModelConfig:
     # Inference-side settings, stored so that a checkpoint describes itself
     feature_params: dict = field(default_factory=lambda: FeatureParams().to_dict())
     normalizer: Optional[dict] = None  # {"mean": [...], "std": [...]} of training frames
+    encoder: Optional[dict] = None  # which Whisper encoder made the states (encoder.spec())
+    encoder_normalizer: Optional[dict] = None  # mean/std of the training encoder states
     embeddings: str = DEFAULT_EMBEDDINGS
-    speaker_model: Optional[str] = None  # local folder or Hub id of a speechbrain x-vector
+    speaker_model: Optional[str] = "resemblyzer"  # GE2E (offline), or a speechbrain folder / Hub id
 
     def __post_init__(self):
         # JSON gives lists back; tuples keep configs hashable and comparable.
         self.labels = tuple(self.labels)
         self.audio_kernel_sizes = tuple(self.audio_kernel_sizes)
         self.text_kernel_sizes = tuple(self.text_kernel_sizes)
+        self.encoder_kernel_sizes = tuple(self.encoder_kernel_sizes)
+        self.audio_frontends = tuple(self.audio_frontends)
+        if not self.audio_frontends or set(self.audio_frontends) - set(FRONTENDS):
+            raise ValueError(f"audio_frontends must be a non-empty subset of {FRONTENDS}, got {self.audio_frontends}")
         if not (self.use_audio or self.use_text):
             raise ValueError("a model needs audio, text or both")
         for name in ("audio_pooling", "text_pooling"):
@@ -91,6 +106,12 @@ class ModelConfig:
         return self.use_attention and self.use_audio and self.use_text
 
     @property
+    def audio_kernels(self) -> tuple:
+        """(front-end, kernel size) of every audio feature map, in the order the SPU stacks them."""
+        sizes = {"mfcc": self.audio_kernel_sizes, "whisper": self.encoder_kernel_sizes}
+        return tuple((f, k) for f in self.audio_frontends for k in sizes[f]) if self.use_audio else ()
+
+    @property
     def audio_statistics(self) -> tuple:
         return STATISTICS if self.audio_pooling == "spu" else ("max",)
 
@@ -107,22 +128,34 @@ def lengths_to_mask(lengths: Tensor, max_len: int) -> Tensor:
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
 
 
-def collate(config: ModelConfig, mfccs: list, words: list, speakers: Optional[list] = None) -> dict[str, Tensor]:
+def pad_frames(matrices: list, n_features: int) -> tuple[Tensor, Tensor]:
+    """(C, T_i) arrays (None = absent) -> zero-padded (B, C, max T) and (B,) lengths."""
+    lengths = [0 if m is None else m.shape[1] for m in matrices]
+    padded = torch.zeros(len(matrices), n_features, max(max(lengths), 1))
+    for i, m in enumerate(matrices):
+        if lengths[i]:
+            padded[i, :, : lengths[i]] = torch.as_tensor(m)
+    return padded, torch.tensor(lengths)
+
+
+def collate(config: ModelConfig, mfccs: list, words: list, speakers: Optional[list] = None,
+            encoder_states: Optional[list] = None) -> dict[str, Tensor]:
     """Pad one batch of utterances into model inputs. mfccs: normalised (96, T) arrays, words:
-    (Tw, D) arrays, speakers: (n_speaker_features,) arrays; None (or length 0) = modality absent,
-    which becomes length 0 (and a zero speaker vector). Shared by training and inference."""
+    (Tw, D) arrays, speakers: (n_speaker_features,) arrays, encoder_states: normalised (384, Te)
+    arrays; None (or length 0) = modality absent, which becomes length 0 (and a zero speaker
+    vector). Front-ends the config does not use are ignored. Shared by training and inference."""
     batch: dict[str, Tensor] = {}
+    n = len(mfccs)
     if config.use_audio:
-        lengths = [0 if m is None else m.shape[1] for m in mfccs]
-        padded = torch.zeros(len(mfccs), config.n_audio_features, max(max(lengths), 1))
-        for i, m in enumerate(mfccs):
-            if lengths[i]:
-                padded[i, :, : lengths[i]] = torch.as_tensor(m)
-        batch["mfcc"], batch["audio_lengths"] = padded, torch.tensor(lengths)
+        if "mfcc" in config.audio_frontends:
+            batch["mfcc"], batch["audio_lengths"] = pad_frames(mfccs, config.n_audio_features)
+        if "whisper" in config.audio_frontends:
+            batch["encoder_states"], batch["encoder_lengths"] = pad_frames(
+                encoder_states or [None] * n, config.n_encoder_features)
         if config.use_speaker:
             batch["speaker"] = torch.stack([
                 torch.zeros(config.n_speaker_features) if e is None else torch.as_tensor(e, dtype=torch.float32)
-                for e in (speakers or [None] * len(mfccs))
+                for e in (speakers or [None] * n)
             ])
     if config.use_text:
         lengths = [0 if w is None else len(w) for w in words]
@@ -231,8 +264,11 @@ class MSCNN_SPU_ATT(
         self.config = c = config
         features = 0
         if c.use_audio:
-            self.audio_cnn = MSCNN(c.n_audio_features, c.audio_kernel_sizes, c.n_filters)
-            features += len(c.audio_statistics) * c.n_filters * len(c.audio_kernel_sizes)
+            if "mfcc" in c.audio_frontends:
+                self.audio_cnn = MSCNN(c.n_audio_features, c.audio_kernel_sizes, c.n_filters)
+            if "whisper" in c.audio_frontends:
+                self.encoder_cnn = MSCNN(c.n_encoder_features, c.encoder_kernel_sizes, c.n_filters)
+            features += len(c.audio_statistics) * c.n_filters * len(c.audio_kernels)
             features += c.n_speaker_features if c.use_speaker else 0
         if c.use_text:
             self.text_cnn = MSCNN(c.n_word_features, c.text_kernel_sizes, c.n_filters)
@@ -240,7 +276,7 @@ class MSCNN_SPU_ATT(
             features += 2 * c.n_word_features if c.use_swem else 0
         if c.attends:
             n_keys = c.n_filters * len(c.text_kernel_sizes)
-            n_context = c.n_filters * len(c.audio_kernel_sizes)
+            n_context = c.n_filters * len(c.audio_kernels)
             self.attention = ContextAttention(n_context, n_keys, c.audio_statistics)
             features += len(c.audio_statistics) * n_keys
         self.n_fused_features = features
@@ -260,6 +296,8 @@ class MSCNN_SPU_ATT(
         words: Optional[Tensor] = None,  # (B, Tw, D) word vectors
         word_lengths: Optional[Tensor] = None,  # (B,) tokens; 0 = no transcript
         speaker: Optional[Tensor] = None,  # (B, n_speaker_features)
+        encoder_states: Optional[Tensor] = None,  # (B, 384, Te) Whisper encoder states, normalised
+        encoder_lengths: Optional[Tensor] = None,  # (B,) states; 0 = no audio
         *,
         audio_statistics: Optional[Tensor] = None,  # precomputed audio SPU, 1 or B rows
         uniform_attention: bool = False,
@@ -268,13 +306,17 @@ class MSCNN_SPU_ATT(
         audio branch across many transcripts of one recording, and replace eq. 5 by equal weights."""
         c = self.config
         fused, out = [], ModelOutput(logits=torch.empty(0))
-        batch = max(x.shape[0] for x in (mfcc, words, audio_statistics) if x is not None)
+        batch = max(x.shape[0] for x in (mfcc, encoder_states, words, audio_statistics) if x is not None)
         if c.use_audio:
             if audio_statistics is None:
-                audio_mask = lengths_to_mask(audio_lengths, mfcc.shape[-1])
-                audio_maps = self.audio_cnn(mfcc, audio_mask)
-                # (B, Ka, n_stats, F): SPU per kernel size (eq. 3)
-                audio_statistics = pool_per_kernel(audio_maps, audio_mask, c.audio_statistics)
+                # (B, Ka, n_stats, F): SPU per kernel size (eq. 3), front-end after front-end
+                pooled = []
+                for cnn, frames, lengths in ((getattr(self, "audio_cnn", None), mfcc, audio_lengths),
+                                             (getattr(self, "encoder_cnn", None), encoder_states, encoder_lengths)):
+                    if cnn is not None:
+                        mask = lengths_to_mask(lengths, frames.shape[-1])
+                        pooled.append(pool_per_kernel(cnn(frames, mask), mask, c.audio_statistics))
+                audio_statistics = torch.cat(pooled, dim=1)
             out.audio_statistics = audio_statistics.expand(batch, *audio_statistics.shape[1:])
             fused.append(out.audio_statistics.transpose(1, 2).flatten(1))
             if c.use_speaker:
@@ -287,7 +329,10 @@ class MSCNN_SPU_ATT(
             out.text_statistics = pool_per_kernel(text_maps, word_mask, c.text_statistics)
             fused.append(out.text_statistics.transpose(1, 2).flatten(1))
             if c.use_swem:  # SWEM-max and SWEM-avg of the raw word embeddings
-                swem = statistical_pooling(words.transpose(1, 2), word_mask, ("max", "avg"))
+                # Unknown words are zero vectors: left in, they would lift the max to >= 0 and
+                # dilute the mean, so SWEM pools the known words only.
+                known = word_mask & (words != 0).any(-1)
+                swem = statistical_pooling(words.transpose(1, 2), known, ("max", "avg"))
                 fused.append(swem.flatten(1))
         if c.attends:
             # Context vectors e_j: one per audio statistic, over all kernel sizes.

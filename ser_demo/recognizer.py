@@ -1,6 +1,8 @@
 """From a recording (and optionally its transcript) to an emotion, with everything worth drawing.
 
-`EmotionRecognizer` composes the library: ingestion -> (Whisper) -> MFCC + GloVe -> MSCNN-SPU-ATT.
+`EmotionRecognizer` composes the library: ingestion -> (Whisper) -> MFCC / Whisper encoder states
++ GloVe (+ speaker embedding) -> MSCNN-SPU-ATT. A checkpoint that reads Whisper encoder states
+runs the encoder once per recording: Whisper's decoder reuses that pass for the transcript.
 It holds no UI code; the app and the command line only call `predict`.
 """
 
@@ -44,21 +46,22 @@ class Prediction:
     known: list[bool]  # False where GloVe has no vector for the token (zero vector used)
     mfcc: Optional[np.ndarray]  # (96, frames), before normalisation
     frame_seconds: float  # hop between MFCC frames
-    kernel_sizes: tuple
+    kernel_sizes: tuple  # per row of audio_statistics: (front-end, kernel size)
     statistics: tuple  # names of the audio SPU statistics, e.g. ("max", "avg", "std")
     audio_statistics: Optional[np.ndarray]  # (Ka, n_stats, n_filters)
     attention: dict[str, list[float]]  # audio statistic -> weight of every token
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     words: list = field(default_factory=list)  # ASR word timestamps, when the ASR gave them
     notes: list[str] = field(default_factory=list)  # what the user should know (unknown words, ...)
+    encoder_states: Optional[np.ndarray] = None  # (384, states) Whisper encoder, before normalisation
 
     def to_dict(self) -> dict:
         """JSON-ready summary (the command line prints it)."""
         spu = None
         if self.audio_statistics is not None:
             spu = {
-                f"kernel_{k}": {s: self.audio_statistics[i, j].tolist() for j, s in enumerate(self.statistics)}
-                for i, k in enumerate(self.kernel_sizes)
+                f"{frontend}_kernel_{k}": {s: self.audio_statistics[i, j].tolist() for j, s in enumerate(self.statistics)}
+                for i, (frontend, k) in enumerate(self.kernel_sizes)
             }
         return {
             "label": self.label,
@@ -70,6 +73,7 @@ class Prediction:
             "attention": self.attention,
             "audio_spu": spu,
             "mfcc_shape": list(self.mfcc.shape) if self.mfcc is not None else None,
+            "encoder_states_shape": list(self.encoder_states.shape) if self.encoder_states is not None else None,
             "words": [vars(w) if hasattr(w, "__dict__") else w for w in self.words],
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "notes": self.notes,
@@ -80,9 +84,14 @@ class Prediction:
 class ModelInputs:
     """One utterance, ready for the model (a batch of one) - shared with the explanation module."""
 
-    mfcc: Optional[np.ndarray]  # raw (96, frames)
+    mfcc: Optional[np.ndarray]  # raw (96, frames); None when the model reads no MFCCs
     tokens: Tokens
     batch: dict[str, torch.Tensor]
+    encoder_states: Optional[np.ndarray] = None  # raw (384, states) when it reads Whisper's encoder
+
+    @property
+    def has_audio(self) -> bool:
+        return any(x is not None and x.shape[1] > 0 for x in (self.mfcc, self.encoder_states))
 
 
 @dataclass
@@ -93,6 +102,7 @@ class Heard:
     transcript: str = ""  # what the text branch reads ("" for none)
     source: str = "none"  # "typed", "asr" or "none"
     words: list = field(default_factory=list)  # ASR word timestamps
+    encoded: object = None  # ser_demo.encoder.Encoded: the one encoder pass, shared with ASR
     timings: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
     audio_used: bool = True  # False when the audio was read only for Whisper (text-only mode)
@@ -106,11 +116,19 @@ _OWN = object()  # listen(transcriber=...) default: the recognizer's own transcr
 
 
 class EmotionRecognizer:
-    def __init__(self, model: MSCNN_SPU_ATT, word_vectors=None, speaker_embedder=None, transcriber=None):
+    def __init__(self, model: MSCNN_SPU_ATT, word_vectors=None, speaker_embedder=None, transcriber=None,
+                 encoder=None):
         self.model = model.eval()
         self.config: ModelConfig = model.config
         self.feature_params = FeatureParams(**self.config.feature_params)
         self.normalizer = Normalizer.from_config(self.config)
+        self.encoder = self.encoder_normalizer = None
+        if self.config.use_audio and "whisper" in self.config.audio_frontends:
+            # Features of another encoder would be noise to this model: check() refuses them.
+            self.encoder = encoder or _encoder_for(transcriber, self.config.encoder)
+            self.encoder.check(self.config.encoder)
+            self.encoder_normalizer = (Normalizer.from_dict(self.config.encoder_normalizer)
+                                       if self.config.encoder_normalizer else Normalizer.identity(self.config.n_encoder_features))
         if self.config.use_text and word_vectors is None:
             word_vectors = load_word_vectors(self.config.embeddings)
         if word_vectors is not None and word_vectors.dim != self.config.n_word_features:
@@ -120,9 +138,9 @@ class EmotionRecognizer:
             )
         self.word_vectors = word_vectors
         if self.config.use_speaker and speaker_embedder is None:
-            from .speaker import SpeakerEmbedder
+            from .speaker import load_speaker_embedder
 
-            speaker_embedder = SpeakerEmbedder.from_pretrained(self.config.speaker_model)
+            speaker_embedder = load_speaker_embedder(self.config.speaker_model)
         if speaker_embedder is not None and speaker_embedder.dim != self.config.n_speaker_features:
             raise ValueError(
                 f"the model expects {self.config.n_speaker_features}-d speaker embeddings, "
@@ -163,19 +181,25 @@ class EmotionRecognizer:
 
     # --- stages ----------------------------------------------------------------------------
 
-    def prepare(self, audio: Optional[np.ndarray], transcript: Optional[str], modality: str = "both") -> ModelInputs:
-        """Features of one utterance as a batch of one. `audio` is float32 16 kHz mono (ingested)."""
+    def prepare(self, audio: Optional[np.ndarray], transcript: Optional[str], modality: str = "both",
+                encoded=None) -> ModelInputs:
+        """Features of one utterance as a batch of one. `audio` is float32 16 kHz mono (ingested);
+        `encoded`, its Whisper encoder pass if `listen` already ran it."""
         c = self.config
         use_audio, use_text = self.branches(modality)
         if use_audio and audio is None:
             raise PredictionError("this mode needs audio: record or upload a clip")
-        mfcc = mfcc_features(audio, self.feature_params) if use_audio else None
+        mfcc = mfcc_features(audio, self.feature_params) if use_audio and "mfcc" in c.audio_frontends else None
+        states = None
+        if use_audio and self.encoder is not None:
+            states = (encoded or self.encoder.encode(audio)).states
         tokens = self.word_vectors.encode(transcript if use_text else None) if c.use_text else Tokens([], np.zeros((0, 0), np.float32), [])
         if not use_audio and not tokens.words:
             raise PredictionError("text-only mode needs a transcript with at least one word")
         speaker = self.speaker_embedder.embed(audio) if use_audio and c.use_speaker else None
-        batch = collate(c, [self.normalizer(mfcc) if mfcc is not None else None], [tokens.vectors], [speaker])
-        return ModelInputs(mfcc, tokens, batch)
+        batch = collate(c, [None if mfcc is None else self.normalizer(mfcc)], [tokens.vectors], [speaker],
+                        [None if states is None else self.encoder_normalizer(states)])
+        return ModelInputs(mfcc, tokens, batch, states)
 
     @torch.no_grad()
     def forward(self, inputs: ModelInputs) -> tuple[np.ndarray, ModelOutput]:
@@ -211,6 +235,10 @@ class EmotionRecognizer:
         elif wants_audio:
             raise PredictionError("no audio: record with the microphone or upload a clip (or choose text only)")
         heard.source = "typed" if heard.transcript else "none"
+        if wants_audio and self.encoder is not None:  # one encoder pass: the model's, and Whisper's
+            start = time.perf_counter()
+            heard.encoded = self.encoder.encode(heard.waveform)
+            heard.timings["encoder"] = time.perf_counter() - start
         if needs_asr and heard.waveform is not None:
             if transcriber is None:
                 heard.notes.append(
@@ -220,7 +248,8 @@ class EmotionRecognizer:
                 )
             else:
                 start = time.perf_counter()
-                result = transcriber.transcribe(heard.waveform)
+                shares_encoder = self.encoder is not None and getattr(transcriber, "model", None) is self.encoder.whisper
+                result = transcriber.transcribe(heard.waveform, encoded=heard.encoded) if shares_encoder else transcriber.transcribe(heard.waveform)
                 heard.timings["asr"] = time.perf_counter() - start
                 heard.transcript, heard.words, heard.source = result.text.strip(), list(result.words), "asr"
                 if not heard.transcript:
@@ -252,7 +281,7 @@ class EmotionRecognizer:
         heard = self.listen(audio, sample_rate, transcript, modality, max_seconds=max_seconds)
         timings, notes = heard.timings, heard.notes
         t = time.perf_counter()
-        inputs = self.prepare(heard.waveform_for_model, heard.transcript, modality)
+        inputs = self.prepare(heard.waveform_for_model, heard.transcript, modality, heard.encoded)
         timings["features"] = time.perf_counter() - t
         t = time.perf_counter()
         probs, out = self.forward(inputs)
@@ -273,14 +302,30 @@ class EmotionRecognizer:
             known=inputs.tokens.known,
             mfcc=inputs.mfcc,
             frame_seconds=self.feature_params.hop_length / self.feature_params.sample_rate,
-            kernel_sizes=c.audio_kernel_sizes,
+            kernel_sizes=c.audio_kernels,
             statistics=c.audio_statistics,
-            audio_statistics=out.audio_statistics[0].numpy() if out.audio_statistics is not None and inputs.mfcc is not None else None,
+            audio_statistics=out.audio_statistics[0].numpy() if out.audio_statistics is not None and inputs.has_audio else None,
             attention=attention,
             timings=timings,
             words=heard.words,
             notes=notes,
+            encoder_states=inputs.encoder_states,
         )
+
+
+def _encoder_for(transcriber, spec: Optional[dict]):
+    """The transcriber's own encoder when it is the checkpoint's (one pass then serves both),
+    else the offline default Whisper's."""
+    from .encoder import EncoderMismatchError, WhisperEncoder
+
+    if getattr(transcriber, "name", None) == "faster-whisper":
+        encoder = WhisperEncoder.from_transcriber(transcriber)
+        try:
+            encoder.check(spec)
+            return encoder
+        except EncoderMismatchError:
+            pass
+    return WhisperEncoder.load(compute_type=(spec or {}).get("compute_type", "int8"))
 
 
 def unknown_words_note(tokens: Tokens) -> str:

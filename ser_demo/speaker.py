@@ -1,12 +1,21 @@
-"""Speaker embeddings (x-vectors) for the optional speaker input of the audio branch.
+"""Speaker embeddings for the optional speaker input of the audio branch (the paper's x-vector).
 
-A thin wrapper around speechbrain's `EncoderClassifier`, loaded from a local folder or a Hub id
+Two backends behind one interface (`.dim`, `.source`, `.embed(audio)`):
+
+- "resemblyzer" (default of new checkpoints): the pretrained GE2E voice encoder (Wan et al. 2018;
+  3-layer LSTM over 40 mel bands, 256-d) that the PyPI package `Resemblyzer` ships in its wheel,
+  so it works offline. Its weights are loaded into `GE2EVoiceEncoder` below, a small module of
+  ours, with `torch.load(weights_only=True)`; the package itself is never imported (its VAD needs
+  webrtcvad and pkg_resources, and ingestion already trims silence).
+- a speechbrain speaker model (folder or Hub id, e.g. the x-vector of the paper): a thin wrapper
+  around speechbrain's `EncoderClassifier`, loaded from a local folder or a Hub id
 laid out like `speechbrain/spkrec-xvect-voxceleb`: hyperparams.yaml (Fbank -> sentence mean
 normalisation -> Xvector) plus the checkpoint files its pretrainer names
 (embedding_model.ckpt, mean_var_norm_emb.ckpt, classifier.ckpt, label_encoder.txt).
 
-    embedder = SpeakerEmbedder.from_pretrained()        # SER_SPEAKER_MODEL or the Hub x-vector
-    embedder.embed(audio)                               # float32 16 kHz mono -> (512,) float32
+    embedder = load_speaker_embedder("resemblyzer")     # offline GE2E, (256,) per clip
+    embedder = load_speaker_embedder()                  # SER_SPEAKER_MODEL, else the GE2E
+    embedder.embed(audio)                               # float32 16 kHz mono -> (dim,) float32
 
 Each source is loaded once per process; `embed` is safe to call from several threads.
 """
@@ -14,6 +23,7 @@ Each source is loaded once per process; `embed` is safe to call from several thr
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import re
 import threading
@@ -21,10 +31,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from .audio import SAMPLE_RATE
 
-DEFAULT_MODEL = "speechbrain/spkrec-xvect-voxceleb"
+GE2E = "resemblyzer"  # the offline default: Resemblyzer's pretrained GE2E voice encoder
+XVECTOR = "speechbrain/spkrec-xvect-voxceleb"  # the paper's x-vector (needs a download)
+DEFAULT_MODEL = XVECTOR  # SpeakerEmbedder's default, kept for speechbrain sources
 MODEL_ENV = "SER_SPEAKER_MODEL"
 # The x-vector's dilated TDNN needs a few frames; shorter clips are tiled up to this length.
 MIN_SECONDS = 0.1
@@ -61,6 +74,92 @@ def _one_line(error: BaseException) -> str:
         return "not in the local cache and the Hub cannot be reached"
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def load_speaker_embedder(source: str | None = None):
+    """The embedder named by `source` (None: $SER_SPEAKER_MODEL, else the offline GE2E):
+    "resemblyzer" or a path to a GE2E `pretrained.pt`, otherwise a speechbrain folder or Hub id."""
+    source = str(source or os.environ.get(MODEL_ENV) or GE2E)
+    if source == GE2E or source.endswith(".pt"):
+        return GE2EVoiceEncoder.load(None if source == GE2E else source)
+    return SpeakerEmbedder.from_pretrained(source)
+
+
+class GE2EVoiceEncoder(nn.Module):
+    """Resemblyzer's voice encoder: mel frames -> LSTM (3 x 256) -> last state -> linear -> ReLU
+    -> L2 norm. A clip is cut into 1.6 s partials (1.3 per second, the last kept if 75 % full),
+    and its embedding is the L2-normed mean of theirs, exactly as Resemblyzer's embed_utterance."""
+
+    sample_rate, n_mels, window_ms, hop_ms = SAMPLE_RATE, 40, 25, 10
+    partial_frames, partials_per_second, min_coverage = 160, 1.3, 0.75
+    target_dbfs = -30.0  # Resemblyzer raises quiet audio to this RMS level (never lowers it)
+    dim = 256
+
+    def __init__(self, source: str = GE2E):
+        super().__init__()
+        self.source = source
+        self.lstm = nn.LSTM(self.n_mels, 256, 3, batch_first=True)
+        self.linear = nn.Linear(256, self.dim)
+
+    @classmethod
+    def load(cls, weights: str | None = None) -> "GE2EVoiceEncoder":
+        """From Resemblyzer's wheel (found without importing it), or a `pretrained.pt` path."""
+        key = weights or GE2E
+        with _lock:
+            if key not in _cache:
+                path = Path(weights) if weights else _resemblyzer_weights()
+                try:
+                    state = torch.load(path, map_location="cpu", weights_only=True)["model_state"]
+                except Exception as e:
+                    raise SpeakerEmbeddingUnavailable(f"{path}: {_one_line(e)}") from e
+                encoder = cls(key)
+                # The file also holds the GE2E loss's similarity weight and bias: not the encoder's.
+                encoder.load_state_dict({k: v for k, v in state.items() if k.split(".")[0] in ("lstm", "linear")})
+                _cache[key] = encoder.eval()
+            return _cache[key]
+
+    def forward(self, mels: torch.Tensor) -> torch.Tensor:
+        """(partials, 160, 40) mel frames -> (partials, 256) unit vectors."""
+        _, (hidden, _) = self.lstm(mels)
+        raw = torch.relu(self.linear(hidden[-1]))
+        return raw / raw.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    def embed(self, audio: np.ndarray) -> np.ndarray:
+        """float32 mono 16 kHz (1-D) -> (256,) float32 unit vector."""
+        import librosa
+
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim != 1:
+            raise ValueError(f"expected 1-D mono audio at {SAMPLE_RATE} Hz, got shape {audio.shape}")
+        rms = float(np.sqrt(np.mean(audio.astype(np.float64) ** 2))) if audio.size else 0.0
+        if rms > 0:
+            audio = audio * max(1.0, 10 ** (self.target_dbfs / 20) / rms)
+        hop = self.sample_rate * self.hop_ms // 1000
+        n_frames = int(np.ceil((len(audio) + 1) / hop))
+        step = int(round(self.sample_rate / self.partials_per_second / hop))
+        starts = list(range(0, max(1, n_frames - self.partial_frames + step + 1), step))
+        coverage = (len(audio) - starts[-1] * hop) / (self.partial_frames * hop)
+        if coverage < self.min_coverage and len(starts) > 1:
+            starts = starts[:-1]
+        audio = np.pad(audio, (0, max(0, (starts[-1] + self.partial_frames) * hop - len(audio))))
+        mel = librosa.feature.melspectrogram(
+            y=audio, sr=self.sample_rate, n_fft=self.sample_rate * self.window_ms // 1000,
+            hop_length=hop, n_mels=self.n_mels,
+        ).astype(np.float32).T  # power mel, not log: what the encoder was trained on
+        partials = np.stack([mel[s : s + self.partial_frames] for s in starts])
+        with torch.no_grad():
+            embeddings = self(torch.from_numpy(partials)).mean(0)
+        return (embeddings / embeddings.norm().clamp_min(1e-12)).numpy().astype(np.float32)
+
+
+def _resemblyzer_weights() -> Path:
+    spec = importlib.util.find_spec("resemblyzer")  # finds the package without running its __init__
+    if spec is None or not spec.submodule_search_locations:
+        raise SpeakerEmbeddingUnavailable("the Resemblyzer package is not installed (pip install Resemblyzer)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "pretrained.pt"
+    if not path.is_file():
+        raise SpeakerEmbeddingUnavailable(f"Resemblyzer's pretrained.pt is missing from {path.parent}")
+    return path
 
 
 class SpeakerEmbedder:

@@ -17,7 +17,7 @@ from ser_demo.model import (
     statistical_pooling,
 )
 
-SMALL = dict(audio_kernel_sizes=(2, 3, 5), text_kernel_sizes=(1, 2, 3), n_filters=16, n_hidden=8)
+SMALL = dict(audio_kernel_sizes=(2, 3, 5), encoder_kernel_sizes=(1, 3), text_kernel_sizes=(1, 2, 3), n_filters=16, n_hidden=8)
 
 
 def make_model(seed=0, **switches) -> MSCNN_SPU_ATT:
@@ -26,37 +26,46 @@ def make_model(seed=0, **switches) -> MSCNN_SPU_ATT:
 
 
 def make_inputs(lengths=(40, 25, 7), word_lengths=(6, 3, 1), dims=(96, 50), seed=0, speaker=False):
+    """A batch with every input a model may read: MFCCs, encoder states (half the frames),
+    words, and a speaker embedding when asked."""
     g = torch.Generator().manual_seed(seed)
+    encoder_lengths = [(n + 1) // 2 for n in lengths]
     batch = {
         "mfcc": torch.randn(len(lengths), dims[0], max(lengths), generator=g),
         "audio_lengths": torch.tensor(lengths),
+        "encoder_states": torch.randn(len(lengths), 384, max(encoder_lengths), generator=g),
+        "encoder_lengths": torch.tensor(encoder_lengths),
         "words": torch.randn(len(word_lengths), max(word_lengths), dims[1], generator=g),
         "word_lengths": torch.tensor(word_lengths),
     }
     if speaker:
-        batch["speaker"] = torch.randn(len(lengths), 512, generator=g)
+        batch["speaker"] = torch.randn(len(lengths), 256, generator=g)
     return batch
 
 
 def single(batch, i):
     """Utterance i alone, cropped to its own lengths (what a batch of one looks like)."""
-    a, w = int(batch["audio_lengths"][i]), int(batch["word_lengths"][i])
+    a, e, w = (int(batch[k][i]) for k in ("audio_lengths", "encoder_lengths", "word_lengths"))
     return {
         "mfcc": batch["mfcc"][i : i + 1, :, :a],
         "audio_lengths": batch["audio_lengths"][i : i + 1],
+        "encoder_states": batch["encoder_states"][i : i + 1, :, :e],
+        "encoder_lengths": batch["encoder_lengths"][i : i + 1],
         "words": batch["words"][i : i + 1, :w],
         "word_lengths": batch["word_lengths"][i : i + 1],
     }
 
 
+@pytest.mark.parametrize("frontends", [("mfcc",), ("mfcc", "whisper")])
 @pytest.mark.parametrize("pad_value", [0.0, 1e3])
-def test_padding_never_changes_the_prediction(pad_value):
+def test_padding_never_changes_the_prediction(pad_value, frontends):
     """Audio and text padding (whatever its content) leave every utterance's probabilities unchanged."""
-    model = make_model()
+    model = make_model(audio_frontends=frontends)
     batch = make_inputs()
-    for name, lengths in (("mfcc", "audio_lengths"), ("words", "word_lengths")):
-        mask = lengths_to_mask(batch[lengths], batch[name].shape[-1 if name == "mfcc" else 1])
-        mask = mask[:, None, :] if name == "mfcc" else mask[:, :, None]
+    for name, lengths in (("mfcc", "audio_lengths"), ("encoder_states", "encoder_lengths"), ("words", "word_lengths")):
+        frames = name != "words"
+        mask = lengths_to_mask(batch[lengths], batch[name].shape[-1 if frames else 1])
+        mask = mask[:, None, :] if frames else mask[:, :, None]
         batch[name] = torch.where(mask, batch[name], torch.full_like(batch[name], pad_value))
     with torch.no_grad():
         together = model(**batch).logits.softmax(-1)
@@ -97,11 +106,13 @@ def test_spu_of_an_empty_sequence_is_zero():
 
 # Each switch of the paper's Table 2, the single-modality models, and how it changes the width
 # of the fused vector: F filters x K kernel sizes per pooled statistic.
-F, KA, KT, D = 16, 3, 3, 50
+F, KA, KE, KT, D = 16, 3, 2, 3, 50
 FULL = 3 * F * KA + 3 * F * KT + 2 * D + 3 * F * KT
 SWITCHES = {
     "full": ({}, FULL),
-    "with speaker embedding": ({"use_speaker": True}, FULL + 512),
+    "with speaker embedding": ({"use_speaker": True}, FULL + 256),
+    "Whisper encoder front-end": ({"audio_frontends": ("whisper",)}, FULL - 3 * F * KA + 3 * F * KE),
+    "MFCC + Whisper front-ends": ({"audio_frontends": ("mfcc", "whisper")}, FULL + 3 * F * KE),
     "w/o text SPU (max only)": ({"text_pooling": "max"}, FULL - 2 * F * KT),
     "w/o SWEM": ({"use_swem": False}, FULL - 2 * D),
     "w/o audio SPU (max only)": ({"audio_pooling": "max"}, FULL - 2 * F * KA - 2 * F * KT),
@@ -124,11 +135,45 @@ def test_every_switch_builds_runs_and_trains_every_parameter(name):
     assert not missing, f"no gradient reached {missing}"
 
 
+def test_each_front_end_adds_its_statistics_and_attention_sees_all_of_them():
+    """SPU rows stack front-end after front-end; the context vectors are F x (KA + KE) wide."""
+    model = make_model(audio_frontends=("mfcc", "whisper"))
+    assert model.config.audio_kernels == (("mfcc", 2), ("mfcc", 3), ("mfcc", 5), ("whisper", 1), ("whisper", 3))
+    assert model.attention.project[0].in_features == F * (KA + KE)
+    batch = make_inputs()
+    with torch.no_grad():
+        out = model(**batch)
+        alone = make_model(audio_frontends=("whisper",))
+        alone.encoder_cnn.load_state_dict(model.encoder_cnn.state_dict())
+        whisper_rows = alone(**batch).audio_statistics
+    assert out.audio_statistics.shape == (3, KA + KE, 3, F)
+    torch.testing.assert_close(out.audio_statistics[:, KA:], whisper_rows)
+
+
+def test_swem_skips_unknown_words():
+    """Unknown words are zero vectors; SWEM pools the known words only, so adding unknown words
+    changes neither SWEM-max nor SWEM-avg (the CNN still sees them as zeros)."""
+    model = make_model(use_audio=False)
+    words = torch.randn(1, 3, D)
+    with_unknown = torch.cat([words, torch.zeros(1, 2, D)], dim=1)
+    captured = []
+    hook = model.classifier.register_forward_hook(lambda m, inputs, out: captured.append(inputs[0]))
+    with torch.no_grad():
+        model(words=words, word_lengths=torch.tensor([3]))
+        model(words=with_unknown, word_lengths=torch.tensor([5]))
+    hook.remove()
+    swem = slice(-2 * D, None)  # SWEM-max and SWEM-avg close the fused vector of a text-only model
+    torch.testing.assert_close(captured[0][:, swem], captured[1][:, swem])
+    assert (captured[0][:, swem][:, :D] < 0).any()  # the max of three random vectors, not lifted to 0
+
+
 def test_invalid_switches_are_refused():
     with pytest.raises(ValueError, match="audio, text or both"):
         ModelConfig(use_audio=False, use_text=False)
     with pytest.raises(ValueError, match="audio_pooling"):
         ModelConfig(audio_pooling="mean")
+    with pytest.raises(ValueError, match="audio_frontends"):
+        ModelConfig(audio_frontends=("wav2vec",))
 
 
 def test_checkpoint_round_trip_is_bit_identical(tmp_path):

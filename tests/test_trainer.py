@@ -65,11 +65,21 @@ def test_cv_command_writes_labelled_results(fake_corpora, tmp_path):
         "--protocol", "speaker-independent", "--groups", "3", "--seeds", "0", "--max-folds", "1", "--epochs", "2",
         "--drop-text", "0.3", "--drop-audio", "0.3", "--no-progress", "--cache", str(tmp_path / "cache"),
         "--out", str(tmp_path / "cv"), "--set", "n_filters=16", "--set", "audio_kernel_sizes=[3,5]",
+        "--baselines", "MFCC stats", "speaker embedding",
     )
     assert result.returncode == 0, result.stderr[-2000:]
     results = json.loads((tmp_path / "cv" / "results.json").read_text())
     rows = results["table1"]
-    assert {r["setting"].split(" (")[0] for r in rows} == {"audio + text", "audio only", "text only"}
+    # Test clips carry their own words (never a label-matched text); the text branch is scored on
+    # the text corpus's test sentences; the baselines on the very same fold.
+    assert {(r["model"], r["setting"]) for r in rows} == {
+        ("MSCNN-SPU-ATT", "audio only"),
+        ("MSCNN-SPU-ATT", "audio + the clip's own words"),
+        ("MSCNN-SPU-ATT", "the clip's own words only"),
+        ("MSCNN-SPU-ATT", "text only (text corpora's test sentences)"),
+        ("logistic regression on MFCC stats", "audio only"),
+        ("logistic regression on speaker embedding", "audio only"),
+    }
     for row in rows:
         assert row["protocol"] == "speaker-independent-3group"
         assert 0 <= row["ua_mean"] <= 1

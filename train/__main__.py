@@ -4,6 +4,7 @@
     ablate    the rows of the paper's Table 2 under a protocol
     fit       train one checkpoint on all the data (dev = held-out speakers), write its model card
     evaluate  score any checkpoint on any supported corpus; the last line printed is JSON
+    features  extract and cache a config's audio features (MFCC, Whisper encoder, speaker) once
 Multi-process: `torchrun --nproc_per_node 2 -m train fit ...` (DistributedDataParallel over gloo, on CPUs).
 """
 
@@ -51,6 +52,16 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--drop-text", type=float, default=0.0, help="modality dropout: fraction of samples without text")
     p.add_argument("--drop-audio", type=float, default=0.0, help="modality dropout: fraction of samples without audio")
+    p.add_argument("--own-words", type=float, default=0.0,
+                   help="label-matched pairing: fraction of clips that keep their own transcript instead")
+    p.add_argument("--extra-texts", type=int, default=0, help="label-matched pairing: text-only samples added per epoch")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--time-masks", type=int, default=0, help="SpecAugment time masks per clip (each <= 1/8 of it)")
+    p.add_argument("--feature-masks", type=int, default=0, help="SpecAugment feature masks per clip and front-end")
+    p.add_argument("--ema", type=float, default=0.0, help="keep an exponential moving average of the weights (e.g. 0.99)")
+    p.add_argument("--patience", type=int, default=None, help="stop after this many epochs without a better dev UA")
+    p.add_argument("--max-frames", type=int, default=None, help="crop training clips to this many MFCC frames")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -60,6 +71,9 @@ def _protocol_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--folds", type=int, default=10, help="paper protocol: number of folds")
     p.add_argument("--groups", type=int, default=5, help="speaker-independent: number of speaker groups")
     p.add_argument("--max-folds", type=int, default=None, help="stop after this many folds (quick runs)")
+    p.add_argument("--baselines", nargs="*", default=None, metavar="NAME",
+                   help="also score logistic-regression baselines on the same folds (no NAME: all of "
+                        "'MFCC stats', 'Whisper encoder stats', 'speaker embedding', 'MFCC + Whisper + speaker')")
     p.add_argument("--out", required=True, help="run folder: logs, per-fold results, results.md/json")
 
 
@@ -91,7 +105,11 @@ def model_config(args, **extra):
 def settings_of(args):
     from train.trainer import TrainSettings
 
-    return TrainSettings(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, progress=not args.no_progress)
+    return TrainSettings(
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, progress=not args.no_progress,
+        weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, time_masks=args.time_masks,
+        feature_masks=args.feature_masks, ema=args.ema, patience=args.patience, max_frames=args.max_frames,
+    )
 
 
 def text_corpora_of(items) -> list[tuple[str, str]]:
@@ -183,18 +201,45 @@ def command_cv(args, rows_for=None) -> int:
             data, args.protocol, config, settings_of(args), make_bank(config, Path(args.cache)), dropout,
             seeds=args.seeds, n_folds=args.folds, n_speaker_groups=args.groups, max_folds=args.max_folds,
             out_dir=out / row_name.replace("/", "_").replace(" ", "_"), log=log,
+            baselines=baselines_of(args) if not rows_for or row_name == "MSCNN-SPU-ATT" else (),
+            own_words=args.own_words, extra_texts=args.extra_texts,
         )
-        for modality, summary in result["summaries"].items():
-            setting = {"both": "audio + text", "audio": "audio only", "text": "text only"}[modality]
-            table.append(ResultRow(row_name, f"{setting} ({data.pairing})", summary))
-            log(f"{row_name} / {setting}: WA {summary.wa_mean:.4f} ± {summary.wa_std:.4f}, UA {summary.ua_mean:.4f} ± {summary.ua_std:.4f} over {summary.n_runs} runs ({summary.protocol})")
+        for key, summary in result["summaries"].items():
+            model, setting = describe_setting(key, row_name, args.transcripts)
+            table.append(ResultRow(model, setting, summary))
+            log(f"{model} / {setting}: WA {summary.wa_mean:.4f} ± {summary.wa_std:.4f}, UA {summary.ua_mean:.4f} ± {summary.ua_std:.4f} over {summary.n_runs} runs ({summary.protocol})")
     if rows_for:
-        both = [r for r in table if r.setting.startswith("audio + text")]
+        both = [r for r in table if r.setting.startswith("audio + ") and "[" not in r.setting and r.model in variants]
         md, js = write_report(out, table1=[], table2=both, ablation_reference="MSCNN-SPU-ATT")
     else:
         md, js = write_report(out, table1=table)
     log(f"wrote {md} and {js}")
     return 0
+
+
+def baselines_of(args) -> list[str]:
+    from train.baselines import BASELINES
+
+    if args.baselines is None:
+        return []
+    unknown = [b for b in args.baselines if b not in BASELINES]
+    if unknown:
+        raise SystemExit(f"--baselines: unknown {unknown}; known: {list(BASELINES)}")
+    return args.baselines or list(BASELINES)
+
+
+def describe_setting(key: str, model: str, transcripts: str) -> tuple[str, str]:
+    """A results key ("both [ravdess]", "baseline:MFCC stats", ...) -> (model, setting) for tables."""
+    from train.experiment import SETTINGS
+
+    key, _, corpus = key.partition(" [")
+    corpus = f", test corpus {corpus[:-1]}" if corpus else ""
+    if key.startswith("baseline:"):
+        return f"logistic regression on {key[len('baseline:'):]}", f"audio only{corpus}"
+    setting = SETTINGS[key]
+    if key in ("both", "text"):
+        setting = setting.replace("the clip's words", "Whisper's transcript" if transcripts == "asr" else "the clip's own words")
+    return model, setting + corpus
 
 
 def command_ablate(args) -> int:
@@ -207,7 +252,7 @@ def command_ablate(args) -> int:
 
 
 def command_fit(args) -> int:
-    from train.experiment import make_bank, samples_for
+    from train.experiment import dev_samples, make_bank, samples_for
     from train.hub import push_to_hub, write_model_card
     from train.pairing import ModalityDropout
     from train.protocol import speaker_groups
@@ -225,7 +270,8 @@ def command_fit(args) -> int:
     dev = [u for u in data.utterances if u.speaker in dev_speakers]
     log(f"train {len(train)} utterances, dev {len(dev)} (speakers {sorted(dev_speakers)})")
     dropout = ModalityDropout(args.drop_text, args.drop_audio)
-    model, info = fit(config, samples_for(data, train, "train", 0, dropout), samples_for(data, dev, "dev", 0)(0),
+    model, info = fit(config, samples_for(data, train, "train", 0, dropout, args.own_words, args.extra_texts),
+                      dev_samples(data, dev, 0),
                       make_bank(config, Path(args.cache)), settings_of(args), run_dir=out / "state", log=log,
                       audio_files=[u.audio_path for u in train if u.audio_path is not None])
     if not is_main_process():
@@ -276,6 +322,33 @@ def command_evaluate(args) -> int:
     return 0
 
 
+def command_features(args) -> int:
+    """Fill the feature cache for every clip, timing each kind: what training then reads."""
+    import time
+
+    from train.experiment import make_bank
+    from train.trainer import _progress
+
+    data = data_of(args)
+    config = model_config(args)
+    bank = make_bank(config, Path(args.cache))
+    kinds = {"mfcc": bank.mfcc} if "mfcc" in config.audio_frontends else {}
+    if "whisper" in config.audio_frontends:
+        kinds["whisper encoder"] = bank.encoder_states
+    if config.use_speaker:
+        kinds["speaker"] = bank.speaker
+    paths = sorted({u.audio_path for u in data.utterances if u.audio_path is not None})
+    seconds = dict.fromkeys(kinds, 0.0)
+    for path in _progress(paths, "features", not args.no_progress):
+        for kind, extract in kinds.items():
+            start = time.perf_counter()
+            extract(path)
+            seconds[kind] += time.perf_counter() - start
+    for kind, total in seconds.items():
+        print(f"{kind}: {len(paths)} clips in {total:.1f} s ({1000 * total / max(len(paths), 1):.0f} ms per clip, cache hits included)")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -289,6 +362,8 @@ def main(argv=None) -> int:
     p.add_argument("--results", default=None, help="results.json of a cv run, for the model card")
     p.add_argument("--protocol-note", default="speaker-independent cross-validation (see results)")
     p.add_argument("--push-to-hub", default=None, metavar="REPO_ID")
+    p = commands.add_parser("features", help="extract and cache the audio features of a config")
+    _data_arguments(p), _model_arguments(p)
     p = commands.add_parser("evaluate", help="score a checkpoint on a corpus")
     p.add_argument("--checkpoint", required=True, help="folder or Hub repo id")
     p.add_argument("--corpus", required=True, help="iemocap, ravdess, tess, crema-d, emodb, manifest")
@@ -297,7 +372,8 @@ def main(argv=None) -> int:
     p.add_argument("--text", default=None, help="GoEmotions folder: pair with label-matched test texts")
     p.add_argument("--cache", default=".cache/features")
     args = parser.parse_args(argv)
-    return {"cv": command_cv, "ablate": command_ablate, "fit": command_fit, "evaluate": command_evaluate}[args.command](args)
+    return {"cv": command_cv, "ablate": command_ablate, "fit": command_fit, "evaluate": command_evaluate,
+            "features": command_features}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,11 @@ trainer.py, metrics in protocol.py; this file only wires them together):
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from ser_demo.audio import Normalizer
 from ser_demo.model import ModelConfig
 from train.datasets import TextSample, Utterance, load_corpus
 from train.text_corpora import TEXT_SPLITS, load_text_corpus
@@ -24,6 +24,15 @@ from train.protocol import Fold, FoldResult, evaluate, make_folds, summarize
 from train.trainer import FeatureBank, TrainSettings, fit, predict_labels
 
 MODALITY_DROPS = {"both": (False, False), "audio": (True, False), "text": (False, True)}  # (drop text, drop audio)
+# What each test setting means. Test clips are always paired with their *own* words (the
+# corpus transcript, or Whisper's with --transcripts asr): a label-matched text would carry the
+# answer. The text branch is scored separately, on the text corpora's test sentences.
+SETTINGS = {
+    "audio": "audio only",
+    "both": "audio + the clip's words",
+    "text": "the clip's words only",
+    "text corpus": "text only (text corpora's test sentences)",
+}
 
 # Rows of the paper's Table 2 as switches of ModelConfig.
 ABLATIONS = {
@@ -72,10 +81,13 @@ def load_data(audio: Sequence[tuple[str, str]], text: Sequence[tuple[str, str]] 
 
 
 def samples_for(data: Data, utterances: list[Utterance], split: str, seed: int,
-                dropout: ModalityDropout = ModalityDropout()) -> Callable[[int], list[BimodalSample]]:
-    """Epoch -> samples of these utterances, with texts of the matching split when pairing."""
+                dropout: ModalityDropout = ModalityDropout(), own_words: float = 0.0,
+                extra_texts: int = 0) -> Callable[[int], list[BimodalSample]]:
+    """Epoch -> samples of these utterances, with texts of the matching split when pairing
+    (a share `own_words` keeping their own transcripts, plus `extra_texts` text-only samples)."""
     if data.texts:
-        pairing = LabelMatchedPairing(utterances, data.texts[split], seed=seed, dropout=dropout)
+        pairing = LabelMatchedPairing(utterances, data.texts[split], seed=seed, dropout=dropout,
+                                      own_words=own_words, extra_texts=extra_texts)
         return pairing.epoch
     return lambda epoch: natural_pairs(utterances, epoch=epoch, seed=seed, dropout=dropout)
 
@@ -86,46 +98,91 @@ def restrict(samples: list[BimodalSample], modality: str) -> list[BimodalSample]
     return [replace(s, text="" if drop_text else s.text, audio_path=None if drop_audio else s.audio_path) for s in samples]
 
 
+def score(samples: Sequence[BimodalSample], predicted: Sequence[str], fold: Fold, labels, key: str,
+          per_corpus: bool) -> dict[str, FoldResult]:
+    """FoldResults of one test setting: overall under `key`, and per corpus as "key [corpus]"."""
+    truth = [s.label for s in samples]
+    results = {key: evaluate(truth, predicted, fold, labels=labels)}
+    corpora = sorted({s.corpus for s in samples})
+    if per_corpus and len(corpora) > 1:
+        for corpus in corpora:
+            keep = [i for i, s in enumerate(samples) if s.corpus == corpus]
+            results[f"{key} [{corpus}]"] = evaluate([truth[i] for i in keep], [predicted[i] for i in keep], fold, labels=labels)
+    return results
+
+
+def text_corpus_samples(data: Data, split: str = "test") -> list[BimodalSample]:
+    """The text corpora's sentences of one split, as text-only samples."""
+    return [BimodalSample(None, t.text, t.label, "", t.corpus, f"{t.corpus}-{split}-{i}", t.corpus)
+            for i, t in enumerate((data.texts or {}).get(split, []))]
+
+
+def dev_samples(data: Data, utterances: list[Utterance], seed: int) -> list[BimodalSample]:
+    """What model selection scores: the dev clips with their own words (real use, never a
+    label-carrying text) plus as many of the text corpora's dev sentences (the text branch)."""
+    texts = text_corpus_samples(data, "dev")
+    random.Random(f"dev-texts:{seed}").shuffle(texts)
+    return natural_pairs(utterances, epoch=0, seed=seed) + texts[: len(utterances)]
+
+
 def run_fold(data: Data, fold: Fold, config: ModelConfig, settings: TrainSettings, bank: FeatureBank,
-             dropout: ModalityDropout, modalities: Sequence[str], log=print, run_dir: Optional[Path] = None):
+             dropout: ModalityDropout, modalities: Sequence[str], log=print, run_dir: Optional[Path] = None,
+             baselines: Sequence[str] = (), per_corpus: bool = True, own_words: float = 0.0, extra_texts: int = 0):
     pick = lambda idx: [data.utterances[i] for i in idx]  # noqa: E731
     settings = replace(settings, seed=fold.seed)
-    train = samples_for(data, pick(fold.train), "train", fold.seed, dropout)
-    dev = samples_for(data, pick(fold.dev), "dev", fold.seed)(0)
-    test = samples_for(data, pick(fold.test), "test", fold.seed)(0)
+    train = samples_for(data, pick(fold.train), "train", fold.seed, dropout, own_words, extra_texts)
+    dev = dev_samples(data, pick(fold.dev), fold.seed)
+    test = natural_pairs(pick(fold.test), epoch=0, seed=fold.seed)  # the clips with their own words
     log(f"{fold.name}: train {len(fold.train)}, dev {len(fold.dev)}, test {len(fold.test)} (held out: {fold.test_group})")
     audio_files = [u.audio_path for u in pick(fold.train) if u.audio_path is not None]
     model, info = fit(config, train, dev, bank, settings, run_dir=run_dir, log=log, audio_files=audio_files)
-    normalizer = Normalizer.from_config(model.config)
     results = {}
     for modality in modalities:
-        samples = restrict(test, modality)
-        predicted = predict_labels(model, samples, bank, normalizer)
-        results[modality] = evaluate([s.label for s in samples], predicted, fold, labels=config.labels)
-        log(f"  {modality}: WA {results[modality].wa:.3f} UA {results[modality].ua:.3f}")
+        if modality == "text corpus":
+            samples = text_corpus_samples(data)
+        else:
+            samples = [s for s in restrict(test, modality) if modality != "text" or s.text]
+        if not samples:
+            continue
+        predicted = predict_labels(model, samples, bank)
+        results.update(score(samples, predicted, fold, config.labels, modality, per_corpus))
+        log(f"  {SETTINGS[modality]}: WA {results[modality].wa:.3f} UA {results[modality].ua:.3f}")
+    if baselines:
+        from train.baselines import baseline_predictions
+
+        audio_test = [s for s in test if s.audio_path is not None]
+        for name in baselines:
+            predicted = baseline_predictions(name, bank, config.labels, pick(fold.train), pick(fold.dev), audio_test, log)
+            results.update(score(audio_test, predicted, fold, config.labels, f"baseline:{name}", per_corpus))
+            log(f"  baseline {name}: WA {results[f'baseline:{name}'].wa:.3f} UA {results[f'baseline:{name}'].ua:.3f}")
     return model, results, info
 
 
-def supported_modalities(config: ModelConfig, dropout: ModalityDropout) -> list[str]:
+def supported_modalities(config: ModelConfig, dropout: ModalityDropout, has_text_corpus: bool = False) -> list[str]:
+    """Test settings that mean something for this model (see SETTINGS)."""
+    text_corpus = ["text corpus"] if has_text_corpus else []
     if not (config.use_audio and config.use_text):
-        return ["audio" if config.use_audio else "text"]
+        return ["audio"] if config.use_audio else ["text"] + text_corpus
     # Single-modality scores of a bimodal model mean something only if it saw that case in training.
-    return ["both"] + (["audio"] if dropout.p_text > 0 else []) + (["text"] if dropout.p_audio > 0 else [])
+    return (["audio"] if dropout.p_text > 0 else []) + ["both"] + (["text"] + text_corpus if dropout.p_audio > 0 else [])
 
 
 def cross_validate(data: Data, protocol: str, config: ModelConfig, settings: TrainSettings, bank: FeatureBank,
                    dropout: ModalityDropout, seeds=(0, 1, 2), n_folds=10, n_speaker_groups=5,
-                   max_folds: Optional[int] = None, out_dir: Optional[Path] = None, log=print) -> dict:
-    """Train and test every fold; returns {modality: Summary} and the per-fold results."""
+                   max_folds: Optional[int] = None, out_dir: Optional[Path] = None, log=print,
+                   baselines: Sequence[str] = (), own_words: float = 0.0, extra_texts: int = 0) -> dict:
+    """Train and test every fold; returns {setting: Summary} and the per-fold results. Settings
+    are the keys of SETTINGS, "baseline:NAME", and each of them per corpus as "KEY [corpus]"."""
     folds = make_folds(data.utterances, protocol, seeds=seeds, n_folds=n_folds, n_speaker_groups=n_speaker_groups)
     folds = folds[:max_folds] if max_folds else folds
-    modalities = supported_modalities(config, dropout)
-    per_modality: dict[str, list[FoldResult]] = {m: [] for m in modalities}
+    modalities = supported_modalities(config, dropout, bool(data.texts))
+    per_modality: dict[str, list[FoldResult]] = {}
     for fold in folds:
         run_dir = out_dir / "folds" / fold.name.replace("/", "_") if out_dir else None
-        _, results, _ = run_fold(data, fold, config, settings, bank, dropout, modalities, log, run_dir)
+        _, results, _ = run_fold(data, fold, config, settings, bank, dropout, modalities, log, run_dir, baselines,
+                                 own_words=own_words, extra_texts=extra_texts)
         for m, r in results.items():
-            per_modality[m].append(r)
+            per_modality.setdefault(m, []).append(r)
         if out_dir:
             with open(out_dir / "folds.jsonl", "a") as f:
                 f.write(json.dumps({"fold": fold.name, **{m: vars(r) for m, r in results.items()}}) + "\n")

@@ -101,6 +101,13 @@ class LabelMatchedPairing:
 
     Within an epoch, each class's texts are used without replacement (shuffled, then cycled when
     there are more clips than texts), so a small text pool is spread evenly over the clips.
+
+    `own_words`: the fraction of clips that keep their own transcript instead (drawn anew each
+    epoch). Acted corpora read neutral scripts, so these samples teach the model what real use
+    looks like: words that say nothing, and a voice that decides. Without them, a model that only
+    ever saw label-carrying text follows the words, and "Kids are talking by the door" pulls every
+    angry voice to neutral. `extra_texts`: text-only samples added per epoch (class-balanced),
+    so the text branch reads more of the text corpora than there are clips.
     """
 
     def __init__(
@@ -110,10 +117,14 @@ class LabelMatchedPairing:
         *,
         seed: int = 0,
         dropout: ModalityDropout = ModalityDropout(),
+        own_words: float = 0.0,
+        extra_texts: int = 0,
     ):
         self.utterances = list(utterances)
         self.seed = seed
         self.dropout = dropout
+        self.own_words = own_words
+        self.extra_texts = extra_texts
         self.texts_by_label: dict[str, list[TextSample]] = {}
         for text in texts:
             self.texts_by_label.setdefault(text.label, []).append(text)
@@ -137,7 +148,22 @@ class LabelMatchedPairing:
     def epoch(self, epoch: int) -> list[BimodalSample]:
         """This epoch's samples, in the order of the utterances; same (seed, epoch), same samples."""
         samples = []
+        rng = _epoch_rng("own-words", self.seed, epoch)
         for utterance, text_index in zip(self.utterances, self.text_indices(epoch)):
+            if rng.random() < self.own_words and utterance.audio_path is not None:
+                samples.append(pair(utterance, utterance.transcript or "", utterance.corpus))
+                continue
             text = self.texts_by_label[utterance.label][text_index]
             samples.append(pair(utterance, text.text, text.corpus))
-        return self.dropout.apply(samples, seed=self.seed, epoch=epoch)
+        return self.dropout.apply(samples, seed=self.seed, epoch=epoch) + self.text_only(epoch)
+
+    def text_only(self, epoch: int) -> list[BimodalSample]:
+        """`extra_texts` text-only samples, the same number from each class."""
+        rng = _epoch_rng("extra-texts", self.seed, epoch)
+        labels = sorted(self.texts_by_label)
+        out = []
+        for i in range(self.extra_texts):
+            label = labels[i % len(labels)]
+            text = rng.choice(self.texts_by_label[label])
+            out.append(BimodalSample(None, text.text, label, "", text.corpus, f"text-{epoch}-{i}", text.corpus))
+        return out

@@ -41,8 +41,19 @@ class TrainSettings:
     clip_norm: float = 1.0
     seed: int = 0
     select_on: str = "ua"  # dev metric that picks the kept epoch: "ua" or "wa"
-    max_frames: int = 800  # crop training clips to 8 s (a random window each epoch) to bound memory
+    # None: training sees whole clips, as evaluation and the app do; a number crops longer
+    # clips to a random window of that many MFCC frames (memory bound for long corpora)
+    max_frames: Optional[int] = None
     progress: bool = True
+    # The recipe for new speakers (each measured by speaker-independent CV, see README):
+    weight_decay: float = 0.0  # L2 on every weight (Adam's weight_decay)
+    label_smoothing: float = 0.0
+    time_masks: int = 0  # SpecAugment: masked spans per clip, each up to `time_mask_fraction` of it
+    time_mask_fraction: float = 0.125
+    feature_masks: int = 0  # SpecAugment: masked feature bands per clip and front-end
+    feature_mask_fraction: float = 0.1  # of the front-end's dimensions (~10 of 96, ~38 of 384)
+    ema: float = 0.0  # weights kept as an exponential moving average (0: off; e.g. 0.99 per step)
+    patience: Optional[int] = None  # stop after this many epochs without a better dev score
 
 
 # Part of every cache key: bump it when the way clips are read changes.
@@ -59,52 +70,93 @@ def load_clip(path: Path) -> Optional[np.ndarray]:
         return None
 
 
-def clip_features(path: Path, params: FeatureParams) -> np.ndarray:
-    """MFCCs of a training clip; 0 frames where it holds no speech."""
-    audio = load_clip(path)
-    return np.zeros((params.n_features, 0), np.float32) if audio is None else mfcc_features(audio, params)
-
-
 class FeatureBank:
-    """Per audio file: raw MFCC matrices and x-vectors (cached on disk by content); per text:
-    word vectors. Built from a model config, so features always match what it will see."""
+    """Per audio file: raw MFCC matrices, Whisper encoder states and speaker embeddings (cached
+    on disk by content); per text: word vectors. Built from a model config, so features always
+    match what it will see."""
 
     def __init__(self, config: ModelConfig, cache_dir: Path, word_vectors: Optional[WordVectors] = None,
-                 speaker_embedder=None):
+                 speaker_embedder=None, encoder=None):
         self.params = FeatureParams(**config.feature_params)
         if config.use_text and word_vectors is None:
             word_vectors = load_word_vectors(config.embeddings)
-        if config.use_speaker and speaker_embedder is None:
-            from ser_demo.speaker import SpeakerEmbedder
-
-            speaker_embedder = SpeakerEmbedder.from_pretrained(config.speaker_model)
-        self.word_vectors, self.speaker_embedder = word_vectors, speaker_embedder
+        self.word_vectors = word_vectors
+        # The speaker model and the Whisper encoder load on first use (the baselines use them
+        # even when the model does not); a checkpoint's encoder is checked when it loads.
+        self._speaker_embedder, self._encoder = speaker_embedder, encoder
+        self.speaker_model, self.encoder_spec = config.speaker_model, config.encoder
+        if encoder is not None:
+            encoder.check(config.encoder)
         self.cache = FeatureCache(cache_dir)
-        self._mfcc: dict[Path, np.ndarray] = {}
-        self._speaker: dict[Path, np.ndarray] = {}
+        self._memo: dict[tuple[str, Path], np.ndarray] = {}
         self._words: dict[str, np.ndarray] = {}
         # what the cached matrices depend on besides the audio: the features and the ingestion
         self._key = {**self.params.to_dict(), "ingest": INGEST}
 
+    @property
+    def speaker_embedder(self):
+        if self._speaker_embedder is None:
+            from ser_demo.speaker import load_speaker_embedder
+
+            self._speaker_embedder = load_speaker_embedder(self.speaker_model)
+        return self._speaker_embedder
+
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            from ser_demo.encoder import WhisperEncoder
+
+            self._encoder = WhisperEncoder.load(compute_type=(self.encoder_spec or {}).get("compute_type", "int8"))
+            self._encoder.check(self.encoder_spec)
+        return self._encoder
+
+    def _cached(self, kind: str, path: Path, key: dict, compute: Callable[[np.ndarray], np.ndarray],
+                empty: np.ndarray) -> np.ndarray:
+        """Features of one clip, from memory, the disk cache, or `compute(audio)`; `empty` for
+        a clip with no speech in it (a sample without audio)."""
+        if (kind, path) not in self._memo:
+            def from_audio(p: Path) -> np.ndarray:
+                audio = load_clip(p)
+                return empty if audio is None else compute(audio)
+
+            self._memo[kind, path] = self.cache.get_or_compute(path, key, from_audio)
+        return self._memo[kind, path]
+
     def mfcc(self, path: Path) -> np.ndarray:
-        if path not in self._mfcc:
-            self._mfcc[path] = self.cache.get_or_compute(path, self._key, lambda p: clip_features(p, self.params))
-        return self._mfcc[path]
+        return self._cached("mfcc", path, self._key, lambda a: mfcc_features(a, self.params),
+                            np.zeros((self.params.n_features, 0), np.float32))
+
+    def encoder_states(self, path: Path) -> np.ndarray:
+        """(384, states) of the clip, from the encoder the config names."""
+        key = {"encoder": self.encoder.spec(), "ingest": INGEST}
+        return self._cached("encoder", path, key, lambda a: self.encoder.encode(a).states,
+                            np.zeros((self.encoder.dim, 0), np.float32))
 
     def speaker(self, path: Path) -> np.ndarray:
-        if path not in self._speaker:
-            key = {"speaker_model": str(self.speaker_embedder.source), "ingest": INGEST}
-            self._speaker[path] = self.cache.get_or_compute(path, key, self._embed_speaker)
-        return self._speaker[path]
-
-    def _embed_speaker(self, path: Path) -> np.ndarray:
-        audio = load_clip(path)  # no speech: the zero vector, as for a sample without audio
-        return np.zeros(self.speaker_embedder.dim, np.float32) if audio is None else self.speaker_embedder.embed(audio)
+        key = {"speaker_model": str(self.speaker_embedder.source), "ingest": INGEST}
+        return self._cached("speaker", path, key, self.speaker_embedder.embed,
+                            np.zeros(self.speaker_embedder.dim, np.float32))
 
     def words(self, text: str) -> np.ndarray:
         if text not in self._words:
             self._words[text] = self.word_vectors.encode(text).vectors
         return self._words[text]
+
+
+def spec_augment(frames: np.ndarray, rng: random.Random, settings: "TrainSettings") -> np.ndarray:
+    """SpecAugment (Park et al. 2019) on normalised (dims, T) features: spans of time and bands of
+    dimensions set to 0, the training mean. Returns a copy; the cached matrix stays untouched."""
+    frames = frames.copy()
+    dims, length = frames.shape
+    for _ in range(settings.time_masks):
+        width = rng.randint(0, max(int(length * settings.time_mask_fraction), 0))
+        start = rng.randint(0, max(length - width, 0))
+        frames[:, start : start + width] = 0.0
+    for _ in range(settings.feature_masks):
+        width = rng.randint(0, max(int(dims * settings.feature_mask_fraction), 0))
+        start = rng.randint(0, dims - width)
+        frames[start : start + width] = 0.0
+    return frames
 
 
 def make_batch(
@@ -113,21 +165,43 @@ def make_batch(
     config: ModelConfig,
     normalizer: Normalizer,
     rng: Optional[random.Random] = None,
-    max_frames: Optional[int] = None,
+    settings: Optional["TrainSettings"] = None,
+    encoder_normalizer: Optional[Normalizer] = None,
 ) -> dict[str, torch.Tensor]:
-    """Pad a list of samples into model inputs; a dropped modality becomes length 0."""
-    mfccs, words, speakers = [], [], []
+    """Pad a list of samples into model inputs; a dropped modality becomes length 0. With
+    `settings` (training), each clip gets its random crop and SpecAugment masks from `rng`."""
+    mfccs, states, words, speakers = [], [], [], []
+    audio = config.use_audio
     for s in samples:
-        m = None
-        if config.use_audio and s.audio_path is not None:
+        m = e = None
+        if audio and s.audio_path is not None and "mfcc" in config.audio_frontends:
             m = normalizer(bank.mfcc(s.audio_path))
-            if max_frames and m.shape[1] > max_frames:  # a random window: augmentation for free
-                start = (rng or random).randrange(m.shape[1] - max_frames + 1)
-                m = m[:, start : start + max_frames]
+        if audio and s.audio_path is not None and "whisper" in config.audio_frontends:
+            e = (encoder_normalizer or Normalizer.identity(config.n_encoder_features))(bank.encoder_states(s.audio_path))
+        if settings is not None:
+            m, e = _augment(m, e, rng or random.Random(), settings)
         mfccs.append(m)
+        states.append(e)
         speakers.append(bank.speaker(s.audio_path) if config.use_speaker and s.audio_path is not None else None)
         words.append(bank.words(s.text) if config.use_text and s.text else None)
-    return collate(config, mfccs, words, speakers)
+    return collate(config, mfccs, words, speakers, states)
+
+
+def _augment(mfcc, states, rng: random.Random, settings: "TrainSettings"):
+    """One clip's training view: a random crop to `max_frames` (MFCC frames; the encoder states,
+    at half the rate, are cut at the same times) and SpecAugment masks per front-end."""
+    length = mfcc.shape[1] if mfcc is not None else (2 * states.shape[1] if states is not None else 0)
+    if settings.max_frames and length > settings.max_frames:
+        start = rng.randrange(length - settings.max_frames + 1)
+        if mfcc is not None:
+            mfcc = mfcc[:, start : start + settings.max_frames]
+        if states is not None:
+            states = states[:, start // 2 : (start + settings.max_frames) // 2]
+    if mfcc is not None:
+        mfcc = spec_augment(mfcc, rng, settings)
+    if states is not None:
+        states = spec_augment(states, rng, settings)
+    return mfcc, states
 
 
 def label_tensor(samples: Sequence[BimodalSample], labels: Sequence[str]) -> torch.Tensor:
@@ -136,17 +210,27 @@ def label_tensor(samples: Sequence[BimodalSample], labels: Sequence[str]) -> tor
 
 
 @torch.no_grad()
-def predict_labels(model, samples, bank, normalizer, batch_size: int = 64) -> list[str]:
+def predict_probabilities(model, samples, bank, normalizer: Optional[Normalizer] = None,
+                          batch_size: int = 64) -> np.ndarray:
+    """(n, n_labels) class probabilities of whole clips, with the normalisers the config stores
+    (or the MFCC `normalizer` given)."""
     model.eval()
     config, out = model.config, []
+    normalizer = normalizer or Normalizer.from_config(config)
+    encoder_normalizer = Normalizer.from_dict(config.encoder_normalizer) if config.encoder_normalizer else None
     for i in range(0, len(samples), batch_size):
         chunk = samples[i : i + batch_size]
-        logits = model(**make_batch(chunk, bank, config, normalizer)).logits
-        out += [config.labels[j] for j in logits.argmax(-1).tolist()]
-    return out
+        logits = model(**make_batch(chunk, bank, config, normalizer, encoder_normalizer=encoder_normalizer)).logits
+        out.append(logits.softmax(-1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(config.labels)), np.float32)
 
 
-def dev_metrics(model, samples, bank, normalizer) -> dict[str, float]:
+def predict_labels(model, samples, bank, normalizer: Optional[Normalizer] = None, batch_size: int = 64) -> list[str]:
+    probabilities = predict_probabilities(model, samples, bank, normalizer, batch_size)
+    return [model.config.labels[j] for j in probabilities.argmax(-1).tolist()]
+
+
+def dev_metrics(model, samples, bank, normalizer: Optional[Normalizer] = None) -> dict[str, float]:
     from train.protocol import unweighted_accuracy, weighted_accuracy
 
     truth = [s.label for s in samples]
@@ -217,17 +301,28 @@ def fit(
     torch.manual_seed(settings.seed)
     if audio_files is None:
         audio_files = {s.audio_path for s in train_epoch(0) if s.audio_path is not None}
-    if config.use_audio and config.normalizer is None:
-        frames = [bank.mfcc(p) for p in sorted(set(audio_files))]
-        config = replace(config, normalizer=Normalizer.fit(frames).to_dict())
+    audio_files = sorted(set(audio_files))
+    if config.use_audio and "mfcc" in config.audio_frontends and config.normalizer is None:
+        config = replace(config, normalizer=Normalizer.fit([bank.mfcc(p) for p in audio_files]).to_dict())
+    if config.use_audio and "whisper" in config.audio_frontends:
+        # The checkpoint records its encoder, and normalises states by the training clips'.
+        config = replace(config, encoder=bank.encoder.spec())
+        if config.encoder_normalizer is None:
+            config = replace(config, encoder_normalizer=Normalizer.fit([bank.encoder_states(p) for p in audio_files]).to_dict())
     normalizer = Normalizer.from_config(config)
+    encoder_normalizer = Normalizer.from_dict(config.encoder_normalizer) if config.encoder_normalizer else None
     model = MSCNN_SPU_ATT(config)
     trainable = model
     if world > 1:
         trainable = torch.nn.parallel.DistributedDataParallel(model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
-    best_state = {k: v.clone() for k, v in model.state_dict().items()}
-    history, best_score, start_epoch = [], -math.inf, 0
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    # Weight averaging steadies a model whose dev score swings from epoch to epoch on new voices;
+    # the average is what gets scored and kept.
+    averaged = torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(settings.ema)) if settings.ema else None
+    scored = averaged.module if averaged is not None else model
+    best_state = {k: v.clone() for k, v in scored.state_dict().items()}
+    history, best_score, start_epoch, since_best = [], -math.inf, 0, 0
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         resumed = load_state(run_dir, model, optimizer)
@@ -250,24 +345,31 @@ def fit(
         progress = _progress(mine, f"epoch {epoch + 1}/{settings.epochs}", settings.progress and rank == 0)
         for batch_indices in progress:
             chunk = [samples[i] for i in batch_indices]
-            inputs = make_batch(chunk, bank, config, normalizer, rng, settings.max_frames)
-            loss = F.cross_entropy(trainable(**inputs).logits, label_tensor(chunk, config.labels))
+            inputs = make_batch(chunk, bank, config, normalizer, rng, settings, encoder_normalizer)
+            loss = F.cross_entropy(trainable(**inputs).logits, label_tensor(chunk, config.labels),
+                                   label_smoothing=settings.label_smoothing)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip_norm)
             optimizer.step()
+            if averaged is not None:
+                averaged.update_parameters(model)
             total_loss += loss.item()
-        scores = dev_metrics(model, list(dev), bank, normalizer) if dev else {"wa": 0.0, "ua": 0.0}
+        scores = dev_metrics(scored, list(dev), bank, normalizer) if dev else {"wa": 0.0, "ua": 0.0}
         record = {"epoch": epoch, "loss": total_loss / max(len(mine), 1), **scores, "seconds": time.perf_counter() - started}
         history.append(record)
         improved = scores[settings.select_on] > best_score or not dev
+        since_best = 0 if improved else since_best + 1
         if improved:
             best_score = scores[settings.select_on]
-            best_state = {k: v.clone() for k, v in model.state_dict().items()}
+            best_state = {k: v.clone() for k, v in scored.state_dict().items()}
         if rank == 0:
             log(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}) + (" *" if improved else ""))
             if run_dir is not None:
                 save_state(run_dir, model, optimizer, best_state, {"epoch": epoch, "best_score": best_score, "history": history, "settings": asdict(settings)})
+        if settings.patience is not None and dev and since_best >= settings.patience:
+            log(f"no better dev {settings.select_on} for {since_best} epochs: stopping early")
+            break
     model.load_state_dict(best_state)
     return model.eval(), {"history": history, "best_dev": best_score, "select_on": settings.select_on}
 

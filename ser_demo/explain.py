@@ -8,9 +8,10 @@ it through the text SPU or SWEM. So next to the weights this module measures wha
   transcript (all variants in one batched forward pass; the audio branch is run once and shared);
 - uniform attention: the prediction with every context vector's attention spread evenly over the
   words, i.e. S_j = mean_k h_k, which shows how much the learned weighting matters;
-- audio relevance over time: occlusion of short windows of MFCC frames (replaced by the
-  normalised-feature baseline 0, the training set's average frame) batched in one pass, or
-  gradient x input on the normalised MFCCs (one forward and one backward pass).
+- audio relevance over time: occlusion of short windows of audio frames (replaced by the
+  normalised-feature baseline 0, the training set's average frame; every front-end the model
+  reads, MFCCs and Whisper encoder states, is occluded over the same seconds) batched in one
+  pass, or gradient x input on the normalised features (one forward and one backward pass).
 
 `analyze` runs the whole pipeline the app shows (ingest -> ASR -> features -> model ->
 explanations) stage by stage with timings; it holds no UI code.
@@ -35,6 +36,16 @@ from .recognizer import EmotionRecognizer, ModelInputs, unknown_words_note
 from .text import tokenize
 
 RELEVANCE_METHODS = ("occlusion", "gradient", "none")
+
+
+# The audio inputs a batch may hold: (features, lengths, MFCC frames per step). Relevance is
+# reported per 10 ms MFCC frame; a Whisper encoder state spans two of them.
+AUDIO_STREAMS = (("mfcc", "audio_lengths", 1), ("encoder_states", "encoder_lengths", 2))
+
+
+def audio_frames(batch: dict) -> int:
+    """Length of the (first) utterance's audio in 10 ms frames, over every front-end it has."""
+    return max([int(batch[n][0]) * rate for _, n, rate in AUDIO_STREAMS if n in batch] or [0])
 
 
 def _expand(x: Optional[Tensor], batch: int) -> Optional[Tensor]:
@@ -133,8 +144,9 @@ def leave_one_word_out(
         variants[i, : n - 1] = kept
     inputs = {k: v for k, v in batch.items() if k not in ("words", "word_lengths")}
     if audio_statistics is not None:
-        inputs.pop("mfcc", None)
-        inputs.pop("audio_lengths", None)
+        for name, lengths, _ in AUDIO_STREAMS:
+            inputs.pop(name, None)
+            inputs.pop(lengths, None)
     out = model(**inputs, words=variants, word_lengths=torch.full((n,), n - 1),
                 audio_statistics=audio_statistics, uniform_attention=uniform_attention)
     return _probs(out.logits)
@@ -155,35 +167,46 @@ def occlusion_relevance(
     model: MSCNN_SPU_ATT, batch: dict, target: int, base_probability: float,
     windows: Sequence[tuple[int, int]], *, chunk: int = 16,
 ) -> np.ndarray:
-    """Drop of p(target) when each window of normalised MFCC frames is set to 0 (the average
-    training frame). Variants are batched (`chunk` per forward pass, to bound memory)."""
-    mfcc = batch["mfcc"]  # (1, 96, Ta)
-    others = {k: v for k, v in batch.items() if k != "mfcc"}
+    """Drop of p(target) when each window (in 10 ms frames) of the normalised audio features is
+    set to 0 (the average training frame), in every front-end at once. Variants are batched
+    (`chunk` per forward pass, to bound memory)."""
+    streams = [(name, rate) for name, _, rate in AUDIO_STREAMS if name in batch]
+    others = {k: v for k, v in batch.items() if k not in dict(streams)}
     drops = []
     for first in range(0, len(windows), chunk):
         part = windows[first:first + chunk]
-        variants = mfcc.repeat(len(part), 1, 1)
-        for row, (a, b) in enumerate(part):
-            variants[row, :, a:b] = 0.0
         inputs = {k: _expand(v, len(part)) for k, v in others.items()}
-        out = model(variants, **inputs)
+        for name, rate in streams:
+            variants = batch[name].repeat(len(part), 1, 1)
+            for row, (a, b) in enumerate(part):
+                variants[row, :, a // rate : -(-b // rate)] = 0.0
+            inputs[name] = variants
+        out = model(**inputs)
         drops.append(base_probability - _probs(out.logits)[:, target])
     return np.concatenate(drops) if drops else np.zeros(0)
 
 
 def gradient_x_input(model: MSCNN_SPU_ATT, batch: dict, target: int) -> np.ndarray:
-    """Per-frame sum over the 96 features of d p(target) / d x * x, x the normalised MFCCs
-    (a first-order estimate of the change in p(target) when a frame is set to the baseline 0)."""
-    mfcc = batch["mfcc"].clone().requires_grad_(True)
-    inputs = {k: v for k, v in batch.items() if k != "mfcc"}
+    """Per 10 ms frame, the sum over features of d p(target) / d x * x, x the normalised audio
+    features of every front-end (an encoder state's share is split over its two frames): a
+    first-order estimate of the change in p(target) when a frame is set to the baseline 0."""
+    names = [(name, rate) for name, _, rate in AUDIO_STREAMS if name in batch]
+    inputs = dict(batch)
+    for name, _ in names:
+        inputs[name] = batch[name].clone().requires_grad_(True)
     was_training = model.training
     model.eval()
     with torch.enable_grad():
-        out = model(mfcc, **inputs)
+        out = model(**inputs)
         out.logits.softmax(-1)[0, target].backward()
     model.train(was_training)
-    frames = int(batch["audio_lengths"][0])
-    return (mfcc.grad * mfcc.detach())[0].sum(0)[:frames].numpy()
+    frames = audio_frames(batch)
+    relevance = np.zeros(frames, np.float32)
+    for name, rate in names:
+        x = inputs[name]
+        per_frame = np.repeat((x.grad * x.detach())[0].sum(0).numpy() / rate, rate)[:frames]
+        relevance[: len(per_frame)] += per_frame
+    return relevance
 
 
 def explain(
@@ -211,7 +234,7 @@ def explain(
     probs = _probs(base.logits)[0]
     target = int(probs.argmax())
     timings["model"] = time.perf_counter() - start
-    has_audio = inputs.mfcc is not None and inputs.mfcc.shape[1] > 0
+    has_audio = inputs.has_audio
     has_words = bool(inputs.tokens.words)
     frame_seconds = recognizer.feature_params.hop_length / recognizer.feature_params.sample_rate
     explanation = Explanation(
@@ -221,7 +244,7 @@ def explain(
         tokens=list(inputs.tokens.words),
         known=list(inputs.tokens.known),
         statistics=tuple(c.audio_statistics),
-        kernel_sizes=tuple(c.audio_kernel_sizes),
+        kernel_sizes=tuple(c.audio_kernels),
         audio_statistics=base.audio_statistics[0].numpy() if has_audio else None,
         attention=base.attention[0].numpy() if base.attention is not None and has_words else None,
         frame_seconds=frame_seconds,
@@ -240,7 +263,7 @@ def explain(
 
     start = time.perf_counter()
     if relevance != "none" and has_audio:
-        frames = int(batch["audio_lengths"][0])
+        frames = audio_frames(batch)
         explanation.relevance_method = relevance
         if relevance == "occlusion":
             windows = occlusion_windows(frames, frame_seconds, window_seconds)
@@ -298,6 +321,7 @@ class Analysis:
     explanation: Explanation
     timings: dict  # seconds: ingest, asr, features, model, explanations
     notes: list[str] = field(default_factory=list)
+    encoder_states: Optional[np.ndarray] = None  # (384, states) raw, when the model reads Whisper's encoder
 
     @property
     def label(self) -> str:
@@ -348,7 +372,7 @@ def analyze(
                               transcriber=transcriber, asr_unavailable=asr_unavailable)
     timings, notes = heard.timings, heard.notes
     start = time.perf_counter()
-    inputs = recognizer.prepare(heard.waveform_for_model, heard.transcript, modality)
+    inputs = recognizer.prepare(heard.waveform_for_model, heard.transcript, modality, heard.encoded)
     timings["features"] = time.perf_counter() - start
     explanation = explain(
         recognizer, inputs, relevance=relevance if explanations else "none",
@@ -368,6 +392,7 @@ def analyze(
         token_times=align_tokens(inputs.tokens.words, heard.words),
         duration=None if waveform is None else len(waveform) / recognizer.feature_params.sample_rate,
         mfcc=inputs.mfcc,
+        encoder_states=inputs.encoder_states,
         explanation=explanation,
         timings=timings,
         notes=notes,

@@ -188,7 +188,15 @@ def plot_mfcc(
 # --- 3. the SPU statistics -------------------------------------------------------------------
 
 
-def plot_spu(audio_statistics: np.ndarray, kernel_sizes: Sequence[int], statistics: Sequence[str],
+def kernel_label(kernel, frame_seconds: float = 0.01) -> str:
+    """A row of the SPU plot: a kernel size in MFCC frames, or (front-end, size) from
+    `ModelConfig.audio_kernels` (a Whisper encoder state spans two MFCC frames)."""
+    frontend, k = kernel if isinstance(kernel, (tuple, list)) else ("mfcc", kernel)
+    step = frame_seconds * (2 if frontend == "whisper" else 1)
+    return f"{'Whisper' if frontend == 'whisper' else 'MFCC'} {k}\n({k * step * 1000:.0f} ms)"
+
+
+def plot_spu(audio_statistics: np.ndarray, kernel_sizes: Sequence, statistics: Sequence[str],
              frame_seconds: float = 0.01) -> Figure:
     """One heat map per pooling view (max, mean, std), kernel sizes as rows and the 128 filters
     as columns, on one shared colour scale so the three views can be compared directly. Filters
@@ -204,8 +212,7 @@ def plot_spu(audio_statistics: np.ndarray, kernel_sizes: Sequence[int], statisti
         ax.text(0.5, 1.03, f"{STAT_NAMES.get(s, s)} over time", transform=ax.transAxes, fontsize=10,
                 ha="center", va="bottom")
         ax.set_xlabel("filter (sorted)", fontsize=9)
-    axes[0].set_yticks(range(len(kernel_sizes)),
-                       [f"{k} frames\n({k * frame_seconds * 1000:.0f} ms)" for k in kernel_sizes], fontsize=8)
+    axes[0].set_yticks(range(len(kernel_sizes)), [kernel_label(k, frame_seconds) for k in kernel_sizes], fontsize=8)
     axes[0].set_ylabel("kernel size")
     _colorbar(fig, axes[-1], im, "filter output")
     return fig

@@ -204,3 +204,62 @@ def test_recognizer_feeds_the_xvector_to_the_model(embedder, xvector_folder, spe
     assert probs.sum() == pytest.approx(1.0, abs=1e-5)
     # Without an embedder the recognizer loads config.speaker_model itself - the cached one.
     assert EmotionRecognizer(model, word_vectors=words).speaker_embedder is embedder
+
+
+# --- the offline default: Resemblyzer's pretrained GE2E voice encoder --------------------------
+
+from pathlib import Path  # noqa: E402
+
+from ser_demo.speaker import GE2E, GE2EVoiceEncoder, load_speaker_embedder  # noqa: E402
+
+RAVDESS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "ravdess"
+
+
+def test_ge2e_loads_offline_from_the_wheel_without_importing_resemblyzer(monkeypatch):
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("SER_SPEAKER_MODEL", raising=False)
+    embedder = load_speaker_embedder()  # the default of new checkpoints
+    assert isinstance(embedder, GE2EVoiceEncoder) and embedder.source == GE2E and embedder.dim == 256
+    assert ModelConfig().speaker_model == GE2E and ModelConfig().n_speaker_features == 256
+    # In a fresh process: loading and embedding never import Resemblyzer (nor its webrtcvad).
+    check = ("import sys, numpy as np; from ser_demo.speaker import load_speaker_embedder; "
+             "load_speaker_embedder().embed(np.zeros(16000, np.float32) + 0.01); "
+             "assert 'resemblyzer' not in sys.modules and 'webrtcvad' not in sys.modules")
+    root = Path(__file__).resolve().parent.parent
+    assert subprocess.run([sys.executable, "-c", check], cwd=root, timeout=120).returncode == 0
+
+
+def test_ge2e_equals_resemblyzers_own_embed_utterance(speech, monkeypatch):
+    """Same partials, same mel, same weights: our module reproduces Resemblyzer's embedding. Its
+    package imports webrtcvad at the top; the reference call never uses it, so a stand-in will do."""
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "webrtcvad", types.ModuleType("webrtcvad"))
+    from resemblyzer.audio import normalize_volume
+    from resemblyzer.voice_encoder import VoiceEncoder
+
+    reference = VoiceEncoder("cpu", verbose=False).embed_utterance(normalize_volume(speech, -30, increase_only=True))
+    ours = load_speaker_embedder(GE2E).embed(speech)
+    np.testing.assert_allclose(ours, reference, atol=1e-5)
+    assert np.linalg.norm(ours) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.shared_data
+def test_ge2e_puts_two_clips_of_one_speaker_closer_than_clips_of_two(monkeypatch):
+    if not RAVDESS.is_dir():
+        pytest.skip(f"{RAVDESS} not present")
+    from ser_demo.ingest import load_audio
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    embedder = load_speaker_embedder(GE2E)
+    clips = {actor: sorted((RAVDESS / f"Actor_{actor}").glob("03-01-01-*"))[:2] for actor in ("01", "02", "03")}
+    emb = {a: [embedder.embed(load_audio(p, trim_silence=True)) for p in paths] for a, paths in clips.items()}
+    for a in clips:
+        same = float(emb[a][0] @ emb[a][1])
+        for b in clips:
+            if b != a:
+                assert same > float(emb[a][0] @ emb[b][0]) + 0.1, (a, b)

@@ -1,0 +1,119 @@
+"""Whisper's encoder as a front-end: frames covering the clip, one pass shared with ASR, a
+checkpoint that refuses another encoder's features; and the model's explanations over them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ser_demo.asr import load_transcriber
+from ser_demo.encoder import EncoderMismatchError, WhisperEncoder, num_states
+from ser_demo.explain import audio_frames, gradient_x_input, occlusion_relevance
+from ser_demo.ingest import load_audio
+from ser_demo.model import MSCNN_SPU_ATT, ModelConfig, collate
+from ser_demo.recognizer import EmotionRecognizer
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+TINY = dict(audio_kernel_sizes=(3,), encoder_kernel_sizes=(1, 3), text_kernel_sizes=(1, 2), n_filters=8, n_hidden=8)
+
+
+@pytest.fixture(scope="module")
+def transcriber():
+    return load_transcriber()  # the offline tiny.en, as the app runs it
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return load_audio(EXAMPLES / "happy.wav", trim_silence=True)
+
+
+def test_states_cover_the_clip_at_50_per_second(transcriber, clip):
+    encoded = WhisperEncoder.from_transcriber(transcriber).encode(clip)
+    assert encoded.states.shape == (384, num_states(len(clip)))
+    assert encoded.states.shape[1] == int(np.ceil(len(clip) // 160 / 2))  # 20 ms per state
+    assert np.isfinite(encoded.states).all() and encoded.states.std() > 0.1
+
+
+def test_states_of_a_longer_recording_span_every_30_s_window(transcriber, clip):
+    long = np.concatenate([clip] * 12)  # > 30 s: two encoder windows
+    assert len(long) > 30 * 16000
+    states = WhisperEncoder.from_transcriber(transcriber).encode(long).states
+    assert states.shape == (384, num_states(len(long)))
+
+
+class CountingEncodes:
+    """Wraps the WhisperModel's parent encode to count real encoder passes."""
+
+    def __init__(self, model, monkeypatch):
+        self.calls = 0
+        parent = type(model).__mro__[1]
+        original = parent.encode
+
+        def counting(inner_self, features):
+            self.calls += 1
+            return original(inner_self, features)
+
+        monkeypatch.setattr(parent, "encode", counting)
+
+
+def test_one_encoder_pass_feeds_the_model_and_whisper(transcriber, clip, monkeypatch):
+    reference = transcriber.transcribe(clip)
+    config = ModelConfig(**TINY, audio_frontends=("mfcc", "whisper"))
+    recognizer = EmotionRecognizer(MSCNN_SPU_ATT(config), transcriber=transcriber)
+    counter = CountingEncodes(transcriber.model, monkeypatch)
+    prediction = recognizer.predict(EXAMPLES / "happy.wav")
+    assert counter.calls == 1  # the recognizer's pass; Whisper decoded from it
+    assert prediction.transcript == reference.text
+    assert prediction.encoder_states.shape == (384, num_states(int(prediction.mfcc.shape[1] - 1) * 160))
+    assert prediction.audio_statistics.shape[0] == 3  # MFCC kernel 3, encoder kernels 1 and 3
+    assert "encoder" in prediction.timings
+
+
+def test_a_checkpoint_refuses_another_encoders_features(transcriber, tmp_path):
+    encoder = WhisperEncoder.from_transcriber(transcriber)
+    spec = dict(encoder.spec())
+    encoder.check(spec)  # its own features are fine
+    config = ModelConfig(**TINY, audio_frontends=("whisper",), encoder={**spec, "compute_type": "float32"})
+    with pytest.raises(EncoderMismatchError, match="compute_type"):
+        encoder.check(config.encoder)
+    MSCNN_SPU_ATT(config).save_pretrained(tmp_path)
+    model = MSCNN_SPU_ATT.from_pretrained(tmp_path)
+    with pytest.raises(EncoderMismatchError, match="compute"):
+        EmotionRecognizer(model, transcriber=transcriber, encoder=encoder)
+    other = {**spec, "weights_sha256": "0" * 16}
+    with pytest.raises(EncoderMismatchError, match="weights_sha256"):
+        encoder.check(other)
+
+
+def both_front_ends_batch(seed=0):
+    torch.manual_seed(seed)
+    model = MSCNN_SPU_ATT(ModelConfig(**TINY, audio_frontends=("mfcc", "whisper"), use_text=False)).eval()
+    rng = np.random.default_rng(seed)
+    batch = collate(model.config, [rng.normal(size=(96, 41)).astype(np.float32)], [None], None,
+                    [rng.normal(size=(384, 21)).astype(np.float32)])
+    return model, batch
+
+
+def test_occlusion_covers_every_front_end_over_the_same_seconds():
+    """Occluding a window zeroes it in the MFCCs and in the encoder states: occluding everything
+    equals the prediction for all-zero inputs in both front-ends."""
+    model, batch = both_front_ends_batch()
+    assert audio_frames(batch) == 42  # 21 states x 2 frames (the MFCCs have 41)
+    with torch.no_grad():
+        p = model(**batch).logits.softmax(-1)[0]
+        zeros = {**batch, "mfcc": torch.zeros_like(batch["mfcc"]), "encoder_states": torch.zeros_like(batch["encoder_states"])}
+        p_zero = model(**zeros).logits.softmax(-1)[0]
+    target = int(p.argmax())
+    drop = occlusion_relevance(model, batch, target, float(p[target]), [(0, 42)])
+    assert drop[0] == pytest.approx(float(p[target] - p_zero[target]), abs=1e-6)
+
+
+def test_gradient_x_input_spans_both_front_ends():
+    model, batch = both_front_ends_batch()
+    relevance = gradient_x_input(model, batch, target=0)
+    assert relevance.shape == (42,) and np.isfinite(relevance).all()
+    # the last frame is covered by an encoder state only (MFCCs end one frame earlier)
+    assert relevance[41] != 0

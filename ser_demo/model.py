@@ -54,7 +54,7 @@ class ModelConfig:
     n_encoder_features: int = 384  # Whisper encoder width (tiny: 384)
     audio_frontends: tuple = ("mfcc",)  # the paper's; ("whisper",) or ("mfcc", "whisper") too
     audio_kernel_sizes: tuple = (3, 5, 7, 9)  # frames; the paper's sizes are a setting here
-    encoder_kernel_sizes: tuple = (3, 5, 7, 9)  # encoder states (20 ms each)
+    encoder_kernel_sizes: tuple = (1, 3, 5)  # encoder states (20 ms each): 20-100 ms
     text_kernel_sizes: tuple = (1, 2, 3)  # tokens
     n_filters: int = 128  # 3.1: 128 filters per kernel size
     n_hidden: int = 128  # width of the reduction layer (3.4)

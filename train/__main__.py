@@ -217,6 +217,23 @@ def command_cv(args, rows_for=None) -> int:
     return 0
 
 
+def describe_model(config) -> str:
+    """The model card's first paragraph, from what the checkpoint actually reads."""
+    from train.hub import PAPER
+
+    fronts = {"mfcc": "32 MFCCs with deltas (the paper's features)",
+              "whisper": f"Whisper encoder states ({(config.encoder or {}).get('model', 'Whisper')}, {config.n_encoder_features}-d, 50 per second)"}
+    audio = " and ".join(fronts[f] for f in config.audio_frontends)
+    parts = [f"An open implementation of MSCNN-SPU-ATT ({PAPER}): a multi-scale CNN per audio front-end over {audio}"]
+    if config.use_speaker:
+        parts.append(f"a {config.n_speaker_features}-d speaker embedding ({config.speaker_model}) in place of the paper's x-vector")
+    if config.use_text:
+        parts.append("a multi-scale CNN over GloVe word vectors of the transcript, statistical pooling units and attention from the audio statistics to the words")
+    return ("; ".join(parts) + ". It classifies an utterance as angry, happy, sad or neutral, from audio and "
+            "transcript together, audio alone or text alone. Checkpoints that read Whisper encoder states need "
+            "the same Whisper model and compute type (recorded in config.json) and refuse another.")
+
+
 def baselines_of(args) -> list[str]:
     from train.baselines import BASELINES
 
@@ -280,11 +297,13 @@ def command_fit(args) -> int:
     (out / "training.json").write_text(json.dumps({
         "command": "python -m train " + " ".join(sys.argv[1:]), "pairing": data.pairing, "data": data.reports,
         "dev_speakers": sorted(dev_speakers), **info}, indent=1))
-    results = {}
+    results, baselines = {}, {}
     if args.results:
         for row in json.loads(Path(args.results).read_text())["table1"]:
-            results[f"{row['protocol']} - {row['setting']}"] = row
-    write_model_card(out, results, training_data_of(args), args.protocol_note, repo_id=args.push_to_hub, pairing=data.pairing)
+            table = baselines if row["model"].startswith("logistic regression") else results
+            table[f"{row['model']}: {row['setting']} ({row['protocol']})"] = row
+    write_model_card(out, results, training_data_of(args), args.protocol_note, repo_id=args.push_to_hub,
+                     pairing=data.pairing, description=describe_model(model.config), baselines=baselines)
     log(f"saved checkpoint and model card to {out}")
     if args.push_to_hub:
         push_to_hub(out, args.push_to_hub)

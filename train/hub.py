@@ -114,6 +114,7 @@ def write_model_card(
     pairing: str | None = None,
     tags: Sequence[str] = DEFAULT_TAGS,
     languages: Sequence[str] = ("en",),
+    baselines: Mapping[str, Summary | Mapping[str, Any]] | None = None,
 ) -> Path:
     """Write ``folder/README.md``; returns its path.
 
@@ -121,6 +122,8 @@ def write_model_card(
     training_data: [{"name", "licence", "url"} (+ optional "hub_id")].
     protocol: a sentence on how the results were measured (splits, seeds, repeats).
     pairing: how audio and text were paired in training (see train/pairing.py), if not natural.
+    baselines: simple baselines measured on the same folds, shown beside the results (not in
+    the model-index, which describes this model only).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -130,22 +133,34 @@ def write_model_card(
         results, training_data, model_id=model_id, license=license, tags=tags, languages=languages
     )
     front_matter = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True)
-    body = _card_body(results, training_data, protocol, repo_id, license, description, pairing)
+    body = _card_body(results, training_data, protocol, repo_id, license, description, pairing, baselines or {})
     card_path = folder / "README.md"
     card_path.write_text(f"---\n{front_matter}---\n\n{body}", encoding="utf-8")
     return card_path
 
 
-def _card_body(results, training_data, protocol, repo_id, license, description, pairing) -> str:
-    non_commercial = [d for d in training_data if NON_COMMERCIAL.search(d["licence"])]
-    data_rows = "\n".join(f"| {d['name']} | {d['licence']} | {d.get('url', '')} |" for d in training_data)
-    result_rows = []
+def _result_rows(results) -> list[str]:
+    rows = []
     for name, result in results.items():
         m = _metrics_of(result)
-        result_rows.append(
+        rows.append(
             f"| {name} | {100 * m['wa']:.2f} ± {100 * m['wa_std']:.2f} "
             f"| {100 * m['ua']:.2f} ± {100 * m['ua_std']:.2f} | {m['n_runs'] or ''} |"
         )
+    return rows
+
+
+def _card_body(results, training_data, protocol, repo_id, license, description, pairing, baselines) -> str:
+    non_commercial = [d for d in training_data if NON_COMMERCIAL.search(d["licence"])]
+    data_rows = "\n".join(f"| {d['name']} | {d['licence']} | {d.get('url', '')} |" for d in training_data)
+    result_rows = _result_rows(results)
+    baseline_note = (
+        "\n**Baselines on the same folds** (logistic regression on clip-level mean and std of each "
+        "representation, class-balanced, L2 chosen on the dev fold; audio only):\n\n"
+        "| Baseline: test setting (protocol) | WA (%) | UA (%) | Runs |\n|---|---|---|---|\n"
+        + "\n".join(_result_rows(baselines)) + "\n"
+        if baselines else ""
+    )
     licence_note = (
         "The model inherits the non-commercial terms of its training data ("
         + ", ".join(f"{d['name']}: {d['licence']}" for d in non_commercial)
@@ -183,10 +198,10 @@ WA (weighted accuracy) is the overall accuracy; UA (unweighted accuracy) is the 
 
 ## Results
 
-| Protocol | WA (%) | UA (%) | Runs |
+| Model: test setting (protocol) | WA (%) | UA (%) | Runs |
 |---|---|---|---|
 {chr(10).join(result_rows)}
-
+{baseline_note}
 ## Intended use
 
 Research, teaching and demonstrations of speech emotion recognition on short English utterances (a few seconds, one speaker). Not for decisions about people: hiring, policing, health, credit or any other assessment of an individual.

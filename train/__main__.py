@@ -270,7 +270,7 @@ def command_ablate(args) -> int:
 
 def command_fit(args) -> int:
     from train.experiment import dev_samples, make_bank, samples_for
-    from train.hub import push_to_hub, write_model_card
+    from train.hub import push_to_hub
     from train.pairing import ModalityDropout
     from train.protocol import speaker_groups
     from train.trainer import fit, is_main_process
@@ -296,18 +296,35 @@ def command_fit(args) -> int:
     model.save_pretrained(out)
     (out / "training.json").write_text(json.dumps({
         "command": "python -m train " + " ".join(sys.argv[1:]), "pairing": data.pairing, "data": data.reports,
-        "dev_speakers": sorted(dev_speakers), **info}, indent=1))
-    results, baselines = {}, {}
-    if args.results:
-        for row in json.loads(Path(args.results).read_text())["table1"]:
-            table = baselines if row["model"].startswith("logistic regression") else results
-            table[f"{row['model']}: {row['setting']} ({row['protocol']})"] = row
-    write_model_card(out, results, training_data_of(args), args.protocol_note, repo_id=args.push_to_hub,
-                     pairing=data.pairing, description=describe_model(model.config), baselines=baselines)
+        "training_data": training_data_of(args), "dev_speakers": sorted(dev_speakers), **info}, indent=1))
+    write_card(out, model.config, args.results, args.protocol_note, args.push_to_hub)
     log(f"saved checkpoint and model card to {out}")
     if args.push_to_hub:
         push_to_hub(out, args.push_to_hub)
         log(f"pushed to https://huggingface.co/{args.push_to_hub}")
+    return 0
+
+
+def write_card(out: Path, config, results_file, protocol_note: str, repo_id=None) -> Path:
+    """The model card of the checkpoint in `out` (its training.json) with a cv run's results."""
+    from train.hub import write_model_card
+
+    training = json.loads((out / "training.json").read_text())
+    results, baselines = {}, {}
+    if results_file:
+        for row in json.loads(Path(results_file).read_text())["table1"]:
+            table = baselines if row["model"].startswith("logistic regression") else results
+            table[f"{row['model']}: {row['setting']} ({row['protocol']})"] = row
+    return write_model_card(out, results, training["training_data"], protocol_note, repo_id=repo_id,
+                            pairing=training["pairing"], description=describe_model(config), baselines=baselines)
+
+
+def command_card(args) -> int:
+    """Rewrite a checkpoint's model card, e.g. once the cross-validation of its recipe is done."""
+    from ser_demo.model import MSCNN_SPU_ATT
+
+    out = Path(args.checkpoint)
+    print(write_card(out, MSCNN_SPU_ATT.from_pretrained(out).config, args.results, args.protocol_note))
     return 0
 
 
@@ -381,6 +398,10 @@ def main(argv=None) -> int:
     p.add_argument("--results", default=None, help="results.json of a cv run, for the model card")
     p.add_argument("--protocol-note", default="speaker-independent cross-validation (see results)")
     p.add_argument("--push-to-hub", default=None, metavar="REPO_ID")
+    p = commands.add_parser("card", help="rewrite a checkpoint's model card from a cv run's results")
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder written by fit")
+    p.add_argument("--results", required=True, help="results.json of a cv run")
+    p.add_argument("--protocol-note", default="speaker-independent cross-validation (see results)")
     p = commands.add_parser("features", help="extract and cache the audio features of a config")
     _data_arguments(p), _model_arguments(p)
     p = commands.add_parser("evaluate", help="score a checkpoint on a corpus")
@@ -392,7 +413,7 @@ def main(argv=None) -> int:
     p.add_argument("--cache", default=".cache/features")
     args = parser.parse_args(argv)
     return {"cv": command_cv, "ablate": command_ablate, "fit": command_fit, "evaluate": command_evaluate,
-            "features": command_features}[args.command](args)
+            "features": command_features, "card": command_card}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ import gradio as gr
 
 from ser_demo.explain import RELEVANCE_METHODS
 from ser_demo.recognizer import MODALITIES, EmotionRecognizer, PredictionError, default_checkpoint
+from timeline_tab import build_timeline_tab
 
 log = logging.getLogger("ser_demo.app")
 
@@ -53,6 +54,7 @@ if RELEVANCE not in RELEVANCE_METHODS:  # a typo would otherwise fail every requ
 EXPLANATIONS = os.environ.get("SER_APP_EXPLANATIONS", "1") not in ("0", "false", "no")
 CHECKPOINTS_ENV = "SER_APP_CHECKPOINTS"
 MODALITY_CHOICES = [("audio + text", "both"), ("audio only", "audio"), ("text only", "text")]
+STEP_TAB = "step-by-step"
 GENERIC_ERROR = "Something went wrong while analysing this recording. Please try again, or try another clip."
 
 
@@ -316,7 +318,8 @@ def _example_rows(default_checkpoint_name: str) -> tuple[list[list], list[str]]:
 
 def build_demo(service: Service) -> gr.Blocks:
     analyze = make_analyze(service)
-    with gr.Blocks(title="Speech emotion, step by step (MSCNN-SPU-ATT)") as demo:
+    with (gr.Blocks(title="Speech emotion, step by step (MSCNN-SPU-ATT)") as demo, gr.Tabs(elem_id="tabs") as tabs,
+          gr.Tab("Step by step", id=STEP_TAB, elem_id="step-tab")):
         gr.Markdown(INTRO)
         if service.asr_error:
             gr.Markdown(f"**Speech recognition is off** ({html.escape(service.asr_error)}): "
@@ -380,6 +383,9 @@ def build_demo(service: Service) -> gr.Blocks:
             "CNN and Attention*, ICASSP 2021. Attention is not explanation: Jain & Wallace 2019; "
             "Wiegreffe & Pinter 2019. The same analysis is available through the API (see the footer).</small>"
         )
+    with demo, tabs, gr.Tab("Over time", id="over-time", elem_id="over-time-tab"):
+        build_timeline_tab(service, tabs, STEP_TAB, audio, transcript,
+                           analyse_then=lambda event: event.then(analyze, inputs, outputs, api_visibility="private"))
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     return demo
 

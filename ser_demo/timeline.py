@@ -69,6 +69,7 @@ class Timeline:
     curve: np.ndarray  # (T, n_labels) smoothed probabilities; NaN where there is no speech
     timings: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    waveform: Optional[np.ndarray] = field(default=None, repr=False)  # the ingested recording, 16 kHz
 
     @property
     def transcript(self) -> str:
@@ -173,7 +174,8 @@ def timeline(
     times, curve = probability_curve(segments, duration, recognizer.labels)
     timings["total"] = time.perf_counter() - start
     report(1.0, "done")
-    return Timeline(duration, tuple(recognizer.labels), modality, segmentation, segments, times, curve, timings, notes)
+    return Timeline(duration, tuple(recognizer.labels), modality, segmentation, segments, times, curve, timings, notes,
+                    waveform)
 
 
 def transcribe(transcriber, waveform: np.ndarray, piece: Piece) -> list:

@@ -151,11 +151,11 @@ def assert_png(path) -> None:
 # --- the API ---------------------------------------------------------------------------------
 
 
-def test_api_lists_one_analyze_endpoint(client):
+def test_api_lists_the_analyze_and_timeline_endpoints(client):
     info = client.view_api(print_info=False, return_format="dict")
     endpoint = info["named_endpoints"]["/analyze"]
     assert [p["parameter_name"] for p in endpoint["parameters"]] == ["audio", "transcript", "modality", "checkpoint_name"]
-    assert list(info["named_endpoints"]) == ["/analyze"]
+    assert set(info["named_endpoints"]) == {"/analyze", "/timeline"}  # the live stream stays private
 
 
 def test_a_recording_is_transcribed_classified_and_drawn(client, server):

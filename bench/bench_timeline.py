@@ -1,0 +1,157 @@
+"""Benchmark of emotion over time: `python bench/bench_timeline.py [--live-seconds 120] [--minutes 5]
+[--files 100] [--whisper-files 20] [--only live|long|batch]`.
+
+Prints
+  - live: a microphone stream fed in real time (0.5 s chunks at 48 kHz, as the browser sends
+    them) to the app's LiveTimeline with Whisper transcribing beside it: for each chart point, the
+    delay between the moment the audio it describes had been spoken and the moment the point
+    was ready; median, 95th percentile and maximum, over the first and the last 30 s (a growing
+    lag would show as a larger last-30-s figure). Target: every point <= 1 s.
+  - long: `timeline()` with Whisper on a 5-minute recording (real RAVDESS + TESS clips joined
+    with pauses when ../shared/data is there, else the committed sentences), seconds and
+    fraction of real time. Target: <= 60 s (0.2 x real time).
+  - batch: `python -m ser_demo predict FOLDER --modality audio`'s loop over 5-second files,
+    files per second, without Whisper and (on fewer files) with it. Target: >= 20 files/s.
+Network and browser time are not included in the live figure (the browser test shows the chart
+does update while speaking); the machine's load average is printed with each figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+SHARED = ROOT.parent / "shared" / "data"
+RATE = 16000
+
+
+def load() -> str:
+    return "load average %.1f" % os.getloadavg()[0]
+
+
+def sentences() -> list:
+    """Real speech clips (float32 16 kHz): RAVDESS actors 01-04 and TESS when present, else the
+    committed sentences."""
+    import numpy as np
+    import soundfile as sf
+
+    paths = sorted(SHARED.glob("ravdess/Actor_0[1-4]/*.flac")) + sorted(SHARED.glob("tess/*/*.wav"))[::40]
+    paths = paths or sorted((ROOT / "tests" / "fixtures").glob("*.flac")) + [ROOT / "tests" / "fixtures" / "speech.wav"]
+    return [sf.read(p, dtype="float32")[0].astype(np.float32) for p in paths]
+
+
+def recording(seconds: float, pause: float = 0.8):
+    import numpy as np
+
+    clips, parts, total, i = sentences(), [], 0, 0
+    gap = np.zeros(int(pause * RATE), np.float32)
+    while total < seconds * RATE:
+        parts += [clips[i % len(clips)], gap]
+        total += len(clips[i % len(clips)]) + len(gap)
+        i += 1
+    return np.concatenate(parts)[: int(seconds * RATE)]
+
+
+def bench_live(recognizer, transcriber, seconds: float) -> None:
+    import numpy as np
+    import soxr
+
+    from ser_demo.live import LiveTimeline
+
+    mic = (soxr.resample(recording(seconds, pause=1.2), RATE, 48000) * 20000).astype(np.int16)
+    chunk = 24000  # 0.5 s at 48 kHz, what Gradio's stream_every=0.5 delivers
+    live = LiveTimeline(recognizer, transcriber, max_seconds=seconds + 1)
+    live.feed(np.zeros(chunk, np.int16), 48000)  # the first call pays one-off set-up, as the app's warm-up does
+    live = LiveTimeline(recognizer, transcriber, max_seconds=seconds + 1)
+    lags, start = [], time.perf_counter()
+    for k in range(0, len(mic), chunk):
+        arrives = start + (k + chunk) / 48000  # the chunk is complete in the browser at this moment
+        time.sleep(max(0.0, arrives - time.perf_counter()))
+        for point in live.feed(mic[k:k + chunk], 48000):
+            lags.append((point.time, time.perf_counter() - (start + point.time)))
+    live.finish(timeout=60)
+    first = [lag for t, lag in lags if t <= 30]
+    last = [lag for t, lag in lags if t > seconds - 30]
+
+    def stats(values):
+        values = sorted(values)
+        return (f"median {statistics.median(values) * 1000:.0f} ms, p95 {values[int(0.95 * (len(values) - 1))] * 1000:.0f} ms, "
+                f"max {values[-1] * 1000:.0f} ms")
+
+    print(f"live, {seconds:.0f} s stream, {len(lags)} points: all {stats([l for _, l in lags])}; "
+          f"first 30 s {stats(first)}; last 30 s {stats(last)}; "
+          f"{sum(l > 1.0 for _, l in lags)} points over 1 s; transcript {len(live.transcript.split())} words ({load()})")
+
+
+def bench_long(recognizer, minutes: float) -> None:
+    from ser_demo.timeline import timeline
+
+    audio = recording(minutes * 60)
+    calls = []
+    start = time.perf_counter()
+    result = timeline(recognizer, audio, RATE, modality="both", progress=lambda f, m: calls.append(f))
+    elapsed = time.perf_counter() - start
+    speech = [s for s in result.segments if s.kind == "speech"]
+    timings = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
+    print(f"long, {result.duration:.0f} s recording with Whisper: {elapsed:.1f} s = {elapsed / result.duration:.3f} x real time "
+          f"({timings}); {len(speech)} utterances, {len(calls)} progress updates ({load()})")
+
+
+def bench_batch(recognizer, n_files: int, n_whisper: int) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    from ser_demo.batch import audio_files, predict_rows
+
+    folder = Path(tempfile.mkdtemp(prefix="ser-bench-batch-"))
+    clips = sentences()
+    for i in range(n_files):
+        clip = np.zeros(5 * RATE, np.float32)
+        source = clips[i % len(clips)][: 5 * RATE]
+        clip[: len(source)] = source
+        sf.write(folder / f"clip{i:04d}.wav", clip, RATE, subtype="PCM_16")
+    files = audio_files([str(folder)])
+    list(predict_rows(recognizer, files[:3], modality="audio"))  # warm-up
+    for modality, subset in (("audio", files), ("both", files[:n_whisper])):
+        if modality == "both" and recognizer.transcriber is None:
+            continue
+        start = time.perf_counter()
+        rows = list(predict_rows(recognizer, subset, modality=modality))
+        elapsed = time.perf_counter() - start
+        failed = sum(bool(r[-1]) for r in rows)
+        what = "--modality audio (no Whisper)" if modality == "audio" else "--modality both (Whisper)"
+        print(f"batch, {len(subset)} five-second files, {what}: {len(subset) / elapsed:.1f} files/s "
+              f"({elapsed:.1f} s, {failed} failed) ({load()})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--live-seconds", type=float, default=120.0)
+    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--files", type=int, default=100)
+    parser.add_argument("--whisper-files", type=int, default=20)
+    parser.add_argument("--only", choices=("live", "long", "batch"), default=None)
+    args = parser.parse_args()
+
+    from ser_demo import load_recognizer
+
+    recognizer = load_recognizer()
+    print(f"checkpoint labels {recognizer.labels}; {os.cpu_count()} CPUs; {load()}")
+    if args.only in (None, "batch"):
+        bench_batch(recognizer, args.files, args.whisper_files)
+    if args.only in (None, "long"):
+        bench_long(recognizer, args.minutes)
+    if args.only in (None, "live"):
+        bench_live(recognizer, recognizer.transcriber, args.live_seconds)
+
+
+if __name__ == "__main__":
+    main()

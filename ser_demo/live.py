@@ -121,12 +121,12 @@ class LiveTimeline:
 
     def _point(self, end: float) -> LivePoint:
         audio = self.waveform[max(0, int((end - self.window) * SAMPLE_RATE)):int(end * SAMPLE_RATE)]
-        point = LivePoint(round(end, 2), None)
+        point = LivePoint(end, None)
         if active_seconds(audio) >= MIN_ACTIVE_SECONDS:
             r = self.recognizer
             try:
                 heard = r.listen(audio, SAMPLE_RATE, None, self.modality, max_seconds=None, transcriber=None)
-                probabilities, _ = r.forward(r.prepare(heard.waveform_for_model, heard.transcript, self.modality))
+                probabilities, _ = r.forward(r.prepare(heard.waveform_for_model, heard.transcript, self.modality, heard.encoded))
             except AudioInputError:  # too little left after trimming: silence
                 probabilities = None
             if probabilities is not None:

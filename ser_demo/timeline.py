@@ -208,7 +208,7 @@ def classify(recognizer: EmotionRecognizer, waveform: np.ndarray, begin: float, 
     text = piece.text if use_text else ""
     try:
         heard = recognizer.listen(waveform[first:last], SAMPLE_RATE, text, modality, max_seconds=None, transcriber=None)
-        inputs = recognizer.prepare(heard.waveform_for_model, heard.transcript, modality)
+        inputs = recognizer.prepare(heard.waveform_for_model, heard.transcript, modality, heard.encoded)
     except (AudioInputError, PredictionError):  # no speech left after trimming, or no words for text only
         return Segment(begin, end, SILENCE, None, text, piece.words)
     probabilities, _ = recognizer.forward(inputs)

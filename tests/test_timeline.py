@@ -305,3 +305,48 @@ def test_cli_predict_folder_to_csv_reports_a_corrupt_file_and_goes_on(tmp_path, 
     for row in (rows[0], rows[2]):
         assert row["error"] == "" and float(row[row["label"]]) == max(float(row[label]) for label in labels)
     assert rows[0]["label"] == rows[2]["label"]  # the same audio, the same answer
+
+
+# --- live ----------------------------------------------------------------------------------
+
+
+def test_live_points_every_second_silence_and_words(recognizer, whisper, speech):
+    """A 48 kHz int16 stream in 0.5 s chunks, as the browser sends it: about one point a second,
+    None while silent, each point what `predict` says of the last 3 s, words after the pauses."""
+    import soxr
+
+    from ser_demo.live import LiveTimeline
+
+    audio, spans = join([speech, speech], pause=4.5)
+    stream = (soxr.resample(audio, RATE, 48000) * 20000).astype(np.int16)
+    live = LiveTimeline(recognizer, whisper, max_seconds=60)
+    points = []
+    for k in range(0, len(stream), 24000):
+        points += live.feed(stream[k:k + 24000], 48000)
+    waveform = live.finish(timeout=120)
+    assert live.duration == pytest.approx(len(audio) / RATE, abs=0.05) and len(waveform) == len(live.waveform)
+    gaps = np.diff([p.time for p in points])
+    assert len(points) >= int(live.duration) - 2 and gaps.min() >= 0.9 and gaps.max() <= 1.1
+    quiet = [p for p in points if p.time - live.window >= spans[0][1] and p.time <= spans[1][0]]
+    assert quiet and all(p.probabilities is None for p in quiet)  # windows inside the pause
+    spoken = [p for p in points if p.probabilities is not None]
+    assert spoken and all(set(p.probabilities) == set(recognizer.labels) for p in spoken)
+    last = spoken[-1]  # the same answer predict gives the same 3 s
+    window = waveform[int((last.time - 3.0) * RATE):int(last.time * RATE)]
+    alone = recognizer.predict(window, RATE, modality="audio").probabilities
+    assert all(last.probabilities[k] == pytest.approx(alone[k], abs=1e-4) for k in alone)
+    words = live.transcript.lower()
+    assert words.count("believe") + words.count("wonderful") >= 3, words
+    assert len(live.phrases) == 2  # one stretch per sentence, each sent once
+
+
+def test_live_limits(recognizer, speech):
+    from ser_demo.live import LiveTimeline
+
+    live = LiveTimeline(recognizer, None, max_seconds=2.0)
+    live.feed((speech * 30000).astype(np.int16), RATE)
+    assert live.full and live.duration == pytest.approx(2.0) and live.feed(speech, RATE) == []
+    with pytest.raises(AudioInputError, match="sample rate"):
+        LiveTimeline(recognizer).feed(speech, 100)
+    with pytest.raises(AudioInputError, match="invalid samples"):
+        LiveTimeline(recognizer).feed(np.full(4800, np.nan, np.float32), 48000)

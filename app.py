@@ -290,11 +290,14 @@ EXPLAIN = {
     "probabilities": "The model's final answer: one probability per emotion, adding up to 1. The grey "
                      "hatched bars show what it would answer if attention weighted every word equally.",
     "mfcc": "MFCCs describe the sound's colour every 10 ms (32 numbers per frame); delta and "
-            "delta-delta show how fast they change. The bottom row hides short pieces of audio one at "
-            "a time: where hiding a piece lowers the answer's probability, that piece mattered (green).",
-    "spu": "Convolutions with 4 window sizes (30-90 ms) slide over the MFCCs with 128 filters each. "
-           "The SPU summarises each filter over the whole clip in three ways: its maximum, its mean "
-           "and its spread (std). Same colour scale in all three panels.",
+            "delta-delta show how fast they change. When the model also listens through Whisper's "
+            "encoder (the bundled one does), the next map shows those states: 384 numbers per 20 ms, "
+            "computed once for both the transcript and the emotion. The bottom row hides short pieces "
+            "of audio one at a time (in every map at once): where hiding a piece lowers the answer's "
+            "probability, that piece mattered (green).",
+    "spu": "Convolutions of several window sizes (MFCC: 30-90 ms; Whisper states: 20-100 ms) slide over "
+           "each input with 128 filters each. The SPU summarises each filter over the whole clip in "
+           "three ways: its maximum, its mean and its spread (std). Same colour scale in all panels.",
     "attention": "Each audio summary (max, mean, std) becomes a *context vector* that decides how much "
                  "to look at each word; each row sums to 1. Attention is not the same as importance, so "
                  "the bottom row removes one word at a time and measures how much the answer changes.",

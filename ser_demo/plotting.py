@@ -126,36 +126,44 @@ def plot_probabilities(labels: Sequence[str], probabilities: Sequence[float],
 
 
 def plot_mfcc(
-    mfcc: np.ndarray,
+    mfcc: Optional[np.ndarray],
     frame_seconds: float,
     relevance: Optional[np.ndarray] = None,
     relevance_method: str = "occlusion",
     tokens: Optional[Sequence[str]] = None,
     token_times: Optional[Sequence] = None,
+    encoder_states: Optional[np.ndarray] = None,
 ) -> Figure:
-    """Three heat maps (MFCC, delta, delta-delta) over time in seconds; under them, when given,
-    how much each moment pushed the decision towards the predicted class."""
-    n = mfcc.shape[0] // 3
-    frames = mfcc.shape[1]
-    duration = frames * frame_seconds
-    rows = 4 if relevance is not None else 3
+    """What the audio branch reads, over time in seconds: the MFCC, delta and delta-delta heat
+    maps and/or the Whisper encoder states (one column per 20 ms); under them, when given, how
+    much each moment pushed the decision towards the predicted class."""
+    blocks = []  # (title, matrix, seconds per column, colour map, (low, high))
+    if mfcc is not None:
+        n = mfcc.shape[0] // 3
+        for i, name in enumerate(("MFCC", "delta (change)", "delta-delta (acceleration)")):
+            block = mfcc[i * n:(i + 1) * n]
+            if i == 0:  # c0 (loudness) is far larger than the rest: scale the colours without it
+                low, high = np.percentile(block[1:], [1, 99]) if n > 1 else (block.min(), block.max())
+                blocks.append((name, block, frame_seconds, "magma", (float(low), float(high))))
+            else:
+                high = float(np.percentile(np.abs(block), 99)) or 1.0
+                blocks.append((name, block, frame_seconds, "coolwarm", (-high, high)))
+    if encoder_states is not None:
+        high = float(np.percentile(np.abs(encoder_states), 99)) or 1.0
+        blocks.append((f"Whisper encoder states ({encoder_states.shape[0]} numbers per 20 ms)", encoder_states,
+                       2 * frame_seconds, "coolwarm", (-high, high)))
+    duration = max(block.shape[1] * step for _, block, step, _, _ in blocks)
+    rows = len(blocks) + (relevance is not None)
     fig = _figure(10.0, 1.55 * rows + 0.6)
     _margins(fig, left=0.75, right=0.8, top=0.3, bottom=0.5, hspace=0.4)
     # Not sharex: the upper rows carry no time ticks at all (each tick is an artist to build).
-    axes = fig.subplots(rows, 1, gridspec_kw={"height_ratios": [1.0] * 3 + ([0.9] if rows == 4 else [])})
-    names = ("MFCC", "delta (change)", "delta-delta (acceleration)")
-    extent = (0.0, duration, -0.5, n - 0.5)
-    for i, (ax, name) in enumerate(zip(axes, names)):
-        block = mfcc[i * n:(i + 1) * n]
-        if i == 0:  # c0 (loudness) is far larger than the rest: scale the colours without it
-            low, high = np.percentile(block[1:], [1, 99]) if n > 1 else (block.min(), block.max())
-            cmap = "magma"
-        else:
-            high = float(np.percentile(np.abs(block), 99)) or 1.0
-            low, cmap = -high, "coolwarm"
-        im = ax.imshow(block, aspect="auto", origin="lower", extent=extent, cmap=cmap,
-                       vmin=float(low), vmax=float(high), interpolation="nearest")
-        ax.set_ylabel("coef.", fontsize=9)
+    axes = fig.subplots(rows, 1, squeeze=False,
+                        gridspec_kw={"height_ratios": [1.0] * len(blocks) + ([0.9] if relevance is not None else [])})[:, 0]
+    for i, (ax, (name, block, step, cmap, (low, high))) in enumerate(zip(axes, blocks)):
+        n = block.shape[0]
+        im = ax.imshow(block, aspect="auto", origin="lower", extent=(0.0, block.shape[1] * step, -0.5, n - 0.5),
+                       cmap=cmap, vmin=low, vmax=high, interpolation="nearest")
+        ax.set_ylabel("coef." if step == frame_seconds else "dim.", fontsize=9)
         ax.set_yticks([0, n // 2, n - 1])
         ax.set_xlim(0, duration)
         if i < rows - 1:
@@ -323,9 +331,11 @@ def draw_analysis(analysis) -> dict[str, np.ndarray]:
     images = {}
     with LOCK:
         images["probabilities"] = render(plot_probabilities(e.labels, e.probabilities, e.uniform_probabilities))
-        if analysis.mfcc is not None and analysis.mfcc.shape[1] > 0:
+        encoder_states = getattr(analysis, "encoder_states", None)
+        if any(x is not None and x.shape[1] > 0 for x in (analysis.mfcc, encoder_states)):
             images["mfcc"] = render(plot_mfcc(analysis.mfcc, e.frame_seconds, e.frame_relevance,
-                                              e.relevance_method, e.tokens, analysis.token_times))
+                                              e.relevance_method, e.tokens, analysis.token_times,
+                                              encoder_states))
         if e.audio_statistics is not None:
             images["spu"] = render(plot_spu(e.audio_statistics, e.kernel_sizes, e.statistics, e.frame_seconds))
         if e.tokens:

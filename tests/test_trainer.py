@@ -175,3 +175,23 @@ def test_set_switches_parse_booleans_and_ablation_rows_win():
     assert model_config(args, use_attention=False).use_attention is False  # the row's switch wins
     with pytest.raises(SystemExit, match="true or false"):
         model_config(argparse.Namespace(set=["use_swem=nope"], text=None, audio=[]))
+
+
+def test_weight_averaging_warms_up_instead_of_clinging_to_the_initial_weights():
+    """With decay 0.99, ten steps of plain EMA would keep 90 % of the random start; the warm-up
+    (decay min(0.99, (1 + n) / (10 + n))) follows the training weights while they move fast."""
+    from train.trainer import ema_update
+
+    model = torch.nn.Linear(3, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    averaged = torch.optim.swa_utils.AveragedModel(model, avg_fn=ema_update(0.99))
+    for _ in range(10):
+        with torch.no_grad():
+            model.weight.add_(1.0)  # the training weights walk from 0 to 10
+        averaged.update_parameters(model)
+    value = float(averaged.module.weight[0, 0])
+    assert 6.0 < value < 10.0  # plain EMA would sit near 0.99**10 * 1 + ... ~ 0.5
+    settled = torch.optim.swa_utils.AveragedModel(model, avg_fn=ema_update(0.99))
+    for _ in range(3):
+        settled.update_parameters(model)  # weights that no longer move: the average is them
+    torch.testing.assert_close(settled.module.weight, model.weight)

@@ -318,8 +318,7 @@ def fit(
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     # Weight averaging steadies a model whose dev score swings from epoch to epoch on new voices;
     # the average is what gets scored and kept.
-    averaged = torch.optim.swa_utils.AveragedModel(
-        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(settings.ema)) if settings.ema else None
+    averaged = torch.optim.swa_utils.AveragedModel(model, avg_fn=ema_update(settings.ema)) if settings.ema else None
     scored = averaged.module if averaged is not None else model
     best_state = {k: v.clone() for k, v in scored.state_dict().items()}
     history, best_score, start_epoch, since_best = [], -math.inf, 0, 0
@@ -372,6 +371,17 @@ def fit(
             break
     model.load_state_dict(best_state)
     return model.eval(), {"history": history, "best_dev": best_score, "select_on": settings.select_on}
+
+
+def ema_update(decay: float):
+    """Exponential moving average with a warm-up: the decay is min(decay, (1 + n) / (10 + n))
+    after n updates (as TensorFlow's ExponentialMovingAverage), so a short run is not averaged
+    back towards its random initial weights."""
+    def update(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        return d * averaged + (1.0 - d) * current
+
+    return update
 
 
 def _progress(items, description: str, enabled: bool):

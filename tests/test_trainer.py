@@ -84,6 +84,11 @@ def test_cv_command_writes_labelled_results(fake_corpora, tmp_path):
         assert row["protocol"] == "speaker-independent-3group"
         assert 0 <= row["ua_mean"] <= 1
     assert "speaker-independent-3group" in (tmp_path / "cv" / "results.md").read_text()
+    # A run's tables can be rebuilt from the folds it finished (e.g. one stopped early): same rows.
+    (tmp_path / "cv" / "results.json").unlink()
+    result = run_module("train", "report", "--run", str(tmp_path / "cv"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "cv" / "results.json").read_text())["table1"] == rows
 
 
 def test_fit_and_evaluate_commands(fake_corpora, tmp_path):

@@ -204,16 +204,47 @@ def command_cv(args, rows_for=None) -> int:
             baselines=baselines_of(args) if not rows_for or row_name == "MSCNN-SPU-ATT" else (),
             own_words=args.own_words, extra_texts=args.extra_texts,
         )
-        for key, summary in result["summaries"].items():
-            model, setting = describe_setting(key, row_name, args.transcripts)
-            table.append(ResultRow(model, setting, summary))
-            log(f"{model} / {setting}: WA {summary.wa_mean:.4f} ± {summary.wa_std:.4f}, UA {summary.ua_mean:.4f} ± {summary.ua_std:.4f} over {summary.n_runs} runs ({summary.protocol})")
+        table += result_rows(result["summaries"], row_name, args.transcripts, log)
     if rows_for:
-        both = [r for r in table if r.setting.startswith("audio + ") and "[" not in r.setting and r.model in variants]
+        both = [r for r in table if r.setting.startswith("audio + ") and ", test corpus" not in r.setting and r.model in variants]
         md, js = write_report(out, table1=[], table2=both, ablation_reference="MSCNN-SPU-ATT")
     else:
         md, js = write_report(out, table1=table)
     log(f"wrote {md} and {js}")
+    return 0
+
+
+def result_rows(summaries: dict, row_name: str, transcripts: str, log=print) -> list:
+    from train.report import ResultRow
+
+    rows = []
+    for key, summary in summaries.items():
+        model, setting = describe_setting(key, row_name, transcripts)
+        rows.append(ResultRow(model, setting, summary))
+        log(f"{model} / {setting}: WA {summary.wa_mean:.4f} ± {summary.wa_std:.4f}, UA {summary.ua_mean:.4f} ± {summary.ua_std:.4f} over {summary.n_runs} runs ({summary.protocol})")
+    return rows
+
+
+def command_report(args) -> int:
+    """Tables of a cv run from the folds it finished (folds.jsonl), e.g. one stopped early."""
+    from train.protocol import FoldResult, summarize
+    from train.report import write_report
+
+    out = Path(args.run)
+    table = []
+    for folds_file in sorted(out.glob("*/folds.jsonl")):
+        per_key: dict[str, list] = {}
+        for line in folds_file.read_text().splitlines():
+            record = json.loads(line)
+            for key, result in record.items():
+                if key != "fold":
+                    per_key.setdefault(key, []).append(FoldResult(**result))
+        summaries = {key: summarize(results) for key, results in per_key.items()}
+        table += result_rows(summaries, folds_file.parent.name.replace("_", " "), args.transcripts)
+    if not table:
+        raise SystemExit(f"no finished folds under {out} (*/folds.jsonl)")
+    md, js = write_report(out, table1=table)
+    print(f"wrote {md} and {js}")
     return 0
 
 
@@ -398,6 +429,9 @@ def main(argv=None) -> int:
     p.add_argument("--results", default=None, help="results.json of a cv run, for the model card")
     p.add_argument("--protocol-note", default="speaker-independent cross-validation (see results)")
     p.add_argument("--push-to-hub", default=None, metavar="REPO_ID")
+    p = commands.add_parser("report", help="results.md/json of a cv run from the folds it finished")
+    p.add_argument("--run", required=True, help="the cv run's --out folder")
+    p.add_argument("--transcripts", choices=("own", "asr"), default="own", help="what the run's test clips carried")
     p = commands.add_parser("card", help="rewrite a checkpoint's model card from a cv run's results")
     p.add_argument("--checkpoint", required=True, help="checkpoint folder written by fit")
     p.add_argument("--results", required=True, help="results.json of a cv run")
@@ -413,7 +447,8 @@ def main(argv=None) -> int:
     p.add_argument("--cache", default=".cache/features")
     args = parser.parse_args(argv)
     return {"cv": command_cv, "ablate": command_ablate, "fit": command_fit, "evaluate": command_evaluate,
-            "features": command_features, "card": command_card}[args.command](args)
+            "features": command_features, "card": command_card,
+            "report": command_report}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,67 @@
+"""Time what the bundled checkpoint computes per recording (a benchmark, not a test).
+
+    python bench/bench_features.py [--repeats 7]
+
+For a 5 s clip of real speech (the committed espeak-ng fixture, looped): MFCCs, the Whisper
+encoder pass (shared with ASR), Whisper decoding from that pass vs a full transcription, the
+GE2E speaker embedding and the model's forward pass. Prints the median wall time and CPU time
+over --repeats runs after one warm-up; CPU time barely moves when other work shares the machine.
+Target (issue 8): the speaker embedding adds <= 100 ms to a 5 s clip on 2 cores.
+"""
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ser_demo import load_recognizer  # noqa: E402
+from ser_demo.audio import SAMPLE_RATE, mfcc_features  # noqa: E402
+from ser_demo.ingest import load_audio  # noqa: E402
+from ser_demo.speaker import load_speaker_embedder  # noqa: E402
+
+FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "speech.wav"
+
+
+def timed(fn, repeats: int) -> tuple[float, float]:
+    fn()  # warm-up
+    walls, cpus = [], []
+    for _ in range(repeats):
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    speech = load_audio(FIXTURE)
+    clip = np.tile(speech, int(np.ceil(5 * SAMPLE_RATE / len(speech))))[: 5 * SAMPLE_RATE]
+    recognizer = load_recognizer()
+    transcriber, encoder = recognizer.transcriber, recognizer.encoder
+    speaker = load_speaker_embedder(recognizer.config.speaker_model)
+    encoded = encoder.encode(clip) if encoder is not None else None
+    stages = {
+        "MFCC + deltas": lambda: mfcc_features(clip),
+        "speaker embedding (GE2E)": lambda: speaker.embed(clip),
+        "model forward (both modalities)": lambda: recognizer.forward(recognizer.prepare(clip, "this is a test", "both", encoded)),
+        "Whisper transcription, full": lambda: transcriber.transcribe(clip),
+    }
+    if encoder is not None:
+        stages["Whisper encoder pass (shared)"] = lambda: encoder.encode(clip)
+        stages["Whisper decoding from that pass"] = lambda: transcriber.transcribe(clip, encoded=encoded)
+    print(f"5 s clip, {args.repeats} repeats, median wall / CPU time:")
+    for name, fn in stages.items():
+        wall, cpu = timed(fn, args.repeats)
+        print(f"  {name:36s} {1000 * wall:7.1f} ms wall  {1000 * cpu:7.1f} ms CPU")
+
+
+if __name__ == "__main__":
+    main()

@@ -36,7 +36,9 @@ from typing import Optional
 
 import gradio as gr
 
+from ser_demo.asr import RecentWords
 from ser_demo.explain import RELEVANCE_METHODS
+from ser_demo.faithfulness import describe_windows, describe_words
 from ser_demo.recognizer import MODALITIES, EmotionRecognizer, PredictionError, default_checkpoint
 from timeline_tab import build_timeline_tab
 
@@ -95,6 +97,8 @@ class Service:
     transcriber: object = None
     asr_error: Optional[str] = None
     startup: dict = field(default_factory=dict)
+    # Whisper's word times per recording: a re-run with the (edited) transcript keeps them
+    words: RecentWords = field(default_factory=RecentWords)
 
     @property
     def default(self) -> str:
@@ -168,7 +172,7 @@ def run_analysis(service: Service, audio, transcript, modality, checkpoint_name,
     analysis = analyze_utterance(
         recognizer, audio, transcript, modality, transcriber=service.transcriber,
         asr_unavailable=service.asr_error, max_seconds=MAX_SECONDS, relevance=RELEVANCE,
-        explanations=EXPLANATIONS if explanations is None else explanations,
+        explanations=EXPLANATIONS if explanations is None else explanations, word_memory=service.words,
     )
     t = time.perf_counter()
     images = draw_analysis(analysis)
@@ -210,10 +214,19 @@ def _uniform_markdown(analysis) -> str:
     )
 
 
+def _faithfulness_markdown(analysis, unit: str) -> str:
+    f = analysis.faithfulness
+    if f is None:
+        return "*No deletion curves: they need the explanations switched on.*"
+    label = analysis.explanation.label
+    return describe_words(f.words, label) if unit == "words" else describe_windows(f.windows, label)
+
+
 def _timings_markdown(analysis, timings: dict) -> str:
     names = {"ingest": "ingestion (decode, resample)", "asr": "speech recognition (Whisper)",
              "features": "features (MFCC + GloVe)", "model": "model (MSCNN-SPU-ATT)",
-             "explanations": "explanations (leave-one-out, uniform, occlusion)", "plots": "plots",
+             "explanations": "explanations (leave-one-out, uniform, occlusion)",
+             "faithfulness": "faithfulness (deletion curves)", "plots": "plots",
              "total": "**total**"}
     rows = "\n".join(f"| {names.get(k, k)} | {v * 1000:.0f} ms |" for k, v in timings.items())
     source = {"asr": "heard by Whisper", "typed": "typed", "none": "none"}[analysis.transcript_source]
@@ -269,6 +282,10 @@ def make_analyze(service: Service, explanations: Optional[bool] = None):
             images.get("attention"),
             attention_html(e.tokens, e.attention, e.statistics, e.word_influence, analysis.token_times),
             _uniform_markdown(analysis),
+            images.get("word_curves"),
+            _faithfulness_markdown(analysis, "words"),
+            images.get("window_curves"),
+            _faithfulness_markdown(analysis, "windows"),
             _timings_markdown(analysis, timings),
             _notes_markdown(analysis),
             details,
@@ -301,6 +318,12 @@ EXPLAIN = {
     "attention": "Each audio summary (max, mean, std) becomes a *context vector* that decides how much "
                  "to look at each word; each row sums to 1. Attention is not the same as importance, so "
                  "the bottom row removes one word at a time and measures how much the answer changes.",
+    "faithfulness": "**Is attention an explanation here?** Remove the words one at a time, most important "
+                    "first, and watch the answer's probability: if the model really relies on the words an "
+                    "explanation ranks first, the curve on the left falls fast (and the one on the right, with "
+                    "only those words kept, stays high). Each ranking is compared with random orders.",
+    "window_faithfulness": "The same test for the sound: hide the 0.25 s windows that occlusion found most "
+                           "important first, or random ones, and watch the answer's probability.",
     "timing": "Where the time goes, stage by stage.",
 }
 
@@ -354,6 +377,10 @@ def build_demo(service: Service) -> gr.Blocks:
         gr.Markdown("### 2. The sound: MFCC, delta, delta-delta, and which moments matter\n" + EXPLAIN["mfcc"])
         mfcc = gr.Image(label="MFCC features over time", format="png", elem_id="mfcc-plot", buttons=[], show_label=False,
                         interactive=False)
+        gr.Markdown(EXPLAIN["window_faithfulness"])
+        window_curves = gr.Image(label="Deletion curves of the audio windows", format="png",
+                                 elem_id="window-curves-plot", buttons=[], show_label=False, interactive=False)
+        window_faithfulness = gr.Markdown(label="audio faithfulness", elem_id="window-faithfulness")
         gr.Markdown("### 3. Statistical pooling (SPU): three views of the same filters\n" + EXPLAIN["spu"])
         spu = gr.Image(label="SPU statistics per kernel size", format="png", elem_id="spu-plot", buttons=[], show_label=False,
                        interactive=False)
@@ -362,13 +389,17 @@ def build_demo(service: Service) -> gr.Blocks:
                              elem_id="attention-plot", buttons=[], show_label=False, interactive=False)
         highlighted = gr.HTML(label="highlighted words", show_label=False, elem_id="attention-text")
         uniform = gr.Markdown(label="uniform attention", elem_id="uniform")
+        gr.Markdown(EXPLAIN["faithfulness"])
+        word_curves = gr.Image(label="Deletion curves of the words", format="png", elem_id="word-curves-plot",
+                               buttons=[], show_label=False, interactive=False)
+        word_faithfulness = gr.Markdown(label="word faithfulness", elem_id="word-faithfulness")
         gr.Markdown("### 5. Timing\n" + EXPLAIN["timing"])
         timings = gr.Markdown(label="timings", elem_id="timings")
         with gr.Accordion("All numbers (the same JSON the API returns)", open=False):
             details = gr.JSON(label="details", elem_id="details")
 
         outputs = [label, summary, probabilities, transcript, mfcc, spu, attention, highlighted,
-                   uniform, timings, notes, details]
+                   uniform, word_curves, word_faithfulness, window_curves, window_faithfulness, timings, notes, details]
         inputs = [audio, transcript, modality, checkpoint]
         button.click(analyze, inputs, outputs, api_name="analyze", concurrency_limit="default")
         transcript.submit(analyze, inputs, outputs, api_visibility="private")

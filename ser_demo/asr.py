@@ -60,6 +60,43 @@ class Transcript:
     phrases: list[Phrase] = field(default_factory=list)  # Whisper's segments, in order
 
 
+class RecentWords:
+    """Whisper's word timestamps for the last `size` recordings, keyed by the audio's content.
+
+    A re-run of the same recording with a typed or edited transcript (the transcript box is
+    filled after the first run) skips Whisper; this keeps its word times so that the edited
+    transcript can still be aligned to them. Bounded and thread-safe."""
+
+    def __init__(self, size: int = 32):
+        from collections import OrderedDict
+
+        self.size = size
+        self._words: "OrderedDict[str, list]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(audio: np.ndarray) -> str:
+        import hashlib
+
+        return hashlib.sha256(np.ascontiguousarray(audio, dtype=np.float32).tobytes()).hexdigest()
+
+    def remember(self, audio: np.ndarray, words: list) -> None:
+        key = self.key(audio)
+        with self._lock:
+            self._words[key] = list(words)
+            self._words.move_to_end(key)
+            while len(self._words) > self.size:
+                self._words.popitem(last=False)
+
+    def recall(self, audio: np.ndarray) -> list:
+        """The words remembered for this recording ([] for one not transcribed lately)."""
+        key = self.key(audio)
+        with self._lock:
+            if key in self._words:
+                self._words.move_to_end(key)
+            return list(self._words.get(key, []))
+
+
 class TranscriptionUnavailable(RuntimeError):
     """No speech-to-text backend could be loaded; str() says why and what to do."""
 

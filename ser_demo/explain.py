@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .faithfulness import Faithfulness, measure as measure_faithfulness
 from .model import MSCNN_SPU_ATT
 from .recognizer import EmotionRecognizer, ModelInputs, unknown_words_note
 from .text import tokenize
@@ -314,14 +315,15 @@ class Analysis:
     modality: str
     transcript: str  # what the text branch read ("" for none)
     transcript_source: str  # "typed", "asr" or "none"
-    words: list  # ASR word timestamps (empty for a typed transcript)
+    words: list  # ASR word timestamps (for a typed transcript: Whisper's, when it heard this recording before)
     token_times: list  # (start, end) or None per token
     duration: Optional[float]  # seconds of ingested audio
     mfcc: Optional[np.ndarray]  # (96, frames) raw
     explanation: Explanation
-    timings: dict  # seconds: ingest, asr, features, model, explanations
+    timings: dict  # seconds: ingest, asr, features, model, explanations, faithfulness
     notes: list[str] = field(default_factory=list)
     encoder_states: Optional[np.ndarray] = None  # (384, states) raw, when the model reads Whisper's encoder
+    faithfulness: Optional[Faithfulness] = None  # deletion curves of the explanations
 
     @property
     def label(self) -> str:
@@ -346,6 +348,7 @@ class Analysis:
             token_times=self.token_times,
             timings={k: round(v, 4) for k, v in self.timings.items()},
             notes=self.notes,
+            faithfulness=self.faithfulness.to_dict() if self.faithfulness else None,
         )
         return d
 
@@ -362,15 +365,23 @@ def analyze(
     max_seconds: Optional[float] = 30.0,
     explanations: bool = True,
     relevance: str = "occlusion",
+    word_memory=None,
 ) -> Analysis:
     """ingest -> ASR (only when the text branch needs words and none were typed) -> features ->
     model -> explanations. Raises AudioInputError / PredictionError with a message for the user.
 
     transcriber: anything with .transcribe(float32 16 kHz) -> Transcript; None = no ASR, and
-    `asr_unavailable` (the reason) is then reported in the notes when a transcript was needed."""
+    `asr_unavailable` (the reason) is then reported in the notes when a transcript was needed.
+    word_memory: an `asr.RecentWords`; Whisper's words are kept there, and a typed transcript of
+    a recording heard before is aligned to them."""
     heard = recognizer.listen(audio, sample_rate, transcript, modality, max_seconds=max_seconds,
                               transcriber=transcriber, asr_unavailable=asr_unavailable)
     timings, notes = heard.timings, heard.notes
+    if word_memory is not None and heard.waveform is not None:
+        if heard.source == "asr" and heard.words:
+            word_memory.remember(heard.waveform, heard.words)
+        elif heard.source == "typed":
+            heard.words = word_memory.recall(heard.waveform)
     start = time.perf_counter()
     inputs = recognizer.prepare(heard.waveform_for_model, heard.transcript, modality, heard.encoded)
     timings["features"] = time.perf_counter() - start
@@ -379,8 +390,12 @@ def analyze(
         words=explanations, uniform=explanations,
     )
     timings["model"] = explanation.timings["model"]
+    faithfulness = None
     if explanations:
         timings["explanations"] = explanation.timings["words"] + explanation.timings["audio"]
+        start = time.perf_counter()
+        faithfulness = measure_faithfulness(recognizer.model, inputs.batch, explanation)
+        timings["faithfulness"] = time.perf_counter() - start
     if inputs.tokens.unknown_words:
         notes.append(unknown_words_note(inputs.tokens))
     waveform = heard.waveform
@@ -396,4 +411,5 @@ def analyze(
         explanation=explanation,
         timings=timings,
         notes=notes,
+        faithfulness=faithfulness,
     )

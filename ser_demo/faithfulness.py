@@ -339,31 +339,37 @@ def window_deletion_curves(
 # --- one utterance, as the page shows it -----------------------------------------------------
 
 
-def measure(model: MSCNN_SPU_ATT, batch: dict, explanation, *, removal: str = "mask",
+def explained_windows(explanation) -> tuple[list, Optional[np.ndarray]]:
+    """(first, end) frame windows and their relevance from an `explain.Explanation`: its occlusion
+    windows, or its gradient x input summed over windows of the occlusion size."""
+    e = explanation
+    if e.frame_relevance is None:
+        return [], None
+    frames = len(e.frame_relevance)
+    if e.windows is not None and e.window_relevance is not None:
+        windows = [(int(round(a / e.frame_seconds)), min(int(round(b / e.frame_seconds)), frames)) for a, b in e.windows]
+        return windows, np.asarray(e.window_relevance)
+    from .explain import occlusion_windows
+
+    windows = occlusion_windows(frames, e.frame_seconds)
+    return windows, np.array([e.frame_relevance[a:b].sum() for a, b in windows])
+
+
+def measure(model: MSCNN_SPU_ATT, batch: dict, explanation, *, removal: str = "mask", words: bool = True,
             word_permutations: int = 5, window_permutations: int = 2, gradient: bool = False) -> Faithfulness:
-    """Word and window curves for an `explain.Explanation` of `batch` (its attention, and its
-    occlusion windows when relevance was "occlusion"; gradient relevance is summed per window)."""
+    """Word and window curves for an `explain.Explanation` of `batch`: words ranked by its
+    attention and by leave-one-out (and gradient x input with `gradient`), windows by its
+    audio relevance."""
     e = explanation
     result = Faithfulness()
-    audio_statistics = None
-    if e.audio_statistics is not None:
-        audio_statistics = torch.as_tensor(e.audio_statistics)[None]
-    if e.tokens:
+    if words and e.tokens:
+        statistics = torch.as_tensor(e.audio_statistics)[None] if e.audio_statistics is not None else None
         grad = word_gradient(model, batch, e.target) if gradient else None
         result.words = word_deletion_curves(
             model, batch, e.target, attention=e.attention, gradient=grad, removal=removal,
-            permutations=word_permutations, audio_statistics=audio_statistics)
-    if e.frame_relevance is not None:
-        frames = len(e.frame_relevance)
-        if e.windows is not None and e.window_relevance is not None:
-            windows = [(int(round(a / e.frame_seconds)), int(round(b / e.frame_seconds))) for a, b in e.windows]
-            windows = [(a, min(b, frames)) for a, b in windows]
-            relevance = e.window_relevance
-        else:  # gradient x input: sum it over windows of the page's occlusion size
-            from .explain import occlusion_windows
-
-            windows = occlusion_windows(frames, e.frame_seconds)
-            relevance = np.array([e.frame_relevance[a:b].sum() for a, b in windows])
+            permutations=word_permutations, audio_statistics=statistics)
+    windows, relevance = explained_windows(e)
+    if windows:
         result.windows = window_deletion_curves(
             model, batch, e.target, windows, relevance, removal="mask",
             permutations=window_permutations, frame_seconds=e.frame_seconds)

@@ -70,6 +70,14 @@ def _title(ax, text: str) -> None:
     ax.text(0.0, 1.03, text, transform=ax.transAxes, fontsize=10, ha="left", va="bottom")
 
 
+def _wrap(text: str, inches: float, fontsize: float = 10) -> str:
+    """Break `text` into lines that fit `inches` (0.58 em per character: DejaVu Sans, generous),
+    so that a title never runs off a narrow figure."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, max(20, int(inches / (0.58 * fontsize / 72)))))
+
+
 def _token_labels(tokens: Sequence[str], token_times: Optional[Sequence] = None) -> list[str]:
     if not token_times:
         return list(tokens)
@@ -247,7 +255,12 @@ def plot_attention(
         ax.text(0.5, 0.5, "no words to show (audio only, or an empty transcript)", ha="center", va="center")
         ax.set_axis_off()
         return fig
-    _margins(fig, left=1.1, right=0.7, top=0.3, bottom=0.55, hspace=0.75)
+    titles = [_wrap(t, width - 1.1 - 0.7) for t in (
+        "Attention: how much each audio context vector looks at each word",
+        "Leave one word out: how much the predicted class loses without the word")]
+    extra = 0.17 * max(t.count("\n") for t in titles)  # inches for a second line of title
+    fig.set_size_inches(width, fig.get_size_inches()[1] + extra * rows)
+    _margins(fig, left=1.1, right=0.7, top=0.3 + extra, bottom=0.55, hspace=0.75 + 0.5 * extra)
     axes = fig.subplots(rows, 1, squeeze=False)[:, 0]
     labels = _token_labels(tokens, token_times)
     x = np.arange(len(tokens))
@@ -264,7 +277,7 @@ def plot_attention(
                         color="white" if att[r, c] > 0.6 * att.max() else "black")
         ax.set_yticks(range(len(statistics)), [f"{STAT_NAMES.get(s, s)} context" for s in statistics], fontsize=9)
         ax.set_xticks(x, labels, fontsize=9)
-        _title(ax, "Attention: how much each audio context vector looks at each word")
+        _title(ax, titles[0])
         _colorbar(fig, ax, im)
     if influence is not None:
         ax = axes[i]
@@ -274,7 +287,7 @@ def plot_attention(
         ax.set_xticks(x, labels, fontsize=9)
         ax.set_xlim(-0.5, len(tokens) - 0.5)
         ax.set_ylabel("change in p", fontsize=9)
-        _title(ax, "Leave one word out: how much the predicted class loses without the word")
+        _title(ax, titles[1])
         ax.yaxis.set_major_locator(MaxNLocator(4))
     return fig
 
@@ -314,7 +327,8 @@ def attention_html(
         peak = max(float(np.abs(infl).max()), 1e-9)
         spans = " ".join(
             word(t, abs(float(infl[i])) / peak, "44,160,44" if infl[i] >= 0 else "148,103,189",
-                 f"change in probability without this word: {infl[i]:+.4f}{when(i)}")
+                 # influence = p(with) - p(without): the change without the word is its negative
+                 f"change in probability without this word: {-infl[i]:+.4f}{when(i)}")
             for i, t in enumerate(tokens)
         )
         lines.append('<div style="margin: 4px 0"><b style="display: inline-block; width: 9em">'
@@ -322,11 +336,46 @@ def attention_html(
     return '<div class="ser-highlight" style="line-height: 2">' + "".join(lines) + "</div>"
 
 
+# --- 5. faithfulness: deletion curves ---------------------------------------------------------
+
+ORDER_STYLES = {  # order -> (colour, line style); the random baseline is grey and dashed
+    "attention": ("#ff7f0e", "-"), "leave-one-out": ("#2ca02c", "-"), "gradient": ("#1f77b4", "-"),
+    "occlusion": ("#2ca02c", "-"), "random": ("#7f7f7f", "--"),
+}
+
+
+def plot_deletion_curves(curves, label: str) -> Figure:
+    """Two small panels for a `faithfulness.DeletionCurves`: p(label) as the top-ranked units of
+    each order are removed (a faithful order falls fast), and with only them kept (a faithful
+    order stays high)."""
+    fig = _figure(8.0, 2.5)
+    _margins(fig, left=0.7, right=1.6, top=0.35, bottom=0.5, wspace=0.3)
+    axes = fig.subplots(1, 2, sharey=True)
+    unit = "words" if curves.unit == "word" else "windows"
+    how = {"mask": "masked", "delete": "deleted"}[curves.removal] if curves.unit == "word" else (
+        "hidden" if curves.removal == "mask" else "cut out")
+    for ax, values, title in ((axes[0], curves.deletion, f"top {unit} {how}"),
+                              (axes[1], curves.kept, f"only the top {unit} kept")):
+        for name, p in values.items():
+            colour, style = ORDER_STYLES.get(name, ("#444444", "-"))
+            ax.plot(curves.steps, p, style, color=colour, marker="o", markersize=3, linewidth=1.5,
+                    label=name if name != "random" else f"random ({curves.permutations} orders)")
+        ax.set_ylim(0, 1)
+        ax.set_xlim(0, max(curves.n_units, 1))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
+        ax.set_xlabel(f"number of {unit}", fontsize=9)
+        ax.grid(alpha=0.3)
+        _title(ax, title)
+    axes[0].set_ylabel(f"p({label})", fontsize=9)
+    axes[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+    return fig
+
+
 # --- everything for one analysis -------------------------------------------------------------
 
 
 def draw_analysis(analysis) -> dict[str, np.ndarray]:
-    """Render the four figures of an `explain.Analysis` (held under LOCK)."""
+    """Render the figures of an `explain.Analysis` (held under LOCK)."""
     e = analysis.explanation
     images = {}
     with LOCK:
@@ -341,4 +390,9 @@ def draw_analysis(analysis) -> dict[str, np.ndarray]:
         if e.tokens:
             images["attention"] = render(plot_attention(e.tokens, e.attention, e.statistics,
                                                         e.word_influence, analysis.token_times))
+        faithful = getattr(analysis, "faithfulness", None)
+        if faithful is not None and faithful.words is not None:
+            images["word_curves"] = render(plot_deletion_curves(faithful.words, e.label))
+        if faithful is not None and faithful.windows is not None:
+            images["window_curves"] = render(plot_deletion_curves(faithful.windows, e.label))
     return images

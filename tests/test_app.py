@@ -138,7 +138,8 @@ def call(client, audio, transcript="", modality="both", checkpoint=None, server=
         checkpoint if checkpoint is not None else server.checkpoint_name, api_name="/analyze",
     )
     names = ["label", "summary", "probabilities_plot", "transcript", "mfcc_plot", "spu_plot",
-             "attention_plot", "highlighted", "uniform", "timings", "notes", "details"]
+             "attention_plot", "highlighted", "uniform", "word_curves_plot", "word_faithfulness",
+             "window_curves_plot", "window_faithfulness", "timings", "notes", "details"]
     assert len(result) == len(names)
     return dict(zip(names, result))
 
@@ -169,9 +170,14 @@ def test_a_recording_is_transcribed_classified_and_drawn(client, server):
     assert any(t is not None for t in d["token_times"])  # aligned with Whisper's word times
     assert len(d["word_influence"]) == len(d["tokens"]) and set(d["attention"]) == {"max", "avg", "std"}
     assert d["uniform_attention_probabilities"] and d["audio_relevance"]["method"] == "occlusion"
-    assert set(d["timings"]) >= {"ingest", "asr", "features", "model", "explanations", "plots", "total"}
-    for key in ("probabilities_plot", "mfcc_plot", "spu_plot", "attention_plot"):
+    assert set(d["timings"]) >= {"ingest", "asr", "features", "model", "explanations", "faithfulness", "plots", "total"}
+    for key in ("probabilities_plot", "mfcc_plot", "spu_plot", "attention_plot", "word_curves_plot", "window_curves_plot"):
         assert_png(out[key])
+    words, windows = d["faithfulness"]["words"], d["faithfulness"]["windows"]
+    assert set(words["aopc"]) == {"attention", "leave-one-out", "random"} and words["removal"] == "mask"
+    assert set(windows["aopc"]) == {"occlusion", "random"} and windows["n_units"] == len(d["audio_relevance"]["windows"])
+    assert f"p({d['label']})" in out["word_faithfulness"] and "most-attended" in out["word_faithfulness"]
+    assert "random windows" in out["window_faithfulness"]
     assert "max context" in out["highlighted"] and "uniform attention" in out["uniform"]
     assert "| stage | time |" in out["timings"]
 
@@ -185,11 +191,28 @@ def test_an_edited_transcript_changes_the_answer_and_skips_whisper(client, serve
     assert d["probabilities"] != heard["probabilities"]
 
 
+def test_word_times_survive_a_rerun_with_the_same_or_an_edited_transcript(client, server):
+    """The transcript box is filled after the first run, so every re-run is "typed": Whisper's
+    word times of that recording are kept and the (edited) words aligned to them."""
+    heard = call(client, SPEECH_FILE, "", server=server)["details"]
+    assert heard["transcript_source"] == "asr" and any(heard["token_times"])
+    again = call(client, SPEECH_FILE, heard["transcript"], server=server)["details"]
+    assert again["transcript_source"] == "typed" and "asr" not in again["timings"]
+    assert again["token_times"] == heard["token_times"] and again["words"] == heard["words"]
+    tokens = heard["tokens"]
+    edited = call(client, SPEECH_FILE, "well " + " ".join(tokens[1:]), server=server)["details"]
+    assert edited["tokens"][0] == "well" and edited["token_times"][0] is None  # a new word has no time
+    assert edited["token_times"][1:] == heard["token_times"][1:]
+
+
 def test_modalities(client, server):
-    audio = call(client, SPEECH_FILE, "ignored words", "audio", server=server)["details"]
+    audio = call(client, SPEECH_FILE, "ignored words", "audio", server=server)
+    assert audio["word_curves_plot"] is None and "No words" in audio["word_faithfulness"]
+    audio = audio["details"]
     assert audio["tokens"] == [] and audio["word_influence"] is None and audio["audio_relevance"]["windows"]
     text = call(client, None, "what wonderful news", "text", server=server)
     assert text["details"]["tokens"] == ["what", "wonderful", "news"] and text["mfcc_plot"] is None
+    assert text["window_curves_plot"] is None and text["details"]["faithfulness"]["words"]["n_units"] == 3
     assert sum(text["details"]["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
 
 

@@ -209,6 +209,23 @@ def test_analyze_transcribes_only_when_words_are_needed(rec, audio):
     assert d["transcript"] == asr.text and d["words"][0] == {"text": "I", "start": 0.0, "end": 0.3}
 
 
+def test_word_times_of_a_recording_survive_a_typed_rerun(rec, audio):
+    from ser_demo.asr import RecentWords
+
+    memory, asr = RecentWords(size=2), FakeTranscriber()
+    heard = analyze(rec, audio, None, "both", sample_rate=16000, transcriber=asr, word_memory=memory)
+    same = analyze(rec, audio, heard.transcript, "both", sample_rate=16000, transcriber=asr, word_memory=memory)
+    assert asr.calls == 1 and same.transcript_source == "typed"
+    assert same.token_times == heard.token_times and same.words == heard.words
+    edited = analyze(rec, audio, "well I can't", "both", sample_rate=16000, transcriber=asr, word_memory=memory)
+    assert edited.token_times == [None, (0.0, 0.3), (0.3, 0.8), (0.3, 0.8)]
+    other = analyze(rec, audio[:24000], "I can't", "both", sample_rate=16000, word_memory=memory)
+    assert other.words == [] and other.token_times == [None, None, None]  # another recording: no times
+    for n in range(3):  # bounded: the oldest recording is forgotten
+        memory.remember(audio[: 8000 * (n + 1)], [Word("x", 0.0, 0.1)])
+    assert memory.recall(audio) == [] and len(memory._words) == 2
+
+
 def test_analyze_says_what_is_missing(rec, audio):
     with pytest.raises(PredictionError, match="transcript"):
         analyze(rec, audio, "", "text", sample_rate=16000, transcriber=None)

@@ -120,3 +120,54 @@ def test_attention_html_escapes_and_shades_words():
     assert page.count("<span") == 4 * len(TOKENS)
     assert "at 0.30-0.60 s" in page
     assert "No words" in plotting.attention_html([], None, e.statistics)
+
+
+def deletion_curves(unit="word", n=4):
+    from ser_demo.faithfulness import DeletionCurves
+
+    steps = np.arange(n + 1)
+    fall = np.linspace(0.6, 0.25, n + 1)
+    return DeletionCurves(unit, "mask", 1, n, steps,
+                          deletion={"attention": fall, "leave-one-out": fall ** 2, "random": fall},
+                          kept={"attention": fall[::-1], "leave-one-out": fall[::-1], "random": fall[::-1]},
+                          permutations=5, without_all=np.array([0.25] * 4))
+
+
+def test_deletion_curves_figure_and_its_place_in_the_analysis():
+    fig = plotting.plot_deletion_curves(deletion_curves(), "happy")
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts] + [fig.axes[0].get_ylabel()]
+    assert "top words masked" in texts and "only the top words kept" in texts and "p(happy)" in texts
+    assert {line.get_label() for line in fig.axes[0].lines} == {"attention", "leave-one-out", "random (5 orders)"}
+    assert plotting.render(fig).shape[2] == 3
+    from ser_demo.faithfulness import Faithfulness
+
+    a = analysis()
+    a.faithfulness = Faithfulness(words=deletion_curves(), windows=deletion_curves("window", 12))
+    assert {"word_curves", "window_curves"} <= set(plotting.draw_analysis(a))
+
+
+@pytest.mark.parametrize("tokens", [["so", "happy"], TOKENS, [f"word{i}" for i in range(30)]])
+def test_attention_titles_fit_inside_the_figure(tokens):
+    """The leave-one-word-out title used to run off the right edge of a short transcript's figure."""
+    rng = np.random.default_rng(0)
+    fig = plotting.plot_attention(tokens, rng.random((3, len(tokens))), ("max", "avg", "std"),
+                                  rng.normal(size=len(tokens)))
+    plotting.render(fig)
+    renderer = fig.canvas.get_renderer()
+    width, height = fig.bbox.width, fig.bbox.height
+    titles = [t for ax in fig.axes for t in ax.texts if "Attention:" in t.get_text() or "Leave one" in t.get_text()]
+    assert len(titles) == 2
+    for t in titles:
+        box = t.get_window_extent(renderer)
+        assert box.x0 >= 0 and box.x1 <= width and box.y1 <= height, (t.get_text(), box, width)
+    # and the title does not run into the heat map's tick labels above it
+    upper = fig.axes[0].get_tightbbox(renderer)
+    lower_title = next(t for t in titles if "Leave one" in t.get_text()).get_window_extent(renderer)
+    assert lower_title.y1 <= upper.y0 + 1
+
+
+def test_word_influence_tooltip_has_the_sign_of_the_change_without_the_word():
+    """influence = p(with) - p(without): a word that supports the answer (+0.2) costs 0.2 when removed."""
+    page = plotting.attention_html(["good", "bad"], None, (), np.array([0.2, -0.05]))
+    assert "change in probability without this word: -0.2000" in page
+    assert "change in probability without this word: +0.0500" in page

@@ -1,10 +1,11 @@
-"""python -m train {cv,ablate,fit,evaluate} ... - see README "Training" for the recipes.
+"""python -m train {cv,ablate,fit,evaluate,faithfulness} ... - see README "Training" for the recipes.
 
     cv        cross-validate under a protocol (paper 10-fold 8/1/1, or speaker-independent)
     ablate    the rows of the paper's Table 2 under a protocol
     fit       train one checkpoint on all the data (dev = held-out speakers), write its model card
     evaluate  score any checkpoint on any supported corpus; the last line printed is JSON
     features  extract and cache a config's audio features (MFCC, Whisper encoder, speaker) once
+    faithfulness  is attention an explanation? deletion curves, AOPC, rank agreement over a corpus
 Multi-process: `torchrun --nproc_per_node 2 -m train fit ...` (DistributedDataParallel over gloo, on CPUs).
 """
 
@@ -445,10 +446,13 @@ def main(argv=None) -> int:
     p.add_argument("--modality", choices=("both", "audio", "text"), default="both")
     p.add_argument("--text", default=None, help="GoEmotions folder: pair with label-matched test texts")
     p.add_argument("--cache", default=".cache/features")
+    from train import faithfulness
+
+    faithfulness.add_arguments(commands.add_parser("faithfulness", help="faithfulness of the explanations over a corpus"))
     args = parser.parse_args(argv)
     return {"cv": command_cv, "ablate": command_ablate, "fit": command_fit, "evaluate": command_evaluate,
             "features": command_features, "card": command_card,
-            "report": command_report}[args.command](args)
+            "report": command_report, "faithfulness": faithfulness.command}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ DeYoung et al. 2020) remove units in the ranked order and watch p(predicted clas
 - sufficiency: the mean drop p(all) - p(only the top k) over k = 0 .. n-1; the smaller, the more
   the top-ranked units carry the answer on their own.
 Both lie in [p(all) - 1, p(all)]. A ranking is compared with random orders (averaged over
-several seeded permutations): an explanation no better than random explains nothing.
+several seeded permutations, in pairs with their reverse): an explanation no better than random explains nothing.
 
 Words are ranked by attention (summed over the context vectors), by leave-one-word-out influence
 and, for the corpus table, by gradient x input; audio windows by occlusion. Removing a word can
@@ -165,8 +165,16 @@ def _curves(keep_probabilities, orders: dict, steps: np.ndarray, permutations: n
 
 
 def _random_orders(n: int, permutations: int, seed: int) -> np.ndarray:
+    """Seeded random orders, each followed by its reverse: keeping only the top k of an order
+    removes the top n - k of its reverse, so on symmetric steps (all of 0..n, as for words) the
+    sufficiency variants repeat deletion variants and run once. Every order is still uniformly
+    random, so their mean is an unbiased estimate of the random baseline."""
     rng = np.random.default_rng(seed)
-    return np.stack([rng.permutation(n) for _ in range(permutations)]) if permutations else np.zeros((0, n), int)
+    orders = []
+    while len(orders) < permutations:
+        order = rng.permutation(n)
+        orders += [order, order[::-1]]
+    return np.stack(orders[:permutations]) if permutations else np.zeros((0, n), int)
 
 
 def _run(model: MSCNN_SPU_ATT, fixed: dict, varied: dict, chunk: int) -> np.ndarray:
@@ -356,7 +364,7 @@ def explained_windows(explanation) -> tuple[list, Optional[np.ndarray]]:
 
 
 def measure(model: MSCNN_SPU_ATT, batch: dict, explanation, *, removal: str = "mask", words: bool = True,
-            word_permutations: int = 5, window_permutations: int = 2, gradient: bool = False) -> Faithfulness:
+            word_permutations: int = 6, window_permutations: int = 2, gradient: bool = False) -> Faithfulness:
     """Word and window curves for an `explain.Explanation` of `batch`: words ranked by its
     attention and by leave-one-out (and gradient x input with `gradient`), windows by its
     audio relevance."""

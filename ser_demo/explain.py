@@ -25,16 +25,18 @@ from __future__ import annotations
 import difflib
 import time
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .faithfulness import Faithfulness, measure as measure_faithfulness
 from .model import MSCNN_SPU_ATT
 from .recognizer import EmotionRecognizer, ModelInputs, unknown_words_note
 from .text import tokenize
+
+if TYPE_CHECKING:
+    from .faithfulness import Faithfulness
 
 RELEVANCE_METHODS = ("occlusion", "gradient", "none")
 
@@ -323,7 +325,7 @@ class Analysis:
     timings: dict  # seconds: ingest, asr, features, model, explanations, faithfulness
     notes: list[str] = field(default_factory=list)
     encoder_states: Optional[np.ndarray] = None  # (384, states) raw, when the model reads Whisper's encoder
-    faithfulness: Optional[Faithfulness] = None  # deletion curves of the explanations
+    faithfulness: Optional["Faithfulness"] = None  # deletion curves of the explanations
 
     @property
     def label(self) -> str:
@@ -393,8 +395,10 @@ def analyze(
     faithfulness = None
     if explanations:
         timings["explanations"] = explanation.timings["words"] + explanation.timings["audio"]
+        from .faithfulness import measure  # it builds on this module's explanations
+
         start = time.perf_counter()
-        faithfulness = measure_faithfulness(recognizer.model, inputs.batch, explanation)
+        faithfulness = measure(recognizer.model, inputs.batch, explanation)
         timings["faithfulness"] = time.perf_counter() - start
     if inputs.tokens.unknown_words:
         notes.append(unknown_words_note(inputs.tokens))

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .explain import AUDIO_STREAMS, audio_frames, occlusion_windows
 from .model import MSCNN_SPU_ATT
 
 REMOVALS = ("mask", "delete")
@@ -264,7 +265,7 @@ def word_deletion_curves(
     if not model.config.use_text or "words" not in batch or int(batch["word_lengths"][0]) == 0:
         return None
     n = int(batch["word_lengths"][0])
-    if audio_statistics is None and model.config.use_audio and "mfcc" in batch:
+    if audio_statistics is None and model.config.use_audio and audio_frames(batch):
         with torch.no_grad():
             audio_statistics = model(**batch).audio_statistics[:1]
     probabilities = _word_runner(model, batch, removal, audio_statistics, chunk)
@@ -286,21 +287,35 @@ def word_deletion_curves(
 # --- audio windows ---------------------------------------------------------------------------
 
 
-def frame_variants(mfcc: Tensor, frames: int, windows: Sequence[tuple[int, int]], keep: np.ndarray,
-                   removal: str) -> tuple[Tensor, Tensor]:
-    """(V, 96, T) MFCCs and (V,) lengths for keep-masks (V, n_windows) over frame windows:
-    removed windows set to the baseline 0 (mask) or cut out (delete)."""
-    keep_frames = np.zeros((len(keep), frames), dtype=bool)
+def frame_variants(batch: dict, windows: Sequence[tuple[int, int]], keep: np.ndarray, removal: str) -> dict:
+    """Audio inputs for keep-masks (V, n_windows) over windows of 10 ms frames, in every
+    front-end of the batch (MFCCs; Whisper encoder states, two frames each, as occlusion does:
+    a state goes when any of its frames does): removed windows set to the baseline 0 (mask) or
+    cut out (delete). Returns {features: (V, C, T), lengths: (V,)} per front-end."""
+    frames = audio_frames(batch)
+    keep_frames = np.ones((len(keep), frames), dtype=bool)
     for w, (a, b) in enumerate(windows):
         keep_frames[:, a:b] = keep[:, w:w + 1]
-    x = mfcc[0, :, :frames]
-    if removal == "mask":
-        return x[None] * torch.as_tensor(keep_frames)[:, None, :].to(x.dtype), torch.full((len(keep),), frames)
-    lengths = keep_frames.sum(1)
-    variants = torch.zeros(len(keep), x.shape[0], max(int(lengths.max()), 1), dtype=x.dtype)
-    for row, kept in enumerate(keep_frames):
-        variants[row, :, : lengths[row]] = x[:, torch.as_tensor(kept)]
-    return variants, torch.as_tensor(lengths)
+    varied = {}
+    for name, lengths_name, rate in AUDIO_STREAMS:
+        if name not in batch:
+            continue
+        steps = int(batch[lengths_name][0])
+        padded = np.ones((len(keep), steps * rate), dtype=bool)
+        covered = min(frames, steps * rate)
+        padded[:, :covered] = keep_frames[:, :covered]
+        kept = torch.as_tensor(padded.reshape(len(keep), steps, rate).all(-1))
+        x = batch[name][0, :, :steps]
+        if removal == "mask":
+            varied[name] = x[None] * kept[:, None, :].to(x.dtype)
+            varied[lengths_name] = torch.full((len(keep),), steps)
+            continue
+        lengths = kept.sum(1)
+        variants = torch.zeros(len(keep), x.shape[0], max(int(lengths.max()), 1), dtype=x.dtype)
+        for row in range(len(keep)):
+            variants[row, :, : int(lengths[row])] = x[:, kept[row]]
+        varied[name], varied[lengths_name] = variants, lengths
+    return varied
 
 
 def window_deletion_curves(
@@ -322,17 +337,14 @@ def window_deletion_curves(
     at about `max_points` numbers of windows, which bounds the cost."""
     if removal not in REMOVALS:
         raise ValueError(f"removal must be one of {REMOVALS}, got {removal!r}")
-    if not model.config.use_audio or "mfcc" not in batch or not len(windows):
-        return None
-    frames = int(batch["audio_lengths"][0])
-    if frames == 0:
+    if not model.config.use_audio or not len(windows) or audio_frames(batch) == 0:
         return None
     windows = [(int(a), int(b)) for a, b in windows]
-    fixed = {k: v for k, v in batch.items() if k not in ("mfcc", "audio_lengths")}
+    streams = {key for name, lengths, _ in AUDIO_STREAMS for key in (name, lengths)}
+    fixed = {k: v for k, v in batch.items() if k not in streams}
 
     def probabilities(keep: np.ndarray) -> np.ndarray:
-        variants, lengths = frame_variants(batch["mfcc"], frames, windows, keep, removal)
-        return _run(model, fixed, {"mfcc": variants, "audio_lengths": lengths}, chunk)
+        return _run(model, fixed, frame_variants(batch, windows, keep, removal), chunk)
 
     n = len(windows)
     scores = {OCCLUSION: np.asarray(relevance, dtype=np.float64)}
@@ -357,8 +369,6 @@ def explained_windows(explanation) -> tuple[list, Optional[np.ndarray]]:
     if e.windows is not None and e.window_relevance is not None:
         windows = [(int(round(a / e.frame_seconds)), min(int(round(b / e.frame_seconds)), frames)) for a, b in e.windows]
         return windows, np.asarray(e.window_relevance)
-    from .explain import occlusion_windows
-
     windows = occlusion_windows(frames, e.frame_seconds)
     return windows, np.array([e.frame_relevance[a:b].sum() for a, b in windows])
 

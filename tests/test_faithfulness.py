@@ -240,3 +240,27 @@ def test_the_sentences_carry_the_measured_numbers(audio):
     assert "masked" in words and f"p({e.label})" in words
     windows = F.describe_windows(f.windows, e.label)
     assert f"{abs(f.windows.drop(F.OCCLUSION, 2)):.2f}" in windows and "average training frame" in windows
+
+
+def test_windows_span_every_audio_front_end_as_occlusion_does():
+    """With MFCCs and Whisper encoder states (two frames per state), hiding the top window is
+    the occlusion variant of that window, and cutting it out shortens both streams."""
+    from ser_demo.explain import occlusion_relevance
+    from ser_demo.model import collate
+
+    torch.manual_seed(2)
+    config = ModelConfig(audio_frontends=("mfcc", "whisper"), use_text=False)
+    model = MSCNN_SPU_ATT(config).eval()
+    rng = np.random.default_rng(2)
+    batch = collate(config, [rng.normal(size=(96, 151)).astype(np.float32)], [None], None,
+                    [rng.normal(size=(384, 75)).astype(np.float32)])
+    with torch.no_grad():
+        probs = model(**batch).logits.softmax(-1)[0].numpy()
+    target = int(probs.argmax())
+    windows = occlusion_windows(151, 0.01)
+    drops = occlusion_relevance(model, batch, target, float(probs[target]), windows)
+    curves = F.window_deletion_curves(model, batch, target, windows, drops, permutations=0, max_points=None)
+    assert curves.drop(F.OCCLUSION, 1) == pytest.approx(drops.max(), abs=1e-5)
+    cut = F.frame_variants(batch, windows, np.array([[False] + [True] * (len(windows) - 1)]), "delete")
+    assert int(cut["audio_lengths"][0]) == 151 - 25 and int(cut["encoder_lengths"][0]) == 75 - 13
+    np.testing.assert_array_equal(cut["encoder_states"][0, :, 0].numpy(), batch["encoder_states"][0, :, 13].numpy())

@@ -1,4 +1,4 @@
-"""python -m train {cv,ablate,fit,evaluate,faithfulness} ... - see README "Training" for the recipes.
+"""python -m train {cv,ablate,fit,evaluate,features,card,faithfulness} ... - see README "Training" for the recipes.
 
     cv        cross-validate under a protocol (paper 10-fold 8/1/1, or speaker-independent)
     ablate    the rows of the paper's Table 2 under a protocol

@@ -176,8 +176,9 @@ def run(recognizer: EmotionRecognizer, utterances: Sequence, read_audio: Callabl
 
 
 def command(args) -> int:
-    from train.datasets import load_corpus, transcriber_name, transcripts_for, with_transcripts
+    from train.datasets import load_corpus
     from train.trainer import load_clip
+    from train.transcripts import transcripts_for, with_transcripts
 
     if args.permutations < 1:
         raise SystemExit("--permutations must be at least 1")
@@ -203,7 +204,7 @@ def command(args) -> int:
         transcriber = load_transcriber(args.asr_backend, args.asr_model)
         texts = transcripts_for(utterances, transcriber, Path(args.cache) / "transcripts")
         utterances = with_transcripts(utterances, texts)
-        source = f"ASR ({transcriber_name(transcriber)})"
+        source = f"ASR ({transcriber.name})"
     removals = F.REMOVALS if args.removal == "both" else (args.removal,)
     results, summary = run(recognizer, utterances, load_clip, removals=removals, permutations=args.permutations,
                            windows=not args.no_windows, log=lambda m: print(m, file=sys.stderr, flush=True))

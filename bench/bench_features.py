@@ -10,32 +10,20 @@ Target (issue 8): the speaker embedding adds <= 100 ms to a 5 s clip on 2 cores.
 """
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.bench_asr import median_seconds  # noqa: E402
 from ser_demo import load_recognizer  # noqa: E402
 from ser_demo.audio import SAMPLE_RATE, mfcc_features  # noqa: E402
 from ser_demo.ingest import load_audio  # noqa: E402
 from ser_demo.speaker import load_speaker_embedder  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "speech.wav"
-
-
-def timed(fn, repeats: int) -> tuple[float, float]:
-    fn()  # warm-up
-    walls, cpus = [], []
-    for _ in range(repeats):
-        wall, cpu = time.perf_counter(), time.process_time()
-        fn()
-        walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
-    return statistics.median(walls), statistics.median(cpus)
 
 
 def main() -> None:
@@ -59,7 +47,7 @@ def main() -> None:
         stages["Whisper decoding from that pass"] = lambda: transcriber.transcribe(clip, encoded=encoded)
     print(f"5 s clip, {args.repeats} repeats, median wall / CPU time:")
     for name, fn in stages.items():
-        wall, cpu = timed(fn, args.repeats)
+        wall, cpu = median_seconds(fn, args.repeats)
         print(f"  {name:36s} {1000 * wall:7.1f} ms wall  {1000 * cpu:7.1f} ms CPU")
 
 

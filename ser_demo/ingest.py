@@ -43,11 +43,23 @@ MIN_ACTIVE_SECONDS = 0.1
 TRIM_PADDING_SECONDS = 0.15  # keep the soft onset/decay around trimmed speech
 TRIM_SLACK_SECONDS = 120.0  # with trimming, how much longer than the limit a file may be
 
-FFMPEG_TIMEOUT_SECONDS = 120
+# Decoding is bounded whatever a file claims: soundfile reads blocks and stops one block past
+# the limit, ffmpeg is told to stop there (-t) and killed if it still takes too long.
+DECODE_BLOCK_FRAMES = 32_768
+UNKNOWN_FRAMES = 2**62  # libsndfile reports a length it does not know as the largest int64
+FFMPEG_TIMEOUT_SECONDS = 30
 
 
 class AudioInputError(ValueError):
     """The audio cannot be used; str(error) is a sentence the user can act on."""
+
+
+class AudioTooLongError(AudioInputError):
+    """Longer than allowed; `duration` is the length in seconds where known."""
+
+    def __init__(self, message: str, duration: float | None = None):
+        super().__init__(message)
+        self.duration = duration
 
 
 def load_audio(
@@ -73,9 +85,14 @@ def load_audio(
     if max_seconds is not None:
         decode_limit = max_seconds + (TRIM_SLACK_SECONDS if trim_silence else 0.0)
 
-    samples, rate = decode(source, sample_rate, max_seconds=decode_limit)
+    try:
+        samples, rate = decode(source, sample_rate, max_seconds=decode_limit)
+    except AudioTooLongError as error:  # decoding stopped at the slack; the user's limit is max_seconds
+        raise _too_long(error.duration, max_seconds) from None
     audio = to_mono_float32(samples)
-    check_sample_rate(rate)
+    rate = check_sample_rate(rate)
+    if decode_limit is not None and len(audio) > decode_limit * rate:  # arrays: before resampling
+        raise _too_long(len(audio) / rate, max_seconds)
     if not np.isfinite(audio).all():
         raise AudioInputError(
             "The audio contains invalid samples (NaN or infinity). "
@@ -167,11 +184,30 @@ def _decode_bytes(data: bytes, max_seconds: float | None):
 
 
 def _read_soundfile(file, max_seconds: float | None):
+    """Mono float32 at the file's rate. The header is checked before any decoding, and the
+    decoding itself stops one block past `max_seconds`, so neither a header that lies about
+    the length nor a small compressed file that expands to hours (FLAC of silence) costs more
+    than the limit; channels are averaged block by block, so 32 channels cost what one does."""
     with sf.SoundFile(file) as f:
-        if max_seconds is not None and f.samplerate > 0 and f.frames / f.samplerate > max_seconds:
-            raise _too_long(f.frames / f.samplerate, max_seconds)  # before decoding it all
-        samples = f.read(dtype="float32", always_2d=True)
-        return samples, f.samplerate
+        rate = check_sample_rate(f.samplerate)
+        if not 1 <= f.channels <= MAX_CHANNELS:
+            raise AudioInputError(
+                f"The audio has {f.channels} channels; at most {MAX_CHANNELS} are supported. "
+                "Export it as mono or stereo."
+            )
+        known = f.frames < UNKNOWN_FRAMES  # streamed FLAC/OGG may not know their length
+        if max_seconds is not None and known and f.frames / rate > max_seconds:
+            raise _too_long(f.frames / rate, max_seconds)  # what the header says, before decoding
+        limit = None if max_seconds is None else int(max_seconds * rate) + 1
+        blocks, frames = [], 0
+        buffer = np.empty((DECODE_BLOCK_FRAMES, f.channels), np.float32)  # reused: no copy per block
+        for block in f.blocks(out=buffer):
+            blocks.append(block.mean(axis=1, dtype=np.float32) if f.channels > 1 else block[:, 0].copy())
+            frames += len(block)
+            if limit is not None and frames > limit:
+                raise _too_long(None, max_seconds)  # the header understated the length
+        samples = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+        return samples, rate
 
 
 def _read_ffmpeg(path: str, name: str, max_seconds: float | None):
@@ -183,10 +219,12 @@ def _read_ffmpeg(path: str, name: str, max_seconds: float | None):
             "needs ffmpeg, which is not installed. Install ffmpeg (e.g. `apt-get install ffmpeg`) "
             "or upload WAV, FLAC, OGG or MP3 audio."
         )
-    command = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", path]
+    command = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", "1"]
     if max_seconds is not None:
-        command += ["-t", f"{max_seconds + 1.0:.3f}"]  # enough to know it is too long
-    command += ["-vn", "-f", "f32le", "-ac", "1", "-ar", str(SAMPLE_RATE), "-"]
+        # An input option: ffmpeg stops reading there, so an hour-long webm costs one second more
+        # than the limit, whatever its header says.
+        command += ["-t", f"{max_seconds + 1.0:.3f}"]
+    command += ["-i", path, "-vn", "-sn", "-dn", "-f", "f32le", "-ac", "1", "-ar", str(SAMPLE_RATE), "-"]
     try:
         result = subprocess.run(command, capture_output=True, timeout=FFMPEG_TIMEOUT_SECONDS)
     except subprocess.TimeoutExpired:
@@ -211,11 +249,12 @@ def _quote(name: str) -> str:
     return name if name.startswith("the ") else f"'{name}'"
 
 
-def _too_long(duration: float | None, max_seconds: float) -> AudioInputError:
+def _too_long(duration: float | None, max_seconds: float) -> AudioTooLongError:
     actual = f" ({duration:.1f} s)" if duration is not None else ""
-    return AudioInputError(
+    return AudioTooLongError(
         f"The audio is too long{actual}; the maximum is {max_seconds:g} s. "
-        "Upload a shorter clip or cut it to the part you want analysed."
+        "Upload a shorter clip or cut it to the part you want analysed.",
+        duration,
     )
 
 

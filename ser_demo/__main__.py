@@ -28,6 +28,10 @@ def main(argv=None) -> int:
     predict.add_argument("--transcript", default=None, help="what was said (one file only); omitted = Whisper transcribes")
     predict.add_argument("--csv", default=None, metavar="OUT", help="write one row per file to OUT ('-' = stdout)")
     predict.add_argument("--max-seconds", type=float, default=60.0)
+    predict.add_argument("--max-words", type=int, default=None,
+                         help="longest transcript read, in words (default 100; 0 = no limit)")
+    predict.add_argument("--max-characters", type=int, default=None,
+                         help="longest transcript read, in characters (default 1000; 0 = no limit)")
     _common(predict)
     timeline = commands.add_parser("timeline", help="emotion over time in a long recording")
     timeline.add_argument("file", help="audio file (wav, flac, ogg, mp3, webm)")
@@ -40,7 +44,8 @@ def main(argv=None) -> int:
 
     from . import load_recognizer
     from .ingest import AudioInputError
-    from .recognizer import PredictionError, default_checkpoint
+    from .recognizer import (MAX_TRANSCRIPT_CHARACTERS, MAX_TRANSCRIPT_WORDS, PredictionError,
+                             check_transcript_length, default_checkpoint)
 
     if args.checkpoint is None and default_checkpoint() is None:
         parser.error("--checkpoint is required: no bundled checkpoint was found")
@@ -49,8 +54,14 @@ def main(argv=None) -> int:
         parser.error("--transcript applies to one file; drop it to let Whisper transcribe each file")
     typed = args.command == "predict" and args.transcript is not None
     asr = None if args.asr == "none" or typed or args.modality == "audio" else args.asr
+    given_words, given_characters = getattr(args, "max_words", None), getattr(args, "max_characters", None)
+    max_words = MAX_TRANSCRIPT_WORDS if given_words is None else given_words or None
+    max_characters = MAX_TRANSCRIPT_CHARACTERS if given_characters is None else given_characters or None
     try:
+        if typed:  # before loading anything
+            check_transcript_length(args.transcript, max_words, max_characters)
         recognizer = load_recognizer(args.checkpoint, asr=asr)
+        recognizer.max_transcript_words, recognizer.max_transcript_characters = max_words, max_characters
         if batch:
             return _predict_many(recognizer, args)
         if args.command == "timeline":

@@ -19,7 +19,7 @@ import torch
 
 from .audio import FeatureParams, Normalizer, mfcc_features
 from .model import MSCNN_SPU_ATT, ModelConfig, ModelOutput, collate
-from .text import Tokens, load_word_vectors
+from .text import Tokens, load_word_vectors, tokenize
 
 # The checkpoint trained by `train/` and committed with the project; SER_CHECKPOINT overrides.
 BUNDLED_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "mscnn-spu-att-en-4class"
@@ -34,6 +34,27 @@ def default_checkpoint() -> Optional[str]:
 
 class PredictionError(ValueError):
     """A request the model cannot answer (e.g. text-only with no words); the message says why."""
+
+
+# The longest transcript read by default. Explaining costs grow with the square of the words
+# (leave-one-word-out), so a longer one is refused before any model work; a library user may
+# raise the limits on the recognizer (`recognizer.max_transcript_words = 500`, None = no limit).
+MAX_TRANSCRIPT_WORDS = 100
+MAX_TRANSCRIPT_CHARACTERS = 1_000
+
+
+def check_transcript_length(transcript: str, max_words: Optional[int], max_characters: Optional[int],
+                            heard_by: str = "") -> None:
+    """Raise PredictionError when `transcript` passes either limit (None: no limit). Characters
+    are counted first, so a hostile 100,000-character text is refused without being tokenised.
+    Words are the tokens the model reads ("can't" is two)."""
+    what = f"The transcript{heard_by}"
+    advice = "Record a shorter clip or type a shorter transcript." if heard_by else "Shorten it."
+    if max_characters is not None and len(transcript) > max_characters:
+        raise PredictionError(f"{what} is too long ({len(transcript):,} characters); the maximum is "
+                              f"{max_characters:,} characters. {advice}")
+    if max_words is not None and (words := len(tokenize(transcript))) > max_words:
+        raise PredictionError(f"{what} is too long ({words:,} words); the maximum is {max_words:,} words. {advice}")
 
 
 @dataclass
@@ -116,6 +137,9 @@ _OWN = object()  # listen(transcriber=...) default: the recognizer's own transcr
 
 
 class EmotionRecognizer:
+    max_transcript_words: Optional[int] = MAX_TRANSCRIPT_WORDS
+    max_transcript_characters: Optional[int] = MAX_TRANSCRIPT_CHARACTERS
+
     def __init__(self, model: MSCNN_SPU_ATT, word_vectors=None, speaker_embedder=None, transcriber=None,
                  encoder=None):
         self.model = model.eval()
@@ -225,6 +249,7 @@ class EmotionRecognizer:
 
         wants_audio, wants_text = self.branches(modality)
         transcriber = self.transcriber if transcriber is _OWN else transcriber
+        self.check_transcript(transcript or "")  # before any decoding or model work
         heard = Heard(transcript=(transcript or "").strip())
         needs_asr = wants_text and not heard.transcript
         if audio is not None and (wants_audio or needs_asr):  # text-only still reads it for Whisper
@@ -252,6 +277,7 @@ class EmotionRecognizer:
                 result = transcriber.transcribe(heard.waveform, encoded=heard.encoded) if shares_encoder else transcriber.transcribe(heard.waveform)
                 heard.timings["asr"] = time.perf_counter() - start
                 heard.transcript, heard.words, heard.source = result.text.strip(), list(result.words), "asr"
+                self.check_transcript(heard.transcript, heard_by=" Whisper heard")
                 if not heard.transcript:
                     heard.notes.append("speech recognition heard no words")
         if wants_text and not heard.transcript:
@@ -265,6 +291,10 @@ class EmotionRecognizer:
             heard.transcript, heard.source = "", "none"
         heard.audio_used = wants_audio
         return heard
+
+    def check_transcript(self, transcript: str, heard_by: str = "") -> None:
+        """Refuse a transcript longer than this recognizer's limits (PredictionError)."""
+        check_transcript_length(transcript, self.max_transcript_words, self.max_transcript_characters, heard_by)
 
     def predict(
         self,

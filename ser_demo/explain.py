@@ -39,6 +39,10 @@ if TYPE_CHECKING:
     from .faithfulness import Faithfulness
 
 RELEVANCE_METHODS = ("occlusion", "gradient", "none")
+# Variants are run in chunks of at most this many word positions / audio frames per forward
+# pass, so an explanation's memory does not grow with the square of the input's length.
+WORDS_PER_PASS = 4_096
+FRAMES_PER_PASS = 16_384
 
 
 # The audio inputs a batch may hold: (features, lengths, MFCC frames per step). Relevance is
@@ -129,9 +133,10 @@ def _probs(logits: Tensor) -> np.ndarray:
 @torch.no_grad()
 def leave_one_word_out(
     model: MSCNN_SPU_ATT, batch: dict, audio_statistics: Optional[Tensor] = None, *,
-    uniform_attention: bool = False,
+    uniform_attention: bool = False, words_per_pass: int = WORDS_PER_PASS,
 ) -> Optional[np.ndarray]:
-    """(Tw, n_labels) probabilities with word i removed, all Tw variants in one forward pass.
+    """(Tw, n_labels) probabilities with word i removed. The Tw variants are batched, as many per
+    forward pass as fit in `words_per_pass` word positions (memory O(Tw), not O(Tw^2)).
 
     The audio statistics do not depend on the words: pass them to skip the audio MSCNN."""
     if not model.config.use_text or "words" not in batch:
@@ -141,18 +146,24 @@ def leave_one_word_out(
         return None
     words = batch["words"][0, :n]  # (Tw, D)
     width = max(n - 1, 1)  # a (1, D) zero row of length 0 stands for the empty sentence
-    variants = torch.zeros(n, width, words.shape[1], dtype=words.dtype)
-    for i in range(n):
-        kept = torch.cat([words[:i], words[i + 1:]])
-        variants[i, : n - 1] = kept
     inputs = {k: v for k, v in batch.items() if k not in ("words", "word_lengths")}
+    if audio_statistics is None and model.config.use_audio and any(name in batch for name, _, _ in AUDIO_STREAMS):
+        audio_statistics = model(**batch).audio_statistics  # once, not once per chunk
     if audio_statistics is not None:
         for name, lengths, _ in AUDIO_STREAMS:
             inputs.pop(name, None)
             inputs.pop(lengths, None)
-    out = model(**inputs, words=variants, word_lengths=torch.full((n,), n - 1),
-                audio_statistics=audio_statistics, uniform_attention=uniform_attention)
-    return _probs(out.logits)
+    chunk = max(1, words_per_pass // width)
+    probabilities = []
+    for first in range(0, n, chunk):
+        rows = range(first, min(first + chunk, n))
+        variants = torch.zeros(len(rows), width, words.shape[1], dtype=words.dtype)
+        for row, i in enumerate(rows):
+            variants[row, : n - 1] = torch.cat([words[:i], words[i + 1:]])
+        out = model(**inputs, words=variants, word_lengths=torch.full((len(rows),), n - 1),
+                    audio_statistics=audio_statistics, uniform_attention=uniform_attention)
+        probabilities.append(_probs(out.logits))
+    return np.concatenate(probabilities)
 
 
 def occlusion_windows(frames: int, frame_seconds: float, window_seconds: float = 0.25,
@@ -168,13 +179,16 @@ def occlusion_windows(frames: int, frame_seconds: float, window_seconds: float =
 @torch.no_grad()
 def occlusion_relevance(
     model: MSCNN_SPU_ATT, batch: dict, target: int, base_probability: float,
-    windows: Sequence[tuple[int, int]], *, chunk: int = 16,
+    windows: Sequence[tuple[int, int]], *, frames_per_pass: int = FRAMES_PER_PASS,
 ) -> np.ndarray:
     """Drop of p(target) when each window (in 10 ms frames) of the normalised audio features is
-    set to 0 (the average training frame), in every front-end at once. Variants are batched
-    (`chunk` per forward pass, to bound memory)."""
+    set to 0 (the average training frame), in every front-end at once. Variants are batched, as
+    many per forward pass as fit in `frames_per_pass` frames, so memory does not grow with the
+    clip's length times the number of windows."""
     streams = [(name, rate) for name, _, rate in AUDIO_STREAMS if name in batch]
     others = {k: v for k, v in batch.items() if k not in dict(streams)}
+    padded = max([batch[name].shape[-1] * rate for name, rate in streams] or [1])
+    chunk = max(1, frames_per_pass // max(padded, 1))
     drops = []
     for first in range(0, len(windows), chunk):
         part = windows[first:first + chunk]
@@ -192,22 +206,21 @@ def occlusion_relevance(
 def gradient_x_input(model: MSCNN_SPU_ATT, batch: dict, target: int) -> np.ndarray:
     """Per 10 ms frame, the sum over features of d p(target) / d x * x, x the normalised audio
     features of every front-end (an encoder state's share is split over its two frames): a
-    first-order estimate of the change in p(target) when a frame is set to the baseline 0."""
+    first-order estimate of the change in p(target) when a frame is set to the baseline 0.
+
+    The model is shared by concurrent requests: the gradient is taken with respect to the inputs
+    only (no parameter's .grad is written) and the model's train/eval mode is never touched."""
     names = [(name, rate) for name, _, rate in AUDIO_STREAMS if name in batch]
     inputs = dict(batch)
     for name, _ in names:
-        inputs[name] = batch[name].clone().requires_grad_(True)
-    was_training = model.training
-    model.eval()
+        inputs[name] = batch[name].detach().clone().requires_grad_(True)
     with torch.enable_grad():
         out = model(**inputs)
-        out.logits.softmax(-1)[0, target].backward()
-    model.train(was_training)
+        grads = torch.autograd.grad(out.logits.softmax(-1)[0, target], [inputs[name] for name, _ in names])
     frames = audio_frames(batch)
     relevance = np.zeros(frames, np.float32)
-    for name, rate in names:
-        x = inputs[name]
-        per_frame = np.repeat((x.grad * x.detach())[0].sum(0).numpy() / rate, rate)[:frames]
+    for (name, rate), grad in zip(names, grads):
+        per_frame = np.repeat((grad * inputs[name].detach())[0].sum(0).numpy() / rate, rate)[:frames]
         relevance[: len(per_frame)] += per_frame
     return relevance
 

@@ -122,7 +122,8 @@ def test_occlusion_matches_hiding_each_window_by_hand(rec, audio):
     target = int(probs.argmax())
     frames = int(inputs.batch["audio_lengths"][0])
     windows = occlusion_windows(frames, 0.01, 0.5)
-    drops = occlusion_relevance(rec.model, inputs.batch, target, float(probs[target]), windows, chunk=3)
+    drops = occlusion_relevance(rec.model, inputs.batch, target, float(probs[target]), windows,
+                                 frames_per_pass=3 * frames)  # 3 variants per pass
     assert drops.shape == (len(windows),)
     for (a, b), drop in zip(windows, drops):
         batch = dict(inputs.batch, mfcc=inputs.batch["mfcc"].clone())

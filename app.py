@@ -20,6 +20,10 @@ Settings (environment):
   SER_APP_CONCURRENCY     requests analysed at once (2); SER_APP_QUEUE_SIZE: waiting ones (32)
   SER_APP_RELEVANCE       audio relevance: occlusion (default), gradient or none
   SER_APP_EXPLANATIONS=0  skip leave-one-word-out, uniform attention and audio relevance
+  SER_APP_MAX_WORDS / SER_APP_MAX_CHARACTERS   longest transcript read (100 words / 1000 characters)
+  SER_APP_DELETE_CACHE    "frequency,age" in seconds: every `frequency` s, uploads and figures older
+                          than `age` s leave Gradio's cache (600,3600); "off" keeps them
+  SER_APP_SESSIONS        visitor sessions whose last inputs and outputs Gradio keeps in memory (100)
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ import gradio as gr
 from ser_demo.asr import RecentWords
 from ser_demo.explain import RELEVANCE_METHODS
 from ser_demo.faithfulness import describe_windows, describe_words
-from ser_demo.recognizer import MODALITIES, EmotionRecognizer, PredictionError, default_checkpoint
+from ser_demo.recognizer import (MAX_TRANSCRIPT_CHARACTERS, MAX_TRANSCRIPT_WORDS, MODALITIES, EmotionRecognizer,
+                                 PredictionError, default_checkpoint)
 from timeline_tab import build_timeline_tab
 
 log = logging.getLogger("ser_demo.app")
@@ -54,6 +59,23 @@ RELEVANCE = os.environ.get("SER_APP_RELEVANCE", "occlusion").strip().lower()
 if RELEVANCE not in RELEVANCE_METHODS:  # a typo would otherwise fail every request, silently
     raise SystemExit(f"SER_APP_RELEVANCE must be one of {', '.join(RELEVANCE_METHODS)}, got {RELEVANCE!r}")
 EXPLANATIONS = os.environ.get("SER_APP_EXPLANATIONS", "1") not in ("0", "false", "no")
+MAX_WORDS = int(os.environ.get("SER_APP_MAX_WORDS", MAX_TRANSCRIPT_WORDS)) or None  # 0: no limit
+MAX_CHARACTERS = int(os.environ.get("SER_APP_MAX_CHARACTERS", MAX_TRANSCRIPT_CHARACTERS)) or None
+SESSIONS = int(os.environ.get("SER_APP_SESSIONS", "100"))
+
+
+def _delete_cache(value: str) -> Optional[tuple[int, int]]:
+    if value.strip().lower() in ("off", "none", "0", ""):
+        return None
+    try:
+        frequency, age = (int(v) for v in value.split(","))
+    except ValueError:
+        raise SystemExit(f"SER_APP_DELETE_CACHE must be 'frequency,age' in seconds or 'off', got {value!r}") from None
+    return frequency, age
+
+
+# A Space runs for weeks: without a clean-up every upload and every figure stays on its disk.
+DELETE_CACHE = _delete_cache(os.environ.get("SER_APP_DELETE_CACHE", "600,3600"))
 CHECKPOINTS_ENV = "SER_APP_CHECKPOINTS"
 MODALITY_CHOICES = [("audio + text", "both"), ("audio only", "audio"), ("text only", "text")]
 STEP_TAB = "step-by-step"
@@ -116,7 +138,8 @@ class Service:
         recognizers = {}
         for label, source in sources.items():
             try:
-                recognizers[label] = EmotionRecognizer.from_pretrained(source)
+                recognizers[label] = recognizer = EmotionRecognizer.from_pretrained(source)
+                recognizer.max_transcript_words, recognizer.max_transcript_characters = MAX_WORDS, MAX_CHARACTERS
             except Exception as err:  # one bad extra checkpoint must not take the page down
                 if not recognizers and label == next(iter(sources)):
                     raise
@@ -344,8 +367,8 @@ def _example_rows(default_checkpoint_name: str) -> tuple[list[list], list[str]]:
 
 def build_demo(service: Service) -> gr.Blocks:
     analyze = make_analyze(service)
-    with (gr.Blocks(title="Speech emotion, step by step (MSCNN-SPU-ATT)") as demo, gr.Tabs(elem_id="tabs") as tabs,
-          gr.Tab("Step by step", id=STEP_TAB, elem_id="step-tab")):
+    with (gr.Blocks(title="Speech emotion, step by step (MSCNN-SPU-ATT)", delete_cache=DELETE_CACHE) as demo,
+          gr.Tabs(elem_id="tabs") as tabs, gr.Tab("Step by step", id=STEP_TAB, elem_id="step-tab")):
         gr.Markdown(INTRO)
         if service.asr_error:
             gr.Markdown(f"**Speech recognition is off** ({html.escape(service.asr_error)}): "
@@ -355,7 +378,7 @@ def build_demo(service: Service) -> gr.Blocks:
                 audio = gr.Audio(sources=["microphone", "upload"], type="filepath",
                                  label=f"Your recording (up to {MAX_SECONDS:g} s)", elem_id="audio-input")
                 transcript = gr.Textbox(
-                    label="Transcript", lines=2, elem_id="transcript",
+                    label="Transcript", lines=2, elem_id="transcript", max_length=MAX_CHARACTERS,
                     info="Filled in by Whisper when empty. Edit it and press Analyse again to see what the words do.",
                     placeholder="(empty: Whisper transcribes the recording)",
                 )
@@ -436,6 +459,9 @@ def main() -> None:
         max_file_size=MAX_FILE_SIZE,
         show_error=False,
         allowed_paths=[str(EXAMPLES_DIR)],
+        # Gradio keeps every session's last inputs and outputs (~1 MB here) for up to 10,000
+        # sessions by default; the page holds no gr.State, so a few recent ones are plenty.
+        state_session_capacity=SESSIONS,
     )
 
 

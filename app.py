@@ -113,6 +113,36 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _glibc():
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:  # not glibc (macOS, musl): nothing to tune
+        return None
+
+
+_LIBC = _glibc()
+M_ARENA_MAX = -8  # mallopt parameter, from glibc's malloc.h
+
+
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives each new thread that allocates its own malloc arena (up to 8 per core), each
+    keeping the memory its requests freed; Gradio runs requests on a pool of up to 40 threads, so
+    resident memory climbed request after request as more threads took a turn. A few arenas
+    serve CONCURRENCY requests at a time just as well. Must run before the worker threads start."""
+    if _LIBC is not None:
+        _LIBC.mallopt(M_ARENA_MAX, max(arenas, 1))
+
+
+def release_memory() -> None:
+    """Hand the memory a request freed back to the system (a request's transient arrays are tens
+    of MB; without this they stay mapped, fragmented, in the process)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
 @dataclass
 class Service:
     recognizers: dict[str, EmotionRecognizer]
@@ -292,6 +322,8 @@ def make_analyze(service: Service, explanations: Optional[bool] = None):
         except Exception:
             log.exception("analysis failed")
             raise gr.Error(GENERIC_ERROR, print_exception=False) from None
+        finally:
+            release_memory()
         e = analysis.explanation
         details = analysis.to_dict()
         details.update(checkpoint=checkpoint_name, timings={k: round(v, 4) for k, v in timings.items()})
@@ -451,6 +483,7 @@ def build_demo(service: Service) -> gr.Blocks:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    limit_malloc_arenas(CONCURRENCY + 1)
     service = Service.load()
     demo = build_demo(service)
     demo.launch(

@@ -22,7 +22,8 @@ Settings (environment):
   SER_APP_EXPLANATIONS=0  skip leave-one-word-out, uniform attention and audio relevance
   SER_APP_MAX_WORDS / SER_APP_MAX_CHARACTERS   longest transcript read (100 words / 1000 characters)
   SER_APP_DELETE_CACHE    "frequency,age" in seconds: every `frequency` s, uploads and figures older
-                          than `age` s leave Gradio's cache (600,3600); "off" keeps them
+                          than `age` s leave Gradio's cache (600,3600); "off" keeps them. `age` must
+                          outlast the longest queue wait, or a waiting request loses its upload
   SER_APP_SESSIONS        visitor sessions whose last inputs and outputs Gradio keeps in memory (100)
 """
 

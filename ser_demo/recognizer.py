@@ -162,9 +162,9 @@ class EmotionRecognizer:
             )
         self.word_vectors = word_vectors
         if self.config.use_speaker and speaker_embedder is None:
-            from .speaker import load_speaker_embedder
+            from .speaker import for_checkpoint
 
-            speaker_embedder = load_speaker_embedder(self.config.speaker_model)
+            speaker_embedder = for_checkpoint(self.config)
         if speaker_embedder is not None and speaker_embedder.dim != self.config.n_speaker_features:
             raise ValueError(
                 f"the model expects {self.config.n_speaker_features}-d speaker embeddings, "

@@ -76,13 +76,20 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
-def load_speaker_embedder(source: str | None = None):
-    """The embedder named by `source` (None: $SER_SPEAKER_MODEL, else the offline GE2E):
-    "resemblyzer" or a path to a GE2E `pretrained.pt`, otherwise a speechbrain folder or Hub id."""
-    source = str(source or os.environ.get(MODEL_ENV) or GE2E)
+def load_speaker_embedder(source: str | None = None, *, default: str = GE2E):
+    """The embedder named by `source` (None: $SER_SPEAKER_MODEL, else `default`, the offline
+    GE2E): "resemblyzer" or a path to a GE2E `pretrained.pt`, otherwise a speechbrain folder or
+    Hub id. Checkpoints made before GE2E was the default store None and mean the x-vector:
+    `for_checkpoint` passes default=XVECTOR for them."""
+    source = str(source or os.environ.get(MODEL_ENV) or default)
     if source == GE2E or source.endswith(".pt"):
         return GE2EVoiceEncoder.load(None if source == GE2E else source)
     return SpeakerEmbedder.from_pretrained(source)
+
+
+def for_checkpoint(config):
+    """The speaker embedder a checkpoint's config names (None: the x-vector it meant then)."""
+    return load_speaker_embedder(config.speaker_model, default=XVECTOR)
 
 
 class GE2EVoiceEncoder(nn.Module):

@@ -263,3 +263,15 @@ def test_ge2e_puts_two_clips_of_one_speaker_closer_than_clips_of_two(monkeypatch
         for b in clips:
             if b != a:
                 assert same > float(emb[a][0] @ emb[b][0]) + 0.1, (a, b)
+
+
+def test_a_checkpoint_from_before_the_ge2e_default_still_means_the_x_vector(monkeypatch):
+    """Configs saved when the x-vector was the only backend store speaker_model=None."""
+    from ser_demo import speaker
+
+    asked = []
+    monkeypatch.delenv("SER_SPEAKER_MODEL", raising=False)
+    monkeypatch.setattr(speaker.SpeakerEmbedder, "from_pretrained", classmethod(lambda cls, source: asked.append(source)))
+    speaker.for_checkpoint(ModelConfig(speaker_model=None, n_speaker_features=512))
+    assert asked == [speaker.XVECTOR]
+    assert isinstance(speaker.for_checkpoint(ModelConfig()), GE2EVoiceEncoder)

@@ -84,7 +84,7 @@ class FeatureBank:
         # The speaker model and the Whisper encoder load on first use (the baselines use them
         # even when the model does not); a checkpoint's encoder is checked when it loads.
         self._speaker_embedder, self._encoder = speaker_embedder, encoder
-        self.speaker_model, self.encoder_spec = config.speaker_model, config.encoder
+        self.config, self.encoder_spec = config, config.encoder
         if encoder is not None:
             encoder.check(config.encoder)
         self.cache = FeatureCache(cache_dir)
@@ -96,9 +96,9 @@ class FeatureBank:
     @property
     def speaker_embedder(self):
         if self._speaker_embedder is None:
-            from ser_demo.speaker import load_speaker_embedder
+            from ser_demo.speaker import for_checkpoint
 
-            self._speaker_embedder = load_speaker_embedder(self.speaker_model)
+            self._speaker_embedder = for_checkpoint(self.config)
         return self._speaker_embedder
 
     @property

@@ -33,10 +33,23 @@ def csv_header(labels) -> list[str]:
 def predict_rows(recognizer: EmotionRecognizer, files: Iterable[Path], *, modality: str = "both",
                  max_seconds: Optional[float] = 60.0) -> Iterator[list]:
     """One row per file, in `csv_header` order, as each file is done."""
+    import torch
+
+    labels = recognizer.labels
+    threads = torch.get_num_threads()
+    # One short clip at a time is too little work to share out: handing it between threads costs
+    # more than it saves (2.3 -> 10.2 files/s on the 2-core machine with one thread).
+    torch.set_num_threads(1)
+    try:
+        yield from _rows(recognizer, files, modality, max_seconds, labels)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _rows(recognizer, files, modality, max_seconds, labels) -> Iterator[list]:
     from .ingest import AudioInputError
     from .recognizer import PredictionError
 
-    labels = recognizer.labels
     for path in files:
         try:
             p = recognizer.predict(str(path), modality=modality, max_seconds=max_seconds)

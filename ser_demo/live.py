@@ -81,7 +81,8 @@ class LiveTimeline:
 
     def feed(self, chunk, rate: int) -> list[LivePoint]:
         """Add one chunk of the stream (any rate, int or float samples, mono or not); returns the
-        points it completed (at most one: a stream that falls behind skips points, never lags)."""
+        points it completed (at most one per chunk, so a stream that fell behind catches up at
+        the cost of one classification per chunk)."""
         if self.full:
             return []
         rate = check_sample_rate(rate)

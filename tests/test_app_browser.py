@@ -4,6 +4,7 @@ the transcript, the four probabilities and the plots; the screenshot goes to art
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -30,62 +31,74 @@ def microphone_file(tmp_path_factory) -> Path:
     return path
 
 
-def test_record_analyse_and_show_everything(microphone_file):
-    playwright = pytest.importorskip("playwright.sync_api")
-    server = app_server()
-    args = [
+def chromium_args(microphone_file: Path) -> list[str]:
+    """Headless Chromium whose fake microphone plays `microphone_file` in a loop."""
+    return [
         "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={microphone_file}",
         "--autoplay-policy=no-user-gesture-required",
     ]
-    ARTIFACTS.mkdir(exist_ok=True)
+
+
+@contextlib.contextmanager
+def app_page(url: str, microphone_file: Path):
+    """The app's page in headless Chromium with a fake microphone playing `microphone_file`;
+    yields the page and the list its JavaScript errors are collected in."""
+    playwright = pytest.importorskip("playwright.sync_api")
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=chromium_args(microphone_file))
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             errors = []
             page.on("pageerror", lambda err: errors.append(str(err)))
-            page.goto(server.url, wait_until="domcontentloaded")
-            audio = page.locator("#audio-input")
-            record = audio.locator("button.record-button")
-            record.wait_for(state="visible", timeout=60_000)
-            record.click()
-            audio.locator("button.stop-button").wait_for(state="visible", timeout=10_000)
-            page.wait_for_timeout(RECORD_SECONDS * 1000)
-            audio.locator("button.stop-button").click()
-            # the recording is uploaded and shown as a player before it can be analysed
-            audio.locator("button.record-button").wait_for(state="detached", timeout=30_000)
-            page.wait_for_timeout(1000)
-            page.locator("#analyse").click()
-            page.locator("#summary td.probability").first.wait_for(timeout=90_000)
-
-            transcript = page.locator("#transcript textarea").input_value()
-            shown = {
-                cell.get_attribute("data-label"): float(cell.inner_text())
-                for cell in page.locator("#summary td.probability").all()
-            }
-            page.wait_for_function(
-                "ids => ids.every(id => { const img = document.querySelector(`#${id} img`);"
-                " return img && img.complete && img.naturalWidth > 100; })",
-                arg=["probabilities-plot", "mfcc-plot", "spu-plot", "attention-plot"], timeout=30_000,
-            )
-            page.locator("#attention-text span").first.wait_for(timeout=10_000)
-            page.screenshot(path=str(ARTIFACTS / "app-browser.png"), full_page=True)
-            error_toasts = page.locator(".toast-body.error").count()
-
-            # one click on an example fills the inputs and analyses it
-            before = page.locator("#summary").inner_html()
-            page.get_by_text("happy: ", exact=False).first.click()
-            page.wait_for_function(
-                "old => { const s = document.querySelector('#summary');"
-                " return s && s.innerHTML !== old && s.querySelector('td.probability'); }",
-                arg=before, timeout=60_000,
-            )
-            example_transcript = page.locator("#transcript textarea").input_value()
-            example_error_toasts = page.locator(".toast-body.error").count()
+            page.goto(url, wait_until="domcontentloaded")
+            yield page, errors
         finally:
             browser.close()
+
+
+def test_record_analyse_and_show_everything(microphone_file):
+    server = app_server()
+    ARTIFACTS.mkdir(exist_ok=True)
+    with app_page(server.url, microphone_file) as (page, errors):
+        audio = page.locator("#audio-input")
+        record = audio.locator("button.record-button")
+        record.wait_for(state="visible", timeout=60_000)
+        record.click()
+        audio.locator("button.stop-button").wait_for(state="visible", timeout=10_000)
+        page.wait_for_timeout(RECORD_SECONDS * 1000)
+        audio.locator("button.stop-button").click()
+        # the recording is uploaded and shown as a player before it can be analysed
+        audio.locator("button.record-button").wait_for(state="detached", timeout=30_000)
+        page.wait_for_timeout(1000)
+        page.locator("#analyse").click()
+        page.locator("#summary td.probability").first.wait_for(timeout=90_000)
+
+        transcript = page.locator("#transcript textarea").input_value()
+        shown = {
+            cell.get_attribute("data-label"): float(cell.inner_text())
+            for cell in page.locator("#summary td.probability").all()
+        }
+        page.wait_for_function(
+            "ids => ids.every(id => { const img = document.querySelector(`#${id} img`);"
+            " return img && img.complete && img.naturalWidth > 100; })",
+            arg=["probabilities-plot", "mfcc-plot", "spu-plot", "attention-plot"], timeout=30_000,
+        )
+        page.locator("#attention-text span").first.wait_for(timeout=10_000)
+        page.screenshot(path=str(ARTIFACTS / "app-browser.png"), full_page=True)
+        error_toasts = page.locator(".toast-body.error").count()
+
+        # one click on an example fills the inputs and analyses it
+        before = page.locator("#summary").inner_html()
+        page.get_by_text("happy: ", exact=False).first.click()
+        page.wait_for_function(
+            "old => { const s = document.querySelector('#summary');"
+            " return s && s.innerHTML !== old && s.querySelector('td.probability'); }",
+            arg=before, timeout=60_000,
+        )
+        example_transcript = page.locator("#transcript textarea").input_value()
+        example_error_toasts = page.locator(".toast-body.error").count()
 
     words = transcript.lower()
     assert "believe" in words or "wonderful" in words, transcript

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from test_app import ARTIFACTS, SPEECH_FILE, app_server
-from test_app_browser import CHROMIUM
+from test_app_browser import CHROMIUM, app_page
 
 RATE = 16000
 
@@ -74,56 +74,43 @@ def test_timeline_api_errors_are_clear(client, tmp_path):
 
 @pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"{CHROMIUM} not installed")
 def test_live_microphone_chart_transcript_and_open_a_segment(tmp_path):
-    playwright = pytest.importorskip("playwright.sync_api")
     server = app_server()
     speech, rate = sf.read(SPEECH_FILE, dtype="float32")
     microphone = tmp_path / "microphone.wav"  # played in a loop: the sentence, then a pause
     sf.write(microphone, np.concatenate([np.zeros(int(0.3 * rate), np.float32), speech,
                                          np.zeros(int(1.5 * rate), np.float32)]), rate, subtype="PCM_16")
-    args = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
-            "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={microphone}",
-            "--autoplay-policy=no-user-gesture-required"]
     ARTIFACTS.mkdir(exist_ok=True)
     points = "() => Number(document.querySelector('#live-points')?.dataset.points || 0)"
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            errors = []
-            page.on("pageerror", lambda err: errors.append(str(err)))
-            page.goto(server.url, wait_until="domcontentloaded")
-            page.get_by_role("tab", name="Over time").click()
-            live = page.locator("#live-audio")
-            live.locator("button.record-button").click()
-            live.locator("button.stop-button").wait_for(state="visible", timeout=10_000)
-            page.wait_for_function(f"({points})() >= 2", timeout=60_000)
-            first = page.evaluate(points)
-            page.wait_for_function(f"({points})() >= {first + 3}", timeout=60_000)  # it keeps growing
-            page.wait_for_function(
-                "() => /believe|wonderful/i.test(document.querySelector('#live-transcript textarea')?.value || '')",
-                timeout=90_000)
-            chart_drawn = page.locator("#live-chart canvas, #live-chart svg").count() > 0
-            page.screenshot(path=str(ARTIFACTS / "timeline-live.png"), full_page=True)
-            live.locator("button.stop-button").click()
-            # the whole live recording becomes a timeline
-            page.locator("#timeline-summary").get_by_text("utterances").wait_for(timeout=120_000)
-            live_points = page.evaluate(points)
-            emotions = page.locator('#timeline-table [role=gridcell][data-col="3"]')
-            emotions.first.wait_for(timeout=10_000)
-            page.locator("#timeline-text").get_by_text("believe", exact=False).first.wait_for(timeout=10_000)
-            timeline_toasts = page.locator(".toast-body.error").count()
-            page.screenshot(path=str(ARTIFACTS / "timeline-full.png"), full_page=True)
-            # choose the first utterance in the table and open it in the step-by-step tab
-            emotions.filter(has_not_text="silence").first.click()
-            page.wait_for_function(
-                "() => (document.querySelector('#timeline-segment input')?.value || '').length > 0", timeout=10_000)
-            page.locator("#timeline-open").click()
-            page.locator("#summary td.probability").first.wait_for(timeout=90_000)
-            step_transcript = page.locator("#transcript textarea").input_value()
-            error_toasts = page.locator(".toast-body.error").count()
-        finally:
-            browser.close()
+    with app_page(server.url, microphone) as (page, errors):
+        page.get_by_role("tab", name="Over time").click()
+        live = page.locator("#live-audio")
+        live.locator("button.record-button").click()
+        live.locator("button.stop-button").wait_for(state="visible", timeout=10_000)
+        page.wait_for_function(f"({points})() >= 2", timeout=60_000)
+        first = page.evaluate(points)
+        page.wait_for_function(f"({points})() >= {first + 3}", timeout=60_000)  # it keeps growing
+        page.wait_for_function(
+            "() => /believe|wonderful/i.test(document.querySelector('#live-transcript textarea')?.value || '')",
+            timeout=90_000)
+        chart_drawn = page.locator("#live-chart canvas, #live-chart svg").count() > 0
+        page.screenshot(path=str(ARTIFACTS / "timeline-live.png"), full_page=True)
+        live.locator("button.stop-button").click()
+        # the whole live recording becomes a timeline
+        page.locator("#timeline-summary").get_by_text("utterances").wait_for(timeout=120_000)
+        live_points = page.evaluate(points)
+        emotions = page.locator('#timeline-table [role=gridcell][data-col="3"]')
+        emotions.first.wait_for(timeout=10_000)
+        page.locator("#timeline-text").get_by_text("believe", exact=False).first.wait_for(timeout=10_000)
+        timeline_toasts = page.locator(".toast-body.error").count()
+        page.screenshot(path=str(ARTIFACTS / "timeline-full.png"), full_page=True)
+        # choose the first utterance in the table and open it in the step-by-step tab
+        emotions.filter(has_not_text="silence").first.click()
+        page.wait_for_function(
+            "() => (document.querySelector('#timeline-segment input')?.value || '').length > 0", timeout=10_000)
+        page.locator("#timeline-open").click()
+        page.locator("#summary td.probability").first.wait_for(timeout=90_000)
+        step_transcript = page.locator("#transcript textarea").input_value()
+        error_toasts = page.locator(".toast-body.error").count()
     assert live_points >= first + 3 and chart_drawn
     assert timeline_toasts == 0 and error_toasts == 0 and not errors, errors
     assert "believe" in step_transcript.lower() or "wonderful" in step_transcript.lower()

@@ -8,10 +8,12 @@ once a second out, and a transcript that grows as Whisper catches up.
         show(live.transcript)
     final = live.finish()                     # the whole recording, for `timeline.timeline`
 
-Each point classifies the last few seconds with the audio branch alone (cheap: features and one
-forward pass, no Whisper), through the recognizer's own stages. Whisper runs beside it on one
-background thread shared by every stream: it transcribes each stretch of speech once a pause
-ends it, so a slow transcription delays the words, never the chart. No UI code here.
+Each point classifies the last few seconds with the audio branch alone (no transcription),
+through the recognizer's own stages, on a background thread: `feed` only stores audio and hands
+out finished points, so a machine slower than real time gets fewer points, never a growing lag.
+Whisper runs on another background thread, shared by every stream: it transcribes each stretch
+of speech once a pause ends it, so a slow transcription delays the words, never the chart.
+No UI code here.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ LIVE_STEP_SECONDS = 1.0  # one point a second
 LIVE_MAX_SECONDS = 120.0  # longest stream kept (memory: 7.7 MB of float32 at 16 kHz)
 
 _whisper_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-whisper")
+_point_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-points")
 
 
 @dataclass
@@ -45,8 +48,11 @@ class LivePoint:
 
 class LiveTimeline:
     def __init__(self, recognizer: EmotionRecognizer, transcriber=None, *, window: float = LIVE_WINDOW_SECONDS,
-                 step: float = LIVE_STEP_SECONDS, max_seconds: float = LIVE_MAX_SECONDS, modality: str = "audio"):
-        self.recognizer, self.transcriber = recognizer, transcriber
+                 step: float = LIVE_STEP_SECONDS, max_seconds: float = LIVE_MAX_SECONDS, modality: str = "audio",
+                 background: bool = True):
+        """background=False classifies inside `feed` (every point, in order: for tests and
+        offline replays of a stream)."""
+        self.recognizer, self.transcriber, self.background = recognizer, transcriber, background
         self.window, self.step, self.max_seconds, self.modality = window, step, max_seconds, modality
         self.recognizer.branches(modality)  # refuses a modality the checkpoint lacks, up front
         self.points: list[LivePoint] = []
@@ -60,6 +66,7 @@ class LiveTimeline:
         self._next_point = window / 2  # the first point once there is half a window of audio
         self._transcribed = 0  # samples before this were handed to Whisper
         self._pending: Optional[Future] = None
+        self._classifying: Optional[Future] = None
         self._lock = threading.Lock()
 
     @property
@@ -97,16 +104,32 @@ class LiveTimeline:
             samples, self.full = samples[:room], True
         self._chunks.append(samples)
         self._length += len(samples)
-        new = []
-        if self.duration >= self._next_point:
-            new.append(self._point(self.duration))
-            self._next_point = self.duration + self.step * 0.9  # chunk edges never push a point a whole step
+        new = self._finished_point()
+        if self.duration >= self._next_point and self._classifying is None:
+            end, audio = self.duration, self._window(self.duration)
+            self._next_point = end + self.step * 0.9  # chunk edges never push a point a whole step
+            if self.background:
+                self._classifying = _point_worker.submit(self._point, end, audio)
+            else:
+                new.append(self._point(end, audio))
         self._transcribe(final=self.full)
         return new
+
+    def _window(self, end: float) -> np.ndarray:
+        return self.waveform[max(0, int((end - self.window) * SAMPLE_RATE)):int(end * SAMPLE_RATE)].copy()
+
+    def _finished_point(self, wait: bool = False) -> list[LivePoint]:
+        future = self._classifying
+        if future is None or not (wait or future.done()):
+            return []
+        self._classifying = None
+        return [future.result()]
 
     def finish(self, timeout: Optional[float] = None) -> np.ndarray:
         """The stream ended: transcribe what is left (waiting up to `timeout` s) and return the
         whole recording as float32 16 kHz."""
+        if self._classifying is not None:
+            self._finished_point(wait=True)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self._transcribe(final=True)
@@ -120,8 +143,7 @@ class LiveTimeline:
             self._collect()
         return self.waveform
 
-    def _point(self, end: float) -> LivePoint:
-        audio = self.waveform[max(0, int((end - self.window) * SAMPLE_RATE)):int(end * SAMPLE_RATE)]
+    def _point(self, end: float, audio: np.ndarray) -> LivePoint:
         point = LivePoint(end, None)
         if active_seconds(audio) >= MIN_ACTIVE_SECONDS:
             r = self.recognizer

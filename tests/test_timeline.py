@@ -319,7 +319,7 @@ def test_live_points_every_second_silence_and_words(recognizer, whisper, speech)
 
     audio, spans = join([speech, speech], pause=4.5)
     stream = (soxr.resample(audio, RATE, 48000) * 20000).astype(np.int16)
-    live = LiveTimeline(recognizer, whisper, max_seconds=60)
+    live = LiveTimeline(recognizer, whisper, max_seconds=60, background=False)
     points = []
     for k in range(0, len(stream), 24000):
         points += live.feed(stream[k:k + 24000], 48000)
@@ -338,6 +338,23 @@ def test_live_points_every_second_silence_and_words(recognizer, whisper, speech)
     words = live.transcript.lower()
     assert words.count("believe") + words.count("wonderful") >= 3, words
     assert len(live.phrases) == 2  # one stretch per sentence, each sent once
+
+
+def test_live_points_never_queue_up(recognizer, speech):
+    """In the background (as in the app), a stream fed faster than points can be computed gets
+    fewer points, each of the latest audio, in order."""
+    from ser_demo.live import LiveTimeline
+
+    audio, _ = join([speech] * 3, pause=0.5)
+    live = LiveTimeline(recognizer, None)
+    points = []
+    for k in range(0, len(audio), 8000):
+        points += live.feed(audio[k:k + 8000], RATE)
+    live.finish()
+    assert live.points[: len(points)] == points and len(live.points) >= 1
+    times = [p.time for p in live.points]
+    assert times == sorted(times) and times[-1] <= live.duration
+    assert len(live.points) <= int(live.duration) + 1
 
 
 def test_live_limits(recognizer, speech):

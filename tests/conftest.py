@@ -16,17 +16,39 @@ SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "shared_data: needs the corpora in ../shared/data (skipped without)")
+    config.addinivalue_line(
+        "markers",
+        "shared_data(*corpora): needs ../shared/data and, when named, these corpus folders in it "
+        "(e.g. shared_data('ravdess', 'goemotions')); skipped with the reason without them",
+    )
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
 
 
+def shared_corpus(name: str) -> Path | None:
+    """The folder of one corpus in ../shared/data, or None when it is absent or empty: a copy
+    lacking one corpus skips the tests that need it instead of failing them."""
+    folder = SHARED_DATA / name
+    if folder.is_dir() and any(path.is_file() for path in folder.rglob("*")):
+        return folder
+    return None
+
+
+def missing_shared_data(corpora) -> str | None:
+    """Why a shared_data test cannot run here, or None when everything it names is present."""
+    if not SHARED_DATA.is_dir():
+        return f"{SHARED_DATA} not present"
+    missing = [name for name in corpora if shared_corpus(name) is None]
+    return f"{SHARED_DATA} lacks {', '.join(missing)}" if missing else None
+
+
 def pytest_collection_modifyitems(config, items):
-    if SHARED_DATA.is_dir():
-        return
-    skip = pytest.mark.skip(reason=f"{SHARED_DATA} not present")
     for item in items:
-        if "shared_data" in item.keywords:
-            item.add_marker(skip)
+        marker = item.get_closest_marker("shared_data")
+        if marker is None:
+            continue
+        reason = missing_shared_data(marker.args)
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(scope="session")

@@ -224,10 +224,20 @@ def test_openai_whisper_backend_runs_on_a_checkpoint(tiny_checkpoint):
 
 
 def test_openai_whisper_needs_no_ffmpeg(tiny_checkpoint, monkeypatch):
+    """The waveform goes in as an array. openai-whisper decodes a path with ffmpeg through
+    `whisper.audio.load_audio`, which calls `run` imported by name into whisper.audio: patch it
+    there (patching subprocess.run would not catch that call)."""
+    import whisper.audio
+
     transcriber = load_transcriber("openai-whisper", str(tiny_checkpoint), temperature=0.0)
+    calls = []
 
     def no_ffmpeg(*args, **kwargs):
+        calls.append(args)
         raise AssertionError("openai-whisper tried to run ffmpeg")
 
+    monkeypatch.setattr(whisper.audio, "run", no_ffmpeg)
+    monkeypatch.setattr(whisper.audio, "load_audio", no_ffmpeg)
     monkeypatch.setattr(subprocess, "run", no_ffmpeg)
     assert isinstance(transcriber.transcribe(np.zeros(SAMPLE_RATE, np.float32)), Transcript)
+    assert calls == []

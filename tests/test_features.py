@@ -46,10 +46,15 @@ def test_tokenize_follows_glove_conventions():
 def test_default_vectors_are_real_glove():
     vectors = load_word_vectors(DEFAULT_EMBEDDINGS)
     assert len(vectors) == 400_000 and vectors.dim == 50
-    tokens = vectors.encode("happy joyful sad")
+    # the table is GloVe 6B 50-d itself: "the" is its first row, with the published values
+    np.testing.assert_allclose(vectors.encode("the").vectors[0][:4], [0.418, 0.24968, -0.41242, 0.1217], atol=1e-6)
+    tokens = vectors.encode("happy joyful sad awful table")
+    assert all(tokens.known)
     similarity = lambda a, b: a @ b / np.linalg.norm(a) / np.linalg.norm(b)  # noqa: E731
-    happy, joyful, sad = tokens.vectors
-    assert similarity(happy, joyful) > 0.5
+    happy, joyful, sad, awful, table = tokens.vectors
+    # each word gets its own row: related words are close, an unrelated word is far
+    assert similarity(happy, joyful) > 0.5 and similarity(sad, awful) > 0.7
+    assert similarity(sad, table) < 0.5 and similarity(joyful, table) < 0.5
 
 
 def test_unknown_words_and_empty_transcripts():
@@ -70,3 +75,15 @@ def test_any_glove_text_file_loads(tmp_path):
     assert load_word_vectors(str(path)).source == str(path)
     with pytest.raises(FileNotFoundError, match="GloVe text file"):
         load_word_vectors(str(tmp_path / "missing.txt"))
+
+
+def test_glove_text_file_max_words_keeps_the_first_words(tmp_path):
+    """max_words reads only the head of a big file (GloVe files are sorted by frequency); a
+    "count dim" header line (word2vec-style files) is skipped and counts as no word."""
+    path = tmp_path / "glove.header.2d.txt"
+    path.write_text("5 2\nthe 1 0\nof 0 1\nand 1 1\nto 2 2\na 3 3\n")
+    two = load_glove_text(path, max_words=2)
+    assert len(two) == 2 and two.dim == 2 and list(two.index) == ["the", "of"]
+    assert "and" not in two and (two.encode("and").vectors == 0).all()
+    np.testing.assert_allclose(two.encode("of the").vectors, [[0, 1], [1, 0]])
+    assert len(load_glove_text(path)) == 5 and len(load_glove_text(path, max_words=99)) == 5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,8 +78,27 @@ def test_mfcc_plot_time_axis_is_in_seconds():
 
 
 def test_no_pyplot_and_no_global_figures():
+    """pyplot keeps global figures (a leak per request in a server) and picks a GUI backend: the
+    module must never import it. Checked in a fresh interpreter, where no other test could have
+    imported it first, after drawing every section."""
+    import subprocess
+
+    script = (
+        "import sys\n"
+        "sys.path.insert(0, 'tests')\n"
+        "from test_plotting import analysis\n"
+        "from ser_demo import plotting\n"
+        "images = plotting.draw_analysis(analysis())\n"
+        "assert set(images) == {'probabilities', 'mfcc', 'spu', 'attention'}, images\n"
+        "print('pyplot imported' if 'matplotlib.pyplot' in sys.modules else 'no pyplot')\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "no pyplot"
+    # and in this process: drawing leaves no figure in pyplot's registry, if another test loaded it
     plotting.render(plotting.plot_spu(explanation().audio_statistics, (3, 5, 7, 9), ("max", "avg", "std")))
-    if "matplotlib.pyplot" in sys.modules:  # another test may have imported it; then it holds nothing of ours
+    if "matplotlib.pyplot" in sys.modules:
         assert sys.modules["matplotlib.pyplot"].get_fignums() == []
 
 

@@ -613,7 +613,7 @@ def test_natural_pairs_keep_each_utterances_own_transcript():
 # ---------------------------------------------------------------------------- real corpora
 
 
-@pytest.mark.shared_data
+@pytest.mark.shared_data("ravdess", "tess")
 def test_real_ravdess_and_tess_counts(shared_data):
     ravdess, report = load_ravdess(shared_data / "ravdess")
     assert report.kept == 504 and report.dropped == {"calm": 144}
@@ -624,7 +624,7 @@ def test_real_ravdess_and_tess_counts(shared_data):
     assert Counter(u.speaker for u in tess) == {"tess_OAF": 800, "tess_YAF": 800}
 
 
-@pytest.mark.shared_data
+@pytest.mark.shared_data("goemotions")
 def test_real_goemotions_counts(shared_data):
     samples, report = load_goemotions(shared_data / "goemotions" / "train.tsv")
     assert report.total == 43410

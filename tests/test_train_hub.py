@@ -76,9 +76,7 @@ def test_single_licence_is_used_as_is(tmp_path):
 def test_push_to_hub_creates_repo_then_uploads_folder(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, **kw: calls.append(("create_repo", kw)))
-    monkeypatch.setattr(
-        huggingface_hub.HfApi, "upload_folder", lambda self, **kw: calls.append(("upload_folder", kw)) or "commit-info"
-    )
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", lambda self, **kw: calls.append(("upload_folder", kw)))
     folder = tmp_path / "ckpt"
     with pytest.raises(FileNotFoundError, match="model card"):
         push_to_hub(folder, "someone/model")
@@ -86,8 +84,12 @@ def test_push_to_hub_creates_repo_then_uploads_folder(tmp_path, monkeypatch):
 
     write_model_card(folder, RESULTS, TRAINING_DATA, protocol="p")
     (folder / "model.safetensors").write_bytes(b"weights")
-    result = push_to_hub(folder, "someone/model", token="hf_fake", private=True, commit_message="first")
-    assert result == "commit-info"
+    (folder / "config.json").write_text("{}")
+    (folder / "state").mkdir()  # what `python -m train fit` leaves beside the checkpoint
+    (folder / "state" / "state.safetensors").write_bytes(b"optimizer")
+    (folder / "state" / "state.json").write_text("{}")
+    (folder / "log.txt").write_text("epoch 1")
+    push_to_hub(folder, "someone/model", token="hf_fake", private=True, commit_message="first")
     assert calls == [
         ("create_repo", {"repo_id": "someone/model", "repo_type": "model", "private": True, "exist_ok": True}),
         (
@@ -96,6 +98,12 @@ def test_push_to_hub_creates_repo_then_uploads_folder(tmp_path, monkeypatch):
              "ignore_patterns": ["state/*", "log.txt"]},
         ),
     ]
+    # the patterns, as huggingface_hub applies them, upload the checkpoint and card and nothing else
+    from huggingface_hub.utils import filter_repo_objects
+
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    uploaded = list(filter_repo_objects(files, ignore_patterns=calls[1][1]["ignore_patterns"]))
+    assert uploaded == ["README.md", "config.json", "model.safetensors"]
 
 
 def test_push_to_hub_passes_the_token_to_the_client(tmp_path, monkeypatch):

@@ -6,15 +6,19 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
+from ser_demo.audio import Normalizer
 from ser_demo.model import MSCNN_SPU_ATT, ModelConfig
 from train.datasets import load_goemotions, load_ravdess
 from train.pairing import LabelMatchedPairing, ModalityDropout
-from train.trainer import FeatureBank, TrainSettings, fit
+from train.trainer import FeatureBank, TrainSettings, fit, load_clip, make_batch
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(audio_kernel_sizes=(3, 5), text_kernel_sizes=(1, 2), n_filters=16, n_hidden=16)
@@ -113,22 +117,66 @@ def test_fit_and_evaluate_commands(fake_corpora, tmp_path):
     assert scores["ua"] == pytest.approx(sum(scores["recall"].values()) / 4)
 
 
+# Run by torchrun in each process: records which training samples this rank batched (make_batch
+# with gradients on; dev scoring runs without), then runs `python -m train` with the given arguments.
+DDP_PROBE = """
+import json, os, sys
+import torch
+import train.trainer as trainer
+from train.__main__ import main
+
+rank = os.environ["RANK"]
+real_make_batch = trainer.make_batch
+
+def recording_make_batch(samples, *args, **kwargs):
+    if torch.is_grad_enabled():
+        with open(os.path.join(os.environ["PROBE_DIR"], f"rank{rank}.jsonl"), "a") as f:
+            f.write(json.dumps([str(s.audio_path) for s in samples]) + "\\n")
+    return real_make_batch(samples, *args, **kwargs)
+
+trainer.make_batch = recording_make_batch
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 @pytest.mark.slow
 def test_two_process_ddp_training(fake_corpora, tmp_path):
-    """torchrun with 2 processes (gloo on CPU) trains one model: ranks split the batches."""
+    """torchrun with 2 processes (gloo on CPU) trains one model: ranks split the batches, each
+    training on its own half of every epoch and together on all of it."""
     out = tmp_path / "ddp"
+    probe = tmp_path / "ddp_probe.py"
+    probe.write_text(DDP_PROBE)
+    (tmp_path / "probe").mkdir()
+    epochs, batch_size = 2, 4
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "train", "fit",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(probe), "fit",
          "--audio", f"ravdess={fake_corpora['ravdess']}", "--text", str(fake_corpora["goemotions"]), "--groups", "3",
-         "--epochs", "2", "--batch-size", "4", "--no-progress", "--cache", str(tmp_path / "cache"), "--out", str(out),
-         "--set", "n_filters=16"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+         "--epochs", str(epochs), "--batch-size", str(batch_size), "--no-progress", "--cache", str(tmp_path / "cache"),
+         "--out", str(out), "--set", "n_filters=16"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PROBE_DIR": str(tmp_path / "probe"), "PYTHONPATH": str(ROOT)},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     model = MSCNN_SPU_ATT.from_pretrained(out)
     assert model.config.n_filters == 16
-    history = json.loads((out / "training.json").read_text())["history"]
-    assert len(history) == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
+    info = json.loads((out / "training.json").read_text())
+    history = info["history"]
+    assert len(history) == epochs and all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
+
+    dev_actors = {speaker.split("_")[-1] for speaker in info["dev_speakers"]}
+    training_clips = sorted(str(p) for p in Path(fake_corpora["ravdess"]).rglob("*.wav")
+                            if p.stem.split("-")[-1] not in dev_actors)
+    assert len(training_clips) == 16  # 2 of the 3 actors train, 8 clips each
+    batches = {r: [json.loads(line) for line in (tmp_path / "probe" / f"rank{r}.jsonl").read_text().splitlines()]
+               for r in (0, 1)}
+    per_epoch = len(training_clips) // batch_size // 2  # batches each rank trains on per epoch
+    for rank in (0, 1):
+        assert len(batches[rank]) == epochs * per_epoch
+        assert all(len(b) == batch_size for b in batches[rank])
+    for epoch in range(epochs):
+        mine = {r: [c for b in batches[r][epoch * per_epoch:(epoch + 1) * per_epoch] for c in b] for r in (0, 1)}
+        assert not set(mine[0]) & set(mine[1]), f"epoch {epoch}: both ranks trained on the same clips"
+        assert sorted(mine[0] + mine[1]) == training_clips  # together: the whole epoch, once
 
 
 def test_asr_setting_transcribes_each_clip_once(fake_corpora, tmp_path):
@@ -166,7 +214,21 @@ def test_training_with_the_speaker_embedding(corpus, tmp_path_factory, tmp_path)
     model, info = fit(config, pairs.epoch, pairs.epoch(0)[:8], bank, TrainSettings(epochs=1, progress=False),
                       log=lambda m: None)
     assert len(info["history"]) == 1 and model.config.use_speaker
-    assert bank.speaker(utterances[0].audio_path).shape == (embedder.dim,)
+    voice = bank.speaker(utterances[0].audio_path)
+    assert voice.shape == (embedder.dim,) and np.abs(voice).sum() > 0
+    np.testing.assert_allclose(voice, embedder.embed(load_clip(utterances[0].audio_path)), rtol=1e-5, atol=1e-6)
+
+    # no audio: a clip without speech, and a sample whose audio was dropped, both get zeros
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(16000, np.float32), 16000)
+    with pytest.warns(UserWarning, match="without audio"):
+        assert (bank.speaker(silent) == 0).all() and bank.speaker(silent).shape == (embedder.dim,)
+    with_audio = next(s for s in pairs.epoch(0) if s.audio_path == utterances[0].audio_path)
+    without_audio = replace(with_audio, audio_path=None)
+    batch = make_batch([with_audio, without_audio], bank, model.config, Normalizer.from_config(model.config))
+    assert batch["speaker"].shape == (2, embedder.dim)
+    np.testing.assert_allclose(batch["speaker"][0].numpy(), voice, rtol=1e-6)
+    assert (batch["speaker"][1] == 0).all() and batch["audio_lengths"].tolist()[1] == 0
 
 
 def test_set_switches_parse_booleans_and_ablation_rows_win():
@@ -200,3 +262,59 @@ def test_weight_averaging_warms_up_instead_of_clinging_to_the_initial_weights():
     for _ in range(3):
         settled.update_parameters(model)  # weights that no longer move: the average is them
     torch.testing.assert_close(settled.module.weight, model.weight)
+
+
+def test_the_normaliser_is_fitted_on_every_training_clip_and_nothing_else(corpus, tmp_path):
+    """run_fold: mean/std come from the fold's training clips, all of them (also those whose audio
+    modality dropout removed in epoch 0), never from the dev or test speakers."""
+    from train.experiment import Data, run_fold
+    from train.protocol import Fold
+
+    utterances, texts = corpus
+    index = {"train": [], "dev": [], "test": []}
+    for i, u in enumerate(utterances):
+        index[{"ravdess_01": "train", "ravdess_02": "dev", "ravdess_03": "test"}[u.speaker]].append(i)
+    fold = Fold("test-split", 0, 0, tuple(index["train"]), tuple(index["dev"]), tuple(index["test"]))
+    data = Data(utterances, {"train": texts, "dev": texts, "test": texts})
+    config = ModelConfig(**TINY)
+    bank = FeatureBank(config, tmp_path)
+    dropout = ModalityDropout(0.0, 0.5)
+    model, _, _ = run_fold(data, fold, config, TrainSettings(epochs=1, progress=False), bank, dropout, ["both"],
+                           log=lambda m: None)
+
+    train_clips = [utterances[i].audio_path for i in index["train"]]
+    epoch0 = LabelMatchedPairing([utterances[i] for i in index["train"]], texts, seed=0, dropout=dropout).epoch(0)
+    assert len({s.audio_path for s in epoch0 if s.audio_path}) < len(train_clips)  # dropout thinned epoch 0
+    fitted = Normalizer.from_dict(model.config.normalizer)
+    expected = Normalizer.fit([bank.mfcc(p) for p in sorted(train_clips)])
+    np.testing.assert_allclose(fitted.mean, expected.mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fitted.std, expected.std, rtol=1e-5, atol=1e-5)
+    everyone = Normalizer.fit([bank.mfcc(u.audio_path) for u in utterances])
+    assert np.abs(fitted.mean - everyone.mean).max() > 1e-3  # the check above can tell them apart
+
+
+def test_the_weights_of_the_best_dev_epoch_are_kept(corpus, tmp_path, monkeypatch):
+    """Dev scores are scripted (epoch 1 best): fit must return epoch 1's weights, not the last
+    epoch's, and report epoch 1's score; the weights really differ between epochs."""
+    import train.trainer as trainer
+
+    utterances, texts = corpus
+    scores = iter([0.30, 0.80, 0.50, 0.10])
+    weights_at = []
+
+    def scripted_dev_metrics(model, samples, bank, normalizer):
+        weights_at.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        score = next(scores)
+        return {"wa": score, "ua": score}
+
+    monkeypatch.setattr(trainer, "dev_metrics", scripted_dev_metrics)
+    pairs = LabelMatchedPairing(utterances, texts, seed=0)
+    model, info = fit(ModelConfig(**TINY), pairs.epoch, pairs.epoch(0)[:8], FeatureBank(ModelConfig(**TINY), tmp_path),
+                      TrainSettings(epochs=4, batch_size=8, progress=False), log=lambda m: None)
+    assert len(weights_at) == 4 and info["best_dev"] == pytest.approx(0.80)
+    assert [h["ua"] for h in info["history"]] == pytest.approx([0.30, 0.80, 0.50, 0.10])
+    kept = model.state_dict()
+    for name, value in weights_at[1].items():
+        torch.testing.assert_close(kept[name], value, msg=f"{name} is not epoch 1's")
+    changed = [n for n, v in weights_at[3].items() if v.is_floating_point() and not torch.equal(v, weights_at[1][n])]
+    assert changed, "training did not change the weights after epoch 1: the check above proves nothing"

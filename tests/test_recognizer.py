@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
+import torch
 
 from ser_demo import EmotionRecognizer, PredictionError
 from ser_demo.ingest import AudioInputError
@@ -112,3 +115,110 @@ def test_text_only_mode_asks_whisper_for_the_words(checkpoint, speech):
     p = r.predict(speech, 16000, modality="text")
     assert p.transcript == "what wonderful news" and p.mfcc is None and "asr" in p.timings
     assert p.words[0].text == "what"
+
+
+# --- `python -m ser_demo predict` options, in process (the subprocess tests above cover the entry point)
+
+
+def predict_cli(capsys, *args) -> tuple[int, dict | None, str]:
+    from ser_demo.__main__ import main
+
+    code = main(["predict", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, json.loads(out) if code == 0 else None, err
+
+
+@pytest.fixture
+def no_whisper(monkeypatch):
+    """Fail the test if anything loads a speech recogniser."""
+    from ser_demo import asr
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("Whisper was loaded")
+
+    monkeypatch.setattr(asr, "load_transcriber", refuse)
+
+
+def test_cli_modality_audio_and_no_asr(checkpoint, speech_file, capsys, no_whisper):
+    code, out, _ = predict_cli(capsys, speech_file, "--checkpoint", checkpoint, "--modality", "audio", "--asr", "none")
+    assert code == 0 and out["modality"] == "audio"
+    assert out["tokens"] == [] and out["attention"] == {} and out["transcript"] is None
+    assert out["audio_spu"] is not None and "asr" not in out["timings"]
+    # audio + text without Whisper: the text branch sees an empty sentence, and says so
+    code, out, _ = predict_cli(capsys, speech_file, "--checkpoint", checkpoint, "--asr", "none")
+    assert code == 0 and out["modality"] == "both" and out["tokens"] == []
+    assert any("no transcript" in note for note in out["notes"])
+
+
+def test_cli_modality_text(checkpoint, speech_file, capsys, no_whisper):
+    code, out, _ = predict_cli(capsys, speech_file, "--checkpoint", checkpoint, "--modality", "text",
+                               "--transcript", "what wonderful news")
+    assert code == 0 and out["modality"] == "text" and out["audio_spu"] is None
+    assert out["tokens"] == ["what", "wonderful", "news"] and "ingest" not in out["timings"]
+    code, _, err = predict_cli(capsys, speech_file, "--checkpoint", checkpoint, "--modality", "text", "--asr", "none")
+    assert code == 2 and err.startswith("error: ") and "at least one word" in err
+
+
+def test_cli_max_seconds(checkpoint, speech_file, capsys, no_whisper):
+    seconds = len(sf.read(speech_file)[0]) / 16000  # 4.1 s
+    code, _, err = predict_cli(capsys, speech_file, "--checkpoint", checkpoint, "--transcript", "hi",
+                               "--max-seconds", seconds / 2)
+    assert code == 2 and "too long" in err and err.count("\n") == 1
+    code, out, _ = predict_cli(capsys, speech_file, "--checkpoint", checkpoint, "--transcript", "hi",
+                               "--max-seconds", seconds + 1)
+    assert code == 0 and out["label"] in ("angry", "happy", "sad", "neutral")
+
+
+def test_cli_error_exits(checkpoint, speech_file, tmp_path, capsys):
+    """2: the input or the request is wrong; 1: something else failed (here: an unknown Whisper
+    backend); either way one line on stderr and no JSON on stdout."""
+    code, _, err = predict_cli(capsys, tmp_path / "missing.wav", "--checkpoint", checkpoint, "--transcript", "hi")
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    code, _, err = predict_cli(capsys, speech_file, "--checkpoint", tmp_path / "no-checkpoint-here", "--transcript", "hi")
+    assert code != 0 and err.startswith("error: ") and "no-checkpoint-here" in err and err.count("\n") == 1
+    code, _, err = predict_cli(capsys, speech_file, "--checkpoint", checkpoint, "--asr", "no-such-backend")
+    assert code == 1 and err.startswith("error: TranscriptionUnavailable: ") and "no-such-backend" in err
+    assert err.count("\n") == 1
+    with pytest.raises(SystemExit) as exit_info:  # argparse refuses an unknown modality
+        predict_cli(capsys, speech_file, "--checkpoint", checkpoint, "--modality", "video")
+    assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+# --- a Hub repo id, resolved from the local Hub cache without the network --------------------
+
+
+def hub_cache_with(checkpoint: Path, cache: Path, repo_id: str) -> Path:
+    """Lay `checkpoint` out as huggingface_hub caches a downloaded repo: refs/main names a
+    snapshot folder holding the files."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(checkpoint / name, snapshot / name)
+    return cache
+
+
+def test_from_pretrained_with_a_hub_id_from_the_offline_cache(checkpoint, speech_file, tmp_path):
+    repo_id = "someone/mscnn-spu-att-test"
+    cache = hub_cache_with(checkpoint, tmp_path / "hub", repo_id)
+    from_hub = EmotionRecognizer.from_pretrained(repo_id, cache_dir=str(cache), local_files_only=True)
+    from_folder = EmotionRecognizer.from_pretrained(str(checkpoint))
+    assert from_hub.config == from_folder.config
+    for name, value in from_folder.model.state_dict().items():
+        assert torch.equal(from_hub.model.state_dict()[name], value)
+    with pytest.raises(Exception, match="cache"):  # an id not in the cache: huggingface_hub says so
+        EmotionRecognizer.from_pretrained("someone/not-cached", cache_dir=str(cache), local_files_only=True)
+
+    # the command line, as a user runs it offline with the default cache pointed here
+    result = subprocess.run(
+        [sys.executable, "-m", "ser_demo", "predict", str(speech_file), "--checkpoint", repo_id,
+         "--transcript", "this is wonderful"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    expected = from_folder.predict(str(speech_file), transcript="this is wonderful").probabilities
+    for label, p in json.loads(result.stdout)["probabilities"].items():
+        assert p == pytest.approx(expected[label], abs=1e-5)

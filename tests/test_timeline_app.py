@@ -96,13 +96,16 @@ def test_live_microphone_chart_transcript_and_open_a_segment(tmp_path):
         page.screenshot(path=str(ARTIFACTS / "timeline-live.png"), full_page=True)
         live.locator("button.stop-button").click()
         # the whole live recording becomes a timeline
-        page.locator("#timeline-summary").get_by_text("utterances").wait_for(timeout=120_000)
+        page.wait_for_function(  # the summary itself, not the progress bar shown over it meanwhile
+            "() => /\\d+ utterances in/.test(document.querySelector('#timeline-summary')?.innerText || '')",
+            timeout=180_000)
         live_points = page.evaluate(points)
+        page.screenshot(path=str(ARTIFACTS / "timeline-full.png"), full_page=True)
         emotions = page.locator('#timeline-table [role=gridcell][data-col="3"]')
-        emotions.first.wait_for(timeout=10_000)
+        page.locator("#timeline-table").scroll_into_view_if_needed()
+        emotions.first.wait_for(timeout=60_000)
         page.locator("#timeline-text").get_by_text("believe", exact=False).first.wait_for(timeout=10_000)
         timeline_toasts = page.locator(".toast-body.error").count()
-        page.screenshot(path=str(ARTIFACTS / "timeline-full.png"), full_page=True)
         # choose the first utterance in the table and open it in the step-by-step tab
         emotions.filter(has_not_text="silence").first.click()
         page.wait_for_function(

@@ -10,6 +10,7 @@ Target on a 2-core CPU: faithfulness adds <= 150 ms (computation and figures tog
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -44,36 +45,42 @@ def main() -> None:
     e = explain(recognizer, inputs)
     statistics_ = torch.as_tensor(e.audio_statistics)[None]
     windows, relevance = F.explained_windows(e)
-    samples = {k: [] for k in ("explanations", "faithfulness", "words", "windows", "figures", "analysis")}
+    wall = {k: [] for k in ("analysis", "explanations", "faithfulness", "words", "windows", "figures")}
+    cpu = {k: [] for k in ("faithfulness", "words", "windows", "figures")}
+
+    def timed(name, work):
+        w, c = time.perf_counter(), time.process_time()
+        result = work()
+        wall[name].append(time.perf_counter() - w)
+        cpu[name].append(time.process_time() - c)
+        return result
+
     for _ in range(args.runs):
         a = analyze(recognizer, clip, TRANSCRIPT, "both")
-        samples["analysis"].append(sum(v for k, v in a.timings.items()))
-        samples["explanations"].append(a.timings["explanations"])
-        samples["faithfulness"].append(a.timings["faithfulness"])
-        t = time.perf_counter()
-        words = F.word_deletion_curves(recognizer.model, inputs.batch, e.target, attention=e.attention,
-                                       permutations=6, audio_statistics=statistics_)
-        samples["words"].append(time.perf_counter() - t)
-        t = time.perf_counter()
-        cut = F.window_deletion_curves(recognizer.model, inputs.batch, e.target, windows, relevance,
-                                       frame_seconds=e.frame_seconds)
-        samples["windows"].append(time.perf_counter() - t)
-        t = time.perf_counter()
-        render(plot_deletion_curves(words, e.label))
-        render(plot_deletion_curves(cut, e.label))
-        samples["figures"].append(time.perf_counter() - t)
-    ms = {k: 1000 * statistics.median(v) for k, v in samples.items()}
+        wall["analysis"].append(sum(a.timings.values()))
+        wall["explanations"].append(a.timings["explanations"])
+        timed("faithfulness", lambda: F.measure(recognizer.model, inputs.batch, e))
+        words = timed("words", lambda: F.word_deletion_curves(
+            recognizer.model, inputs.batch, e.target, attention=e.attention, permutations=6,
+            audio_statistics=statistics_))
+        cut = timed("windows", lambda: F.window_deletion_curves(
+            recognizer.model, inputs.batch, e.target, windows, relevance, frame_seconds=e.frame_seconds,
+            sufficiency=False))
+        timed("figures", lambda: (render(plot_deletion_curves(words, e.label)), render(plot_deletion_curves(cut, e.label))))
+    ms = {k: 1000 * statistics.median(v) for k, v in wall.items()}
+    cpu_ms = {k: 1000 * statistics.median(v) for k, v in cpu.items()}
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     duration = len(heard.waveform) / 16000
     print(f"{duration:.2f} s of speech after trimming, {len(e.tokens)} words, {len(windows)} windows of 0.25 s; "
-          f"median of {args.runs} runs; {torch.get_num_threads()} torch threads")
+          f"median of {args.runs} runs; {torch.get_num_threads()} torch threads; load average {load:.1f}")
     print(f"  analysis (features, model, explanations, faithfulness): {ms['analysis']:.0f} ms")
     print(f"  explanations already on the page:                       {ms['explanations']:.0f} ms")
-    print(f"  faithfulness in the analysis:                           {ms['faithfulness']:.0f} ms"
-          f"  (words {ms['words']:.0f} ms, windows {ms['windows']:.0f} ms)")
-    print(f"  its two figures:                                        {ms['figures']:.0f} ms")
+    print(f"  faithfulness (words and windows):  {ms['faithfulness']:.0f} ms wall, {cpu_ms['faithfulness']:.0f} ms CPU"
+          f"  (words {ms['words']:.0f} / {cpu_ms['words']:.0f}, windows {ms['windows']:.0f} / {cpu_ms['windows']:.0f})")
+    print(f"  its two figures:                   {ms['figures']:.0f} ms wall, {cpu_ms['figures']:.0f} ms CPU")
     added = ms["faithfulness"] + ms["figures"]
-    print(f"faithfulness adds {added:.0f} ms to the page (target <= 150 ms): {'met' if added <= 150 else 'NOT met'}")
-
+    print(f"faithfulness adds {added:.0f} ms wall ({cpu_ms['faithfulness'] + cpu_ms['figures']:.0f} ms CPU) "
+          f"to the page; target <= 150 ms: {'met' if added <= 150 else 'not met'} (wall)")
 
 if __name__ == "__main__":
     main()

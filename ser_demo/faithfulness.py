@@ -142,27 +142,26 @@ def _curve_masks(order: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, np.n
     return ~removed, removed
 
 
-def _curves(keep_probabilities, orders: dict, steps: np.ndarray, permutations: np.ndarray, target: int):
-    """Run every deletion and sufficiency variant (duplicates once) and read p(target) back."""
+def _curves(keep_probabilities, orders: dict, steps: np.ndarray, permutations: np.ndarray, target: int,
+            sufficiency: bool = True):
+    """Run every deletion (and sufficiency) variant, each distinct one once, and read p back."""
     masks, slots = [], []
-    for name, order in orders.items():
+    for order in [*orders.values(), *permutations]:
         without, only = _curve_masks(order, steps)
-        masks += [without, only]
-        slots.append(name)
-    for order in permutations:
-        without, only = _curve_masks(order, steps)
-        masks += [without, only]
-    masks = np.concatenate(masks)
+        masks += [without, only] if sufficiency else [without]
+    per_order = 2 if sufficiency else 1
+    everything_removed = np.zeros((1, masks[0].shape[1]), dtype=bool)
+    masks = np.concatenate(masks + [everything_removed])
     unique, inverse = np.unique(masks, axis=0, return_inverse=True)
-    probabilities = keep_probabilities(unique)  # (U, n_labels)
-    p = probabilities[inverse.reshape(-1), target].reshape(-1, 2, len(steps))
-    deletion = {name: p[i, 0] for i, name in enumerate(slots)}
-    kept = {name: p[i, 1] for i, name in enumerate(slots)}
+    probabilities = keep_probabilities(unique)[inverse.reshape(-1)]  # (M, n_labels)
+    p = probabilities[:-1, target].reshape(-1, per_order, len(steps))
+    deletion = {name: p[i, 0] for i, name in enumerate(orders)}
+    kept = {name: p[i, 1] for i, name in enumerate(orders)} if sufficiency else {}
     if len(permutations):
-        deletion[RANDOM] = p[len(slots):, 0].mean(0)
-        kept[RANDOM] = p[len(slots):, 1].mean(0)
-    everything_removed = np.zeros((1, masks.shape[1]), dtype=bool)
-    return deletion, kept, keep_probabilities(everything_removed)[0]
+        deletion[RANDOM] = p[len(orders):, 0].mean(0)
+        if sufficiency:
+            kept[RANDOM] = p[len(orders):, 1].mean(0)
+    return deletion, kept, probabilities[-1]
 
 
 def _random_orders(n: int, permutations: int, seed: int) -> np.ndarray:
@@ -331,10 +330,11 @@ def window_deletion_curves(
     seed: int = 0,
     frame_seconds: float = 0.01,
     chunk: int = 16,
+    sufficiency: bool = True,
 ) -> Optional[DeletionCurves]:
-    """Deletion and sufficiency curves over audio windows ((first, end) frames), ranked by
-    `relevance` (e.g. the occlusion drops) against random orders. Long recordings are measured
-    at about `max_points` numbers of windows, which bounds the cost."""
+    """Deletion (and with `sufficiency`, keep-only) curves over audio windows ((first, end)
+    frames), ranked by `relevance` (e.g. the occlusion drops) against random orders. Long
+    recordings are measured at about `max_points` numbers of windows, which bounds the cost."""
     if removal not in REMOVALS:
         raise ValueError(f"removal must be one of {REMOVALS}, got {removal!r}")
     if not model.config.use_audio or not len(windows) or audio_frames(batch) == 0:
@@ -350,7 +350,8 @@ def window_deletion_curves(
     scores = {OCCLUSION: np.asarray(relevance, dtype=np.float64)}
     orders = {OCCLUSION: ranking(scores[OCCLUSION])}
     steps = measured_steps(n, max_points)
-    deletion, kept, without_all = _curves(probabilities, orders, steps, _random_orders(n, permutations, seed), target)
+    deletion, kept, without_all = _curves(probabilities, orders, steps, _random_orders(n, permutations, seed), target,
+                                          sufficiency)
     size = max(b - a for a, b in windows) * frame_seconds
     return DeletionCurves("window", removal, target, n, steps, deletion, kept, orders, scores, permutations,
                           without_all, unit_seconds=size)
@@ -374,10 +375,12 @@ def explained_windows(explanation) -> tuple[list, Optional[np.ndarray]]:
 
 
 def measure(model: MSCNN_SPU_ATT, batch: dict, explanation, *, removal: str = "mask", words: bool = True,
-            word_permutations: int = 6, window_permutations: int = 2, gradient: bool = False) -> Faithfulness:
+            word_permutations: int = 6, window_permutations: int = 2, gradient: bool = False,
+            window_sufficiency: bool = False) -> Faithfulness:
     """Word and window curves for an `explain.Explanation` of `batch`: words ranked by its
     attention and by leave-one-out (and gradient x input with `gradient`), windows by its
-    audio relevance."""
+    audio relevance. Every audio variant runs the audio branch again, so the page measures the
+    windows' deletion curve only (`window_sufficiency` adds the keep-only curve)."""
     e = explanation
     result = Faithfulness()
     if words and e.tokens:
@@ -390,7 +393,7 @@ def measure(model: MSCNN_SPU_ATT, batch: dict, explanation, *, removal: str = "m
     if windows:
         result.windows = window_deletion_curves(
             model, batch, e.target, windows, relevance, removal="mask",
-            permutations=window_permutations, frame_seconds=e.frame_seconds)
+            permutations=window_permutations, frame_seconds=e.frame_seconds, sufficiency=window_sufficiency)
     return result
 
 
@@ -420,7 +423,9 @@ def describe_words(curves: Optional[DeletionCurves], label: str) -> str:
                      f"(average of {curves.permutations} random orders)")
     first = f"p({label}) is {curves.base:.2f} with every word; " + "; ".join(parts) + f". Words are {how}."
     areas = ", ".join(f"{name} {curves.aopc(name):.2f}" for name in curves.deletion)
-    return (first + f" Averaged over 1 to {curves.n_units} words removed (AOPC): {areas}. "
+    kept = ", ".join(f"{name} {curves.sufficiency(name):.2f}" for name in curves.kept)
+    return (first + f" Averaged over 1 to {curves.n_units} words removed (AOPC): {areas}; lost when only the "
+            f"top words are kept (sufficiency, lower is better): {kept}. "
             "If attention were a faithful explanation, removing the most-attended words would hurt the "
             "answer about as much as removing the most influential ones, and clearly more than random words.")
 

@@ -345,29 +345,26 @@ ORDER_STYLES = {  # order -> (colour, line style); the random baseline is grey a
 
 
 def plot_deletion_curves(curves, label: str) -> Figure:
-    """Two small panels for a `faithfulness.DeletionCurves`: p(label) as the top-ranked units of
-    each order are removed (a faithful order falls fast), and with only them kept (a faithful
-    order stays high)."""
-    fig = _figure(8.0, 2.5)
-    _margins(fig, left=0.7, right=1.6, top=0.35, bottom=0.5, wspace=0.3)
-    axes = fig.subplots(1, 2, sharey=True)
+    """A small plot of a `faithfulness.DeletionCurves`: p(label) as the top-ranked units of each
+    order are removed, one line per order (a faithful order falls fast; random is dashed)."""
+    fig = _figure(6.0, 2.4)
+    _margins(fig, left=0.7, right=1.7, top=0.35, bottom=0.5)
+    ax = fig.add_subplot()
     unit = "words" if curves.unit == "word" else "windows"
     how = {"mask": "masked", "delete": "deleted"}[curves.removal] if curves.unit == "word" else (
         "hidden" if curves.removal == "mask" else "cut out")
-    for ax, values, title in ((axes[0], curves.deletion, f"top {unit} {how}"),
-                              (axes[1], curves.kept, f"only the top {unit} kept")):
-        for name, p in values.items():
-            colour, style = ORDER_STYLES.get(name, ("#444444", "-"))
-            ax.plot(curves.steps, p, style, color=colour, marker="o", markersize=3, linewidth=1.5,
-                    label=name if name != "random" else f"random ({curves.permutations} orders)")
-        ax.set_ylim(0, 1)
-        ax.set_xlim(0, max(curves.n_units, 1))
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
-        ax.set_xlabel(f"number of {unit}", fontsize=9)
-        ax.grid(alpha=0.3)
-        _title(ax, title)
-    axes[0].set_ylabel(f"p({label})", fontsize=9)
-    axes[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+    for name, p in curves.deletion.items():
+        colour, style = ORDER_STYLES.get(name, ("#444444", "-"))
+        ax.plot(curves.steps, p, style, color=colour, marker="o", markersize=3, linewidth=1.5,
+                label=name if name != "random" else f"random ({curves.permutations} orders)")
+    ax.set_ylim(0, 1)
+    ax.set_xlim(0, max(curves.n_units, 1))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
+    ax.set_xlabel(f"number of {unit}", fontsize=9)
+    ax.grid(alpha=0.3)
+    _title(ax, f"p({label}) as the top {unit} are {how}")
+    ax.set_ylabel(f"p({label})", fontsize=9)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
     return fig
 
 

@@ -122,7 +122,8 @@ def test_aopc_and_sufficiency_stay_within_their_bounds(audio):
     rec = random_recognizer()
     inputs = rec.prepare(audio, SENTENCE + " so happy", "both")
     e = explain(rec, inputs)
-    f = F.measure(rec.model, inputs.batch, e, gradient=True)
+    f = F.measure(rec.model, inputs.batch, e, gradient=True, window_sufficiency=True)
+    assert not F.measure(rec.model, inputs.batch, e, words=False).windows.kept  # the page: deletion only
     for curves in (f.words, f.windows):
         assert curves.deletion and np.all(np.diff(curves.steps) > 0)
         assert curves.steps[0] == 0 and curves.steps[-1] == curves.n_units

@@ -69,7 +69,8 @@ def measure_clip(recognizer: EmotionRecognizer, audio: np.ndarray, transcript: s
             "label_changes": curves.label_changes,
         }
     if windows and e.window_relevance is not None:
-        w = F.measure(model, inputs.batch, e, words=False, window_permutations=window_permutations).windows
+        w = F.measure(model, inputs.batch, e, words=False, window_permutations=window_permutations,
+                      window_sufficiency=True).windows
         result.windows = {"aopc": {n: w.aopc(n) for n in w.deletion},
                           "sufficiency": {n: w.sufficiency(n) for n in w.kept}, "n_windows": w.n_units}
     return result

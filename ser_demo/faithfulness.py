@@ -253,12 +253,14 @@ def word_deletion_curves(
     seed: int = 0,
     audio_statistics: Optional[Tensor] = None,
     chunk: int = 256,
+    max_points: Optional[int] = None,
 ) -> Optional[DeletionCurves]:
     """Deletion and sufficiency curves over the words of one utterance (a batch of one).
 
     attention: (n_stats, Tw) weights, ranked by their sum over the context vectors; influence:
     leave-one-word-out drops of p(target) under the same `removal` (computed when None);
-    gradient: per-word scores (optional). None when there are no words."""
+    gradient: per-word scores (optional); max_points bounds the numbers of words measured (long
+    transcripts). None when there are no words."""
     if removal not in REMOVALS:
         raise ValueError(f"removal must be one of {REMOVALS}, got {removal!r}")
     if not model.config.use_text or "words" not in batch or int(batch["word_lengths"][0]) == 0:
@@ -278,7 +280,7 @@ def word_deletion_curves(
     if gradient is not None:
         scores[GRADIENT] = np.asarray(gradient, dtype=np.float64)
     orders = {name: ranking(s) for name, s in scores.items()}
-    steps = measured_steps(n)
+    steps = measured_steps(n, max_points)
     deletion, kept, without_all = _curves(probabilities, orders, steps, _random_orders(n, permutations, seed), target)
     return DeletionCurves("word", removal, target, n, steps, deletion, kept, orders, scores, permutations, without_all)
 
@@ -388,7 +390,7 @@ def measure(model: MSCNN_SPU_ATT, batch: dict, explanation, *, removal: str = "m
         grad = word_gradient(model, batch, e.target) if gradient else None
         result.words = word_deletion_curves(
             model, batch, e.target, attention=e.attention, gradient=grad, removal=removal,
-            permutations=word_permutations, audio_statistics=statistics)
+            permutations=word_permutations, audio_statistics=statistics, max_points=20)
     windows, relevance = explained_windows(e)
     if windows:
         result.windows = window_deletion_curves(

@@ -190,6 +190,9 @@ def test_long_recordings_are_measured_at_a_bounded_number_of_steps(audio):
     assert curves.drop(F.OCCLUSION, 2) == pytest.approx(curves.base - curves.deletion[F.OCCLUSION][2])
     with pytest.raises(ValueError, match="step"):
         curves.drop(F.OCCLUSION, 3)
+    many = rec.prepare(None, " ".join(["so happy"] * 30), "text")  # 60 words: about 20 steps on the page
+    words = F.measure(rec.model, many.batch, explain(rec, many, relevance="none")).words
+    assert words.n_units == 60 and len(words.steps) <= 24 and words.steps[-1] == 60
 
 
 def test_masked_and_cut_windows_match_the_model_on_the_edited_features(audio):

@@ -151,14 +151,22 @@ def data_of(args):
                                  f"{', '.join(n for n, _ in text_corpora_of(args.text))}, so those clips cannot be "
                                  "paired; add a corpus that has them (goemotions and dailydialog have all four)")
     if args.transcripts == "asr":
-        from ser_demo.asr import load_transcriber
-        from train.datasets import transcripts_for, with_transcripts
-
-        transcriber = load_transcriber(args.asr_backend, args.asr_model)
-        texts = transcripts_for(data.utterances, transcriber, Path(args.cache) / "transcripts")
-        data.utterances = with_transcripts(data.utterances, texts)
-        data.reports.append(f"transcripts: ASR ({transcriber.name}), cached in {Path(args.cache) / 'transcripts'}")
+        data.utterances, recogniser = with_asr(data.utterances, args)
+        data.reports.append(f"transcripts: ASR ({recogniser}), cached in {Path(args.cache) / 'transcripts'}")
     return data
+
+
+def with_asr(utterances, args):
+    """The utterances carrying Whisper's words (--asr-backend, --asr-model), and its name."""
+    from ser_demo.asr import TranscriptionUnavailable, load_transcriber
+    from train.datasets import transcripts_for, with_transcripts
+
+    try:
+        transcriber = load_transcriber(args.asr_backend, args.asr_model)
+    except TranscriptionUnavailable as err:
+        raise SystemExit(f"error: --transcripts asr: {err}") from None
+    texts = transcripts_for(utterances, transcriber, Path(args.cache) / "transcripts")
+    return with_transcripts(utterances, texts), transcriber.name
 
 
 def training_data_of(args) -> list[dict]:
@@ -361,31 +369,45 @@ def command_card(args) -> int:
 
 
 def command_evaluate(args) -> int:
-    from ser_demo.audio import Normalizer
     from ser_demo.model import MSCNN_SPU_ATT
-    from train.experiment import Data, restrict, samples_for
-    from train.datasets import load_corpus, load_goemotions
-    from train.protocol import Fold, evaluate
-    from train.trainer import FeatureBank, predict_labels
+    from train.scoring import audio_corpus_set, is_text_corpus, score, seen_in_training, text_corpus_set
 
-    model = MSCNN_SPU_ATT.from_pretrained(args.checkpoint)
-    config = model.config
-    utterances, report = load_corpus(args.corpus, args.data)
-    texts = None
-    if args.text:
-        texts = {"test": load_goemotions(Path(args.text) / "test.tsv")[0]}
-    data = Data(utterances, texts)
-    samples = restrict(samples_for(data, utterances, "test", seed=0)(0), args.modality)
-    bank = FeatureBank(config, Path(args.cache))
-    normalizer = Normalizer.from_config(config)
-    predicted = predict_labels(model, samples, bank, normalizer)
-    fold = Fold(protocol=f"evaluate:{args.corpus}", index=0, seed=0, train=(), dev=(), test=tuple(range(len(samples))))
-    result = evaluate([s.label for s in samples], predicted, fold, labels=config.labels)
-    print(str(report), file=sys.stderr)
+    try:
+        model = MSCNN_SPU_ATT.from_pretrained(args.checkpoint)
+    except (OSError, ValueError, RuntimeError) as err:  # no such folder, an unreachable Hub id, a damaged file
+        raise SystemExit(f"error: cannot load the checkpoint {args.checkpoint}: {err}") from None
+    split = None
+    try:
+        if is_text_corpus(args.corpus):
+            if args.transcripts != "own" or args.label_matched_text:
+                raise ValueError(f"{args.corpus} is a text corpus: --transcripts and --label-matched-text are for audio corpora")
+            if (args.modality or "text") != "text":
+                raise ValueError(f"{args.corpus} is a text corpus: it is scored with --modality text")
+            # the held-out split by default; a single GoEmotions file is scored whole
+            split = args.split or ("all" if Path(args.data).is_file() else "test")
+            evaluation = text_corpus_set(args.corpus, args.data, split, model.config)
+        else:
+            if args.split:
+                raise ValueError("--split is for text corpora; an audio corpus is scored whole")
+            evaluation = audio_corpus_set(
+                args.corpus, args.data, model.config, args.modality or "both", args.transcripts,
+                asr=lambda utterances: with_asr(utterances, args), label_matched=text_corpora_of(args.label_matched_text),
+                calm_as_neutral=args.calm_as_neutral,
+            )
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        raise SystemExit(f"error: {err.args[0] if err.args else err}") from None
+    for line in evaluation.reports:
+        print(line, file=sys.stderr)
+    named_split = Path(args.data).stem if Path(args.data).is_file() and Path(args.data).stem in ("train", "dev", "test") else split
+    warning = seen_in_training(args.checkpoint, args.corpus, named_split)  # a GoEmotions file is named by its split
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    result = score(model, evaluation, Path(args.cache))
+    print(f"WA {result.wa:.4f}, UA {result.ua:.4f} | {evaluation.protocol} | {evaluation.data} | checkpoint {args.checkpoint}")
     print(json.dumps({
-        "checkpoint": args.checkpoint, "corpus": args.corpus, "modality": args.modality, "n": result.n,
-        "pairing": data.pairing, "wa": result.wa, "ua": result.ua, "recall": result.recall,
-        "labels": result.labels, "confusion": result.confusion,
+        "checkpoint": args.checkpoint, "corpus": args.corpus, "split": split, "modality": args.modality,
+        "protocol": evaluation.protocol, "data": evaluation.data, "warning": warning, "n": result.n,
+        "wa": result.wa, "ua": result.ua, "recall": result.recall, "labels": result.labels, "confusion": result.confusion,
     }))
     return 0
 
@@ -441,10 +463,21 @@ def main(argv=None) -> int:
     _data_arguments(p), _model_arguments(p)
     p = commands.add_parser("evaluate", help="score a checkpoint on a corpus")
     p.add_argument("--checkpoint", required=True, help="folder or Hub repo id")
-    p.add_argument("--corpus", required=True, help="iemocap, ravdess, tess, crema-d, emodb, manifest")
-    p.add_argument("--data", required=True, help="the corpus folder (or the manifest CSV)")
-    p.add_argument("--modality", choices=("both", "audio", "text"), default="both")
-    p.add_argument("--text", default=None, help="GoEmotions folder: pair with label-matched test texts")
+    p.add_argument("--corpus", required=True,
+                   help="audio: iemocap, ravdess, tess, crema-d, emodb, savee, manifest; text: goemotions, dailydialog, isear")
+    p.add_argument("--data", required=True, help="the corpus folder (or the manifest CSV, isear.csv, a GoEmotions TSV)")
+    p.add_argument("--split", choices=("train", "dev", "test", "all"), default=None,
+                   help="text corpora: which split to score (default test; a single GoEmotions TSV is scored whole)")
+    p.add_argument("--modality", choices=("both", "audio", "text"), default=None,
+                   help="what the model is given (default: text for text corpora, every branch it has for audio corpora)")
+    p.add_argument("--transcripts", choices=("own", "asr"), default="own",
+                   help="audio corpora: the words given with each clip: its own transcript, or what Whisper hears in it")
+    p.add_argument("--asr-backend", default=None, help="with --transcripts asr: faster-whisper or openai-whisper")
+    p.add_argument("--asr-model", default=None, help="with --transcripts asr: model folder, Hub id or name")
+    p.add_argument("--label-matched-text", "--text", action="append", default=[], metavar="CORPUS=PATH",
+                   help="pair each clip with a test-split text of its own class from this text corpus instead of its own "
+                        "words; that measures the text branch with label-carrying text, not the model on speech")
+    p.add_argument("--calm-as-neutral", action="store_true", help="RAVDESS: count calm as neutral")
     p.add_argument("--cache", default=".cache/features")
     from train import faithfulness
 

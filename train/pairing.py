@@ -96,6 +96,15 @@ def pair(utterance: Utterance, text: str, text_corpus: str) -> BimodalSample:
     )
 
 
+def text_samples(texts: Sequence[TextSample]) -> list[BimodalSample]:
+    """Texts alone (no audio): how a text corpus trains or tests the text branch."""
+    return [
+        BimodalSample(audio_path=None, text=t.text, label=t.label, speaker="", corpus=t.corpus,
+                      utterance_id=f"{t.corpus}_{i}", text_corpus=t.corpus)
+        for i, t in enumerate(texts)
+    ]
+
+
 class LabelMatchedPairing:
     """Pairs audio clips with texts of the same label from another corpus, anew each epoch.
 

@@ -19,7 +19,7 @@ from typing import Callable, Optional, Sequence
 from ser_demo.model import ModelConfig
 from train.datasets import TextSample, Utterance, load_corpus
 from train.text_corpora import TEXT_SPLITS, load_text_corpus
-from train.pairing import BimodalSample, LabelMatchedPairing, ModalityDropout, natural_pairs
+from train.pairing import BimodalSample, LabelMatchedPairing, ModalityDropout, natural_pairs, text_samples
 from train.protocol import Fold, FoldResult, evaluate, make_folds, summarize
 from train.trainer import FeatureBank, TrainSettings, fit, predict_labels
 
@@ -113,8 +113,7 @@ def score(samples: Sequence[BimodalSample], predicted: Sequence[str], fold: Fold
 
 def text_corpus_samples(data: Data, split: str = "test") -> list[BimodalSample]:
     """The text corpora's sentences of one split, as text-only samples."""
-    return [BimodalSample(None, t.text, t.label, "", t.corpus, f"{t.corpus}-{split}-{i}", t.corpus)
-            for i, t in enumerate((data.texts or {}).get(split, []))]
+    return text_samples((data.texts or {}).get(split, []), split)
 
 
 def dev_samples(data: Data, utterances: list[Utterance], seed: int) -> list[BimodalSample]:

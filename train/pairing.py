@@ -96,11 +96,11 @@ def pair(utterance: Utterance, text: str, text_corpus: str) -> BimodalSample:
     )
 
 
-def text_samples(texts: Sequence[TextSample]) -> list[BimodalSample]:
+def text_samples(texts: Sequence[TextSample], split: str = "") -> list[BimodalSample]:
     """Texts alone (no audio): how a text corpus trains or tests the text branch."""
     return [
         BimodalSample(audio_path=None, text=t.text, label=t.label, speaker="", corpus=t.corpus,
-                      utterance_id=f"{t.corpus}_{i}", text_corpus=t.corpus)
+                      utterance_id=f"{t.corpus}-{split}-{i}" if split else f"{t.corpus}-{i}", text_corpus=t.corpus)
         for i, t in enumerate(texts)
     ]
 

@@ -131,17 +131,11 @@ def audio_corpus_set(
 
 def score(model, evaluation: EvaluationSet, cache_dir: Path) -> FoldResult:
     """Predict every sample and measure WA, UA, recalls and the confusion matrix."""
-    from ser_demo.audio import Normalizer
     from train.trainer import FeatureBank, predict_labels
 
-    config = model.config
     if not evaluation.samples:
         raise ValueError(f"nothing to score in {evaluation.data}")
-    if all(s.audio_path is None for s in evaluation.samples):
-        # No clip to embed: do not load (or download) a speaker encoder for nothing.
-        config = replace(config, use_speaker=False)
-    bank = FeatureBank(config, cache_dir)
-    predicted = predict_labels(model, evaluation.samples, bank, Normalizer.from_config(model.config))
+    predicted = predict_labels(model, evaluation.samples, FeatureBank(model.config, cache_dir))
     fold = Fold(protocol=evaluation.protocol, index=0, seed=0, train=(), dev=(), test=tuple(range(len(predicted))))
     return evaluate([s.label for s in evaluation.samples], predicted, fold, labels=model.config.labels)
 

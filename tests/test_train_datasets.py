@@ -632,16 +632,9 @@ def test_real_goemotions_counts(shared_data):
     assert report.dropped["multi_label"] == 3855
 
 
-def corpus_folder(shared_data: Path, name: str) -> Path:
-    folder = shared_data / name
-    if not folder.exists():
-        pytest.skip(f"{folder} not present")
-    return folder
-
-
-@pytest.mark.shared_data
+@pytest.mark.shared_data("savee")
 def test_real_savee_counts(shared_data):
-    savee, report = load_savee(corpus_folder(shared_data, "savee"))
+    savee, report = load_savee(shared_data / "savee")
     assert report.kept == len(savee) == 300 and not report.dropped
     assert Counter(u.speaker for u in savee) == {f"savee_{s}": 75 for s in ("DC", "JE", "JK", "KL")}
     for speaker in ("DC", "JE", "JK", "KL"):
@@ -650,9 +643,9 @@ def test_real_savee_counts(shared_data):
         }
 
 
-@pytest.mark.shared_data
+@pytest.mark.shared_data("dailydialog")
 def test_real_dailydialog_counts_and_splits(shared_data):
-    folder = corpus_folder(shared_data, "dailydialog")
+    folder = shared_data / "dailydialog"
     everything, report = load_dailydialog(folder)
     assert report.total == 8069 + 7740  # every utterance of validation and test, kept or counted
     assert report.kept == 15508 and report.dropped == {"disgust": 50, "fear": 28, "surprise": 223}
@@ -666,9 +659,9 @@ def test_real_dailydialog_counts_and_splits(shared_data):
     assert sum("I'm" in s.text for s in everything) > 500
 
 
-@pytest.mark.shared_data
+@pytest.mark.shared_data("isear")
 def test_real_isear_counts_and_splits(shared_data):
-    folder = corpus_folder(shared_data, "isear")
+    folder = shared_data / "isear"
     isear, report = load_isear(folder)
     assert report.total == 7666 and report.kept == 3255
     assert report.dropped == {"disgust": 1096, "fear": 1095, "guilt": 1093, "shame": 1096, "no_situation": 31}
@@ -678,13 +671,13 @@ def test_real_isear_counts_and_splits(shared_data):
     assert not any("\u00e1" in s.text or "\\" in s.text for s in isear)
 
 
-@pytest.mark.shared_data
+@pytest.mark.shared_data("ravdess")
 def test_real_clip_reaches_the_recogniser_trimmed(shared_data, tmp_path):
     """A real RAVDESS clip (silence around the words): the recogniser gets it trimmed, exactly as
     trainer.load_clip reads it for the MFCCs and as the app's Whisper hears it."""
     from train.trainer import load_clip
 
-    clip = corpus_folder(shared_data, "ravdess") / "Actor_01" / "03-01-01-01-01-01-01.flac"
+    clip = shared_data / "ravdess" / "Actor_01" / "03-01-01-01-01-01-01.flac"
     asr = FakeTranscriber()
     transcripts_for([Utterance(clip, None, "neutral", "ravdess_01", "ravdess", clip.stem)], asr, tmp_path)
     (heard,) = asr.calls

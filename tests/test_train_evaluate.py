@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from ser_demo.model import MSCNN_SPU_ATT, ModelConfig
-from test_train_datasets import corpus_folder
 from train.__main__ import main
 from train.scoring import LABEL_MATCHED_WARNING, seen_in_training
 
@@ -50,9 +49,9 @@ def check_figures(scores: dict, line: str, n: int) -> None:
     assert line.startswith(f"WA {scores['wa']:.4f}, UA {scores['ua']:.4f} | {scores['protocol']} | {scores['data']}")
 
 
-@pytest.mark.shared_data
+@pytest.mark.shared_data("dailydialog", "isear")
 def test_text_corpus_scores_its_held_out_split_by_default(shared_data, text_checkpoint, capsys, tmp_path):
-    folder = corpus_folder(shared_data, "dailydialog")
+    folder = shared_data / "dailydialog"
     scores, line = evaluate(capsys, "--checkpoint", text_checkpoint, "--corpus", "dailydialog", "--data", folder,
                             "--cache", tmp_path)
     check_figures(scores, line, 3749)
@@ -63,10 +62,10 @@ def test_text_corpus_scores_its_held_out_split_by_default(shared_data, text_chec
     assert scores["n"] == 349 and scores["recall"]["neutral"] is None  # ISEAR has no neutral: left out of UA
 
 
-@pytest.mark.shared_data
+@pytest.mark.shared_data("goemotions")
 def test_goemotions_folder_without_train_tsv_and_a_single_file(shared_data, bimodal_checkpoint, capsys, tmp_path):
     """Used to fail (a folder without train.tsv) or crash (AttributeError: no 'transcript')."""
-    source = corpus_folder(shared_data, "goemotions")
+    source = shared_data / "goemotions"
     folder = tmp_path / "goemotions"
     folder.mkdir()
     for name in ("test.tsv", "labels.txt"):
@@ -82,9 +81,9 @@ def test_goemotions_folder_without_train_tsv_and_a_single_file(shared_data, bimo
         main(["evaluate", "--checkpoint", bimodal_checkpoint, "--corpus", "goemotions", "--data", str(folder), "--split", "train"])
 
 
-@pytest.mark.shared_data
+@pytest.mark.shared_data("ravdess")
 def test_audio_corpus_with_its_own_transcripts(shared_data, bimodal_checkpoint, capsys, tmp_path):
-    actor = corpus_folder(shared_data, "ravdess") / "Actor_01"  # 28 clips of neutral, happy, sad, angry
+    actor = shared_data / "ravdess" / "Actor_01"  # 28 clips of neutral, happy, sad, angry
     common = ("--checkpoint", bimodal_checkpoint, "--corpus", "ravdess", "--data", actor, "--cache", tmp_path)
     scores, line = evaluate(capsys, *common, "--transcripts", "own")
     check_figures(scores, line, 28)
@@ -100,10 +99,10 @@ def test_audio_corpus_with_its_own_transcripts(shared_data, bimodal_checkpoint, 
     assert not any("label" in s["protocol"] for s in (scores, text_only, audio_only))  # never paired by label unasked
 
 
-@pytest.mark.shared_data
+@pytest.mark.shared_data("ravdess", "goemotions")
 def test_label_matched_text_only_when_asked_and_said_so(shared_data, bimodal_checkpoint, capsys, tmp_path):
-    actor = corpus_folder(shared_data, "ravdess") / "Actor_02"
-    goemotions = corpus_folder(shared_data, "goemotions")
+    actor = shared_data / "ravdess" / "Actor_02"
+    goemotions = shared_data / "goemotions"
     scores, line = evaluate(capsys, "--checkpoint", bimodal_checkpoint, "--corpus", "ravdess", "--data", actor,
                             "--label-matched-text", f"goemotions={goemotions}", "--cache", tmp_path)
     check_figures(scores, line, 28)
@@ -111,10 +110,10 @@ def test_label_matched_text_only_when_asked_and_said_so(shared_data, bimodal_che
     assert LABEL_MATCHED_WARNING in scores["protocol"] and LABEL_MATCHED_WARNING in line
 
 
-@pytest.mark.shared_data
+@pytest.mark.shared_data("savee", "isear")
 def test_what_cannot_be_measured_is_refused_with_a_reason(shared_data, text_checkpoint, bimodal_checkpoint, tmp_path):
-    savee = corpus_folder(shared_data, "savee")
-    isear = corpus_folder(shared_data, "isear")
+    savee = shared_data / "savee"
+    isear = shared_data / "isear"
     refusals = {
         "have no transcript of their own: use --transcripts asr": ("--checkpoint", bimodal_checkpoint, "--corpus", "savee",
                                                                     "--data", savee),
@@ -131,12 +130,12 @@ def test_what_cannot_be_measured_is_refused_with_a_reason(shared_data, text_chec
             main(["evaluate", *map(str, args), "--cache", str(tmp_path)])
 
 
-@pytest.mark.shared_data
+@pytest.mark.shared_data("ravdess")
 def test_audio_corpus_with_whispers_words(shared_data, bimodal_checkpoint, capsys, tmp_path):
     """--transcripts asr: the app's Whisper (tiny.en, offline) hears each trimmed clip once."""
     clips = tmp_path / "clips" / "Actor_03"
     clips.mkdir(parents=True)
-    for clip in sorted((corpus_folder(shared_data, "ravdess") / "Actor_03").glob("03-01-0[1345]-01-01-01-03.*")):
+    for clip in sorted((shared_data / "ravdess" / "Actor_03").glob("03-01-0[1345]-01-01-01-03.*")):
         (clips / clip.name).symlink_to(clip)
     scores, line = evaluate(capsys, "--checkpoint", bimodal_checkpoint, "--corpus", "ravdess", "--data", clips,
                             "--transcripts", "asr", "--cache", tmp_path / "cache")

@@ -179,7 +179,7 @@ def margin(prediction) -> float:
     return top - second
 
 
-@pytest.mark.shared_data
+@pytest.mark.shared_data("ravdess")
 @pytest.mark.slow
 def test_joined_ravdess_clips_come_back_in_order(recognizer, whisper):
     """Actor 01 (one of the checkpoint's training speakers: the labels of clips it gets right on

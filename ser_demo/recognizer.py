@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .audio import FeatureParams, Normalizer, mfcc_features
+from .devices import resolve_device, to_device
 from .model import MSCNN_SPU_ATT, ModelConfig, ModelOutput, collate
 from .text import Tokens, load_word_vectors, tokenize
 
@@ -141,8 +142,10 @@ class EmotionRecognizer:
     max_transcript_characters: Optional[int] = MAX_TRANSCRIPT_CHARACTERS
 
     def __init__(self, model: MSCNN_SPU_ATT, word_vectors=None, speaker_embedder=None, transcriber=None,
-                 encoder=None):
-        self.model = model.eval()
+                 encoder=None, device: Optional[str] = None):
+        # device: auto (default: $SER_DEVICE, else CUDA when there is a GPU), cpu, cuda
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
         self.config: ModelConfig = model.config
         self.feature_params = FeatureParams(**self.config.feature_params)
         self.normalizer = Normalizer.from_config(self.config)
@@ -174,14 +177,15 @@ class EmotionRecognizer:
         self.transcriber = transcriber
 
     @classmethod
-    def from_pretrained(cls, checkpoint: Optional[str] = None, *, transcriber=None, **hub_kwargs) -> "EmotionRecognizer":
+    def from_pretrained(cls, checkpoint: Optional[str] = None, *, transcriber=None, device: Optional[str] = None,
+                        **hub_kwargs) -> "EmotionRecognizer":
         """Load a local folder, a Hub repo id, or (None) the bundled checkpoint."""
         checkpoint = checkpoint or default_checkpoint()
         if checkpoint is None:
             raise FileNotFoundError(
                 "no checkpoint given and none bundled yet: pass --checkpoint DIR_OR_REPO (or set SER_CHECKPOINT)"
             )
-        return cls(MSCNN_SPU_ATT.from_pretrained(checkpoint, **hub_kwargs), transcriber=transcriber)
+        return cls(MSCNN_SPU_ATT.from_pretrained(checkpoint, **hub_kwargs), transcriber=transcriber, device=device)
 
     @property
     def labels(self) -> tuple:
@@ -223,12 +227,12 @@ class EmotionRecognizer:
         speaker = self.speaker_embedder.embed(audio) if use_audio and c.use_speaker else None
         batch = collate(c, [None if mfcc is None else self.normalizer(mfcc)], [tokens.vectors], [speaker],
                         [None if states is None else self.encoder_normalizer(states)])
-        return ModelInputs(mfcc, tokens, batch, states)
+        return ModelInputs(mfcc, tokens, to_device(batch, self.device), states)
 
     @torch.no_grad()
     def forward(self, inputs: ModelInputs) -> tuple[np.ndarray, ModelOutput]:
         out = self.model(**inputs.batch)
-        return out.logits.softmax(-1)[0].numpy(), out
+        return out.logits.softmax(-1)[0].cpu().numpy(), out
 
     def listen(
         self,
@@ -334,7 +338,7 @@ class EmotionRecognizer:
             frame_seconds=self.feature_params.hop_length / self.feature_params.sample_rate,
             kernel_sizes=c.audio_kernels,
             statistics=c.audio_statistics,
-            audio_statistics=out.audio_statistics[0].numpy() if out.audio_statistics is not None and inputs.has_audio else None,
+            audio_statistics=out.audio_statistics[0].cpu().numpy() if out.audio_statistics is not None and inputs.has_audio else None,
             attention=attention,
             timings=timings,
             words=heard.words,

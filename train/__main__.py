@@ -6,7 +6,9 @@
     evaluate  score any checkpoint on any supported corpus; the last line printed is JSON
     features  extract and cache a config's audio features (MFCC, Whisper encoder, speaker) once
     faithfulness  is attention an explanation? deletion curves, AOPC, rank agreement over a corpus
-Multi-process: `torchrun --nproc_per_node 2 -m train fit ...` (DistributedDataParallel over gloo, on CPUs).
+Devices: --device auto|cpu|cuda|cuda:N (default $SER_DEVICE, else auto: CUDA when there is a GPU).
+Multi-process: `torchrun --nproc_per_node 2 -m train fit ...` (DistributedDataParallel; NCCL when
+every rank has a GPU, else gloo).
 """
 
 from __future__ import annotations
@@ -64,6 +66,21 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int, default=None, help="stop after this many epochs without a better dev UA")
     p.add_argument("--max-frames", type=int, default=None, help="crop training clips to this many MFCC frames")
     p.add_argument("--no-progress", action="store_true")
+    _device_argument(p)
+
+
+def _device_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", type=_device_name, default=None, metavar="auto|cpu|cuda[:N]",
+                   help="where the model trains and runs (default $SER_DEVICE, else auto: CUDA when available)")
+
+
+def _device_name(value: str) -> str:
+    from ser_demo.devices import parse_device
+
+    try:
+        return parse_device(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _protocol_arguments(p: argparse.ArgumentParser) -> None:
@@ -104,12 +121,14 @@ def model_config(args, **extra):
 
 
 def settings_of(args):
+    from ser_demo.devices import parse_device
     from train.trainer import TrainSettings
 
     return TrainSettings(
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, progress=not args.no_progress,
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, time_masks=args.time_masks,
         feature_masks=args.feature_masks, ema=args.ema, patience=args.patience, max_frames=args.max_frames,
+        device=parse_device(args.device),
     )
 
 
@@ -372,8 +391,10 @@ def command_evaluate(args) -> int:
     from ser_demo.model import MSCNN_SPU_ATT
     from train.scoring import audio_corpus_set, is_text_corpus, score, seen_in_training, text_corpus_set
 
+    from ser_demo.devices import resolve_device
+
     try:
-        model = MSCNN_SPU_ATT.from_pretrained(args.checkpoint)
+        model = MSCNN_SPU_ATT.from_pretrained(args.checkpoint).to(resolve_device(args.device))
     except (OSError, ValueError, RuntimeError) as err:  # no such folder, an unreachable Hub id, a damaged file
         raise SystemExit(f"error: cannot load the checkpoint {args.checkpoint}: {err}") from None
     split = None
@@ -479,6 +500,7 @@ def main(argv=None) -> int:
                         "words; that measures the text branch with label-carrying text, not the model on speech")
     p.add_argument("--calm-as-neutral", action="store_true", help="RAVDESS: count calm as neutral")
     p.add_argument("--cache", default=".cache/features")
+    _device_argument(p)
     from train import faithfulness
 
     faithfulness.add_arguments(commands.add_parser("faithfulness", help="faithfulness of the explanations over a corpus"))

@@ -2,9 +2,11 @@
 batch 64, cross-entropy, model selection on the dev fold.
 
 Composes `ser_demo` (features, word vectors, the model) with the data pieces of `train/`; it adds
-no model code. Runs on one process, or on several under `torchrun` (DistributedDataParallel over gloo,
-on CPUs; one machine or several): every rank draws the same epoch, takes its share of the batches, and
-DDP averages the gradients, so N processes train the same model as one with N times the batches.
+no model code. Runs on the CPU or a GPU (`TrainSettings.device`, see `ser_demo.devices`; bfloat16
+autocast on GPUs that have it), on one process or on several under `torchrun`
+(DistributedDataParallel over NCCL when every rank has a GPU, else gloo; one machine or several):
+every rank draws the same epoch, takes its share of the batches, and DDP averages the gradients,
+so N processes train the same model as one with N times the batches.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from ser_demo.audio import FeatureParams, Normalizer, mfcc_features
+from ser_demo.devices import autocast, init_distributed, to_device
 from ser_demo.ingest import AudioInputError, load_audio
 from ser_demo.model import MSCNN_SPU_ATT, ModelConfig, collate
 from ser_demo.text import WordVectors, load_word_vectors
@@ -54,6 +57,8 @@ class TrainSettings:
     feature_mask_fraction: float = 0.1  # of the front-end's dimensions (~10 of 96, ~38 of 384)
     ema: float = 0.0  # weights kept as an exponential moving average (0: off; e.g. 0.99 per step)
     patience: Optional[int] = None  # stop after this many epochs without a better dev score
+    device: str = "auto"  # auto (CUDA when there is a GPU), cpu, cuda, cuda:N; see ser_demo.devices
+    mixed_precision: bool = True  # bfloat16 autocast, only on GPUs that support it
 
 
 # Part of every cache key: bump it when the way clips are read changes.
@@ -218,10 +223,12 @@ def predict_probabilities(model, samples, bank, normalizer: Optional[Normalizer]
     config, out = model.config, []
     normalizer = normalizer or Normalizer.from_config(config)
     encoder_normalizer = Normalizer.from_dict(config.encoder_normalizer) if config.encoder_normalizer else None
+    device = next(model.parameters()).device
     for i in range(0, len(samples), batch_size):
         chunk = samples[i : i + batch_size]
-        logits = model(**make_batch(chunk, bank, config, normalizer, encoder_normalizer=encoder_normalizer)).logits
-        out.append(logits.softmax(-1).numpy())
+        batch = make_batch(chunk, bank, config, normalizer, encoder_normalizer=encoder_normalizer)
+        logits = model(**to_device(batch, device)).logits
+        out.append(logits.softmax(-1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(config.labels)), np.float32)
 
 
@@ -239,14 +246,6 @@ def dev_metrics(model, samples, bank, normalizer: Optional[Normalizer] = None) -
 
 
 # --- distributed helpers: no-ops on a single process -----------------------------------------
-
-
-def distributed_setup() -> tuple[int, int]:
-    """(rank, world size); initialises the process group when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")  # the loop runs on the CPU; GPUs would need devices moved too
-    return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
 def is_main_process() -> bool:
@@ -297,7 +296,7 @@ def fit(
     `train_epoch(e)` gives epoch e's samples (label-matched pairs are re-drawn each epoch).
     Normalisation statistics are fitted on `audio_files` (default: the audio of epoch 0, which
     modality dropout has thinned) and stored in the config."""
-    rank, world = distributed_setup()
+    rank, world, device, group = init_distributed(settings.device)
     torch.manual_seed(settings.seed)
     if audio_files is None:
         audio_files = {s.audio_path for s in train_epoch(0) if s.audio_path is not None}
@@ -311,10 +310,11 @@ def fit(
             config = replace(config, encoder_normalizer=Normalizer.fit([bank.encoder_states(p) for p in audio_files]).to_dict())
     normalizer = Normalizer.from_config(config)
     encoder_normalizer = Normalizer.from_dict(config.encoder_normalizer) if config.encoder_normalizer else None
-    model = MSCNN_SPU_ATT(config)
+    model = MSCNN_SPU_ATT(config).to(device)
     trainable = model
     if world > 1:
-        trainable = torch.nn.parallel.DistributedDataParallel(model)
+        trainable = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, process_group=group)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     # Weight averaging steadies a model whose dev score swings from epoch to epoch on new voices;
     # the average is what gets scored and kept.
@@ -344,8 +344,10 @@ def fit(
         progress = _progress(mine, f"epoch {epoch + 1}/{settings.epochs}", settings.progress and rank == 0)
         for batch_indices in progress:
             chunk = [samples[i] for i in batch_indices]
-            inputs = make_batch(chunk, bank, config, normalizer, rng, settings, encoder_normalizer)
-            loss = F.cross_entropy(trainable(**inputs).logits, label_tensor(chunk, config.labels),
+            inputs = to_device(make_batch(chunk, bank, config, normalizer, rng, settings, encoder_normalizer), device)
+            with autocast(device, settings.mixed_precision):
+                logits = trainable(**inputs).logits
+            loss = F.cross_entropy(logits.float(), label_tensor(chunk, config.labels).to(device),
                                    label_smoothing=settings.label_smoothing)
             optimizer.zero_grad()
             loss.backward()

@@ -1,0 +1,188 @@
+"""ser_demo.devices on a CPU-only machine: the device option parses and falls back, a model and a
+batch move to other devices (meta: shapes without data) and back, DDP's backend choice, mixed
+precision only where it is safe, and Whisper falling back to the CPU when CUDA does not load."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ser_demo import devices
+from ser_demo.model import MSCNN_SPU_ATT, ModelConfig, collate
+
+TINY = dict(audio_kernel_sizes=(3, 5), text_kernel_sizes=(1, 2), n_filters=8, n_hidden=8)
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv(devices.DEVICE_ENV, raising=False)
+
+
+@pytest.fixture
+def two_gpus(monkeypatch):
+    """PyTorch believes in two GPUs: only names are resolved, nothing runs on them."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv(devices.DEVICE_ENV, raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+
+
+def test_device_names_parse_from_the_flag_or_the_environment(monkeypatch):
+    monkeypatch.delenv(devices.DEVICE_ENV, raising=False)
+    assert devices.parse_device(None) == "auto" and devices.parse_device("") == "auto"
+    assert devices.parse_device(" CUDA ") == "cuda" and devices.parse_device("cuda:1") == "cuda:1"
+    monkeypatch.setenv(devices.DEVICE_ENV, "cpu")
+    assert devices.parse_device(None) == "cpu" and devices.parse_device("cuda") == "cuda"  # the flag wins
+    for bad in ("gpu", "cuda:x", "cpu:0", "tpu"):
+        with pytest.raises(ValueError, match="auto, cpu, cuda"):
+            devices.parse_device(bad)
+    monkeypatch.setenv(devices.DEVICE_ENV, "gpu")
+    with pytest.raises(ValueError, match="SER_DEVICE"):
+        devices.parse_device(None)
+
+
+def test_without_a_gpu_everything_falls_back_to_the_cpu(no_gpu):
+    assert devices.resolve_device("auto") == torch.device("cpu")
+    assert devices.resolve_device("cpu") == torch.device("cpu")
+    for asked in ("cuda", "cuda:1"):
+        with pytest.warns(UserWarning, match="no CUDA GPU"):
+            assert devices.resolve_device(asked) == torch.device("cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # auto falls back silently: it is the normal case
+        devices.resolve_device(None)
+    assert devices.whisper_device("cuda") == "cpu"
+
+
+def test_with_gpus_auto_and_torchrun_ranks_pick_their_own(two_gpus, monkeypatch):
+    assert devices.resolve_device("auto") == torch.device("cuda", 0)
+    assert devices.resolve_device("cuda:1") == torch.device("cuda", 1)
+    assert devices.resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert devices.resolve_device("cuda") == torch.device("cuda", 1)
+    with pytest.warns(UserWarning, match="no GPU of its own"):
+        assert devices.resolve_device("cuda", local_rank=2) == torch.device("cpu")
+    with pytest.raises(ValueError, match="2 CUDA device"):
+        devices.resolve_device("cuda:2")
+
+
+def test_the_train_command_line_checks_the_device(capsys, monkeypatch):
+    from train.__main__ import main
+
+    monkeypatch.delenv(devices.DEVICE_ENV, raising=False)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--audio", "ravdess=/nowhere", "--out", "/tmp/x", "--device", "gpu"])
+    assert info.value.code == 2 and "device must be one of auto, cpu, cuda" in capsys.readouterr().err
+    import argparse
+
+    from train.__main__ import settings_of
+
+    args = argparse.Namespace(epochs=1, batch_size=2, lr=1e-3, no_progress=True, device=None, weight_decay=0.0,
+                              label_smoothing=0.0, time_masks=0, feature_masks=0, ema=0.0, patience=None,
+                              max_frames=None)
+    assert settings_of(args).device == "auto"
+    monkeypatch.setenv(devices.DEVICE_ENV, "cpu")
+    assert settings_of(args).device == "cpu"
+
+
+def _batch(config: ModelConfig, rng: np.random.Generator) -> dict:
+    mfccs = [rng.normal(size=(96, n)).astype(np.float32) for n in (40, 25, 0)]
+    words = [rng.normal(size=(n, 50)).astype(np.float32) for n in (5, 0, 3)]
+    return collate(config, mfccs, words)
+
+
+def test_a_model_and_a_batch_round_trip_between_devices():
+    config = ModelConfig(**TINY)
+    torch.manual_seed(0)
+    model = MSCNN_SPU_ATT(config).eval()
+    batch = _batch(config, np.random.default_rng(0))
+    with torch.no_grad():
+        expected = model(**batch).logits
+
+    # meta: every tensor moves, nothing in the forward pass or a training step is pinned to the CPU
+    # (a tensor made on the CPU inside forward() would meet meta tensors and fail, as on a GPU)
+    meta_batch = devices.to_device(batch, "meta")
+    assert {v.device.type for v in meta_batch.values()} == {"meta"}
+    assert {k: (v.shape, v.dtype) for k, v in meta_batch.items()} == {k: (v.shape, v.dtype) for k, v in batch.items()}
+    meta_model = MSCNN_SPU_ATT(config).to("meta").train()
+    assert {p.device.type for p in meta_model.parameters()} == {"meta"}
+    with devices.autocast(torch.device("meta")):
+        out = meta_model(**meta_batch)
+    assert out.logits.device.type == "meta" and out.logits.shape == (3, 4)
+    loss = F.cross_entropy(out.logits.float(), torch.tensor([0, 1, 2]).to("meta"))
+    loss.backward()
+    assert all(p.grad is not None and p.grad.device.type == "meta" for p in meta_model.parameters())
+
+    # CPU -> CPU is the identity, and weights saved from any device load back to the same answers
+    same = devices.to_device(batch, torch.device("cpu"))
+    assert all(torch.equal(same[k], batch[k]) for k in batch)
+    restored = MSCNN_SPU_ATT(config)
+    restored.load_state_dict({k: v.to("cpu") for k, v in model.state_dict().items()})
+    with torch.no_grad():
+        torch.testing.assert_close(restored.eval()(**same).logits, expected)
+
+
+def test_recognizer_runs_on_the_device_it_was_given(monkeypatch, speech):
+    from ser_demo.explain import analyze
+    from ser_demo.recognizer import EmotionRecognizer
+
+    config = ModelConfig(**TINY, use_text=False)
+    torch.manual_seed(0)
+    model = MSCNN_SPU_ATT(config)
+    monkeypatch.setenv(devices.DEVICE_ENV, "cpu")
+    recognizer = EmotionRecognizer(model)
+    assert recognizer.device == torch.device("cpu")
+    inputs = recognizer.prepare(speech, None)
+    assert {v.device.type for v in inputs.batch.values()} == {"cpu"}
+    result = analyze(recognizer, speech, sample_rate=16000, modality="both")
+    assert result.explanation.frame_relevance is not None
+    monkeypatch.setenv(devices.DEVICE_ENV, "gpu")
+    with pytest.raises(ValueError, match="SER_DEVICE"):
+        EmotionRecognizer(model)
+
+
+def test_ddp_backend_choice(monkeypatch):
+    monkeypatch.setattr(torch.distributed, "is_nccl_available", lambda: True)
+    assert devices.ddp_backend(every_rank_has_gpu=True) == "nccl"
+    assert devices.ddp_backend(every_rank_has_gpu=False) == "gloo"
+    monkeypatch.setattr(torch.distributed, "is_nccl_available", lambda: False)
+    assert devices.ddp_backend(every_rank_has_gpu=True) == "gloo"
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv(devices.DEVICE_ENV, "cpu")
+    assert devices.init_distributed() == (0, 1, torch.device("cpu"), None)  # one process: no group
+
+
+def test_mixed_precision_only_where_it_is_safe(monkeypatch):
+    assert devices.mixed_precision_dtype("cpu") is None
+    assert devices.mixed_precision_dtype("meta") is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert devices.mixed_precision_dtype(torch.device("cuda", 0)) is torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert devices.mixed_precision_dtype("cuda") is None  # older cards: float32, not float16
+    x = torch.ones(2, 3)
+    with devices.autocast("cpu"):
+        assert (x @ x.T).dtype == torch.float32
+
+
+def test_whisper_falls_back_to_the_cpu_when_cuda_does_not_load(monkeypatch, speech):
+    asr = pytest.importorskip("ser_demo.asr")
+    pytest.importorskip("faster_whisper")
+    try:
+        asr.offline_default_model()
+    except asr.TranscriptionUnavailable as err:
+        pytest.skip(str(err))
+    # CTranslate2 claims a GPU; loading or running on it fails here (no driver): the CPU takes over
+    monkeypatch.setattr(devices, "whisper_device", lambda name=None: "cuda")
+    with pytest.warns(UserWarning, match="cannot use the GPU"):
+        transcriber = asr.FasterWhisperTranscriber(cpu_threads=1)
+    assert transcriber.device == "cpu"
+    assert "believe" in transcriber.transcribe(speech).text.lower()
+    monkeypatch.undo()
+    monkeypatch.setenv(devices.DEVICE_ENV, "cuda")  # no GPU at all: the CPU, and no failure
+    with pytest.warns(UserWarning, match="no CUDA GPU"):
+        assert asr.FasterWhisperTranscriber(cpu_threads=1).device == "cpu"

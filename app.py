@@ -25,6 +25,8 @@ Settings (environment):
                           than `age` s leave Gradio's cache (600,3600); "off" keeps them. `age` must
                           outlast the longest queue wait, or a waiting request loses its upload
   SER_APP_SESSIONS        visitor sessions whose last inputs and outputs Gradio keeps in memory (100)
+  SER_DEVICE              auto (default: a GPU when there is one), cpu or cuda: the model and Whisper
+  SER_APP_MCP=0           do not serve the analysis as an MCP tool (default: /gradio_api/mcp/)
 """
 
 from __future__ import annotations
@@ -77,6 +79,13 @@ def _delete_cache(value: str) -> Optional[tuple[int, int]]:
 
 # A Space runs for weeks: without a clean-up every upload and every figure stays on its disk.
 DELETE_CACHE = _delete_cache(os.environ.get("SER_APP_DELETE_CACHE", "600,3600"))
+MCP = os.environ.get("SER_APP_MCP", "1") not in ("0", "false", "no")
+try:  # checked now: a misspelt device would otherwise fail at the first model load
+    from ser_demo.devices import parse_device
+
+    DEVICE = parse_device(None)
+except ValueError as _err:
+    raise SystemExit(str(_err)) from None
 CHECKPOINTS_ENV = "SER_APP_CHECKPOINTS"
 MODALITY_CHOICES = [("audio + text", "both"), ("audio only", "audio"), ("text only", "text")]
 STEP_TAB = "step-by-step"
@@ -199,6 +208,8 @@ class Service:
             "warm_up_s": round(time.perf_counter() - loaded, 3),
             "total_s": round(time.perf_counter() - start, 3),
             "rss_mb": round(rss_mb(), 1),
+            "device": str(service.recognizers[service.default].device),
+            "asr_device": getattr(transcriber, "device", None),
         }
         log.info("start-up: %s", service.startup)
         return service
@@ -300,13 +311,15 @@ def make_analyze(service: Service, explanations: Optional[bool] = None):
     from ser_demo.plotting import attention_html
 
     def analyze(audio, transcript, modality, checkpoint_name):
-        """Analyse one recording: emotion probabilities, transcript, figures and explanations.
+        """Recognise the emotion in a speech recording (angry, happy, sad or neutral) with MSCNN-SPU-ATT, a multi-scale CNN over MFCCs with attention from the voice to the words (Peng et al., ICASSP 2021), and explain the answer: what Whisper heard, which words the model attends to, how much each word and each moment of audio changes the answer. English speech, up to 30 s.
 
         Args:
-            audio: a recording (file path; wav, flac, ogg, mp3, webm, ...)
-            transcript: what was said; empty = transcribe with Whisper
-            modality: "both", "audio" or "text"
-            checkpoint_name: one of the checkpoints this app offers (empty = the default)
+            audio: the recording: a URL of an audio file (wav, flac, ogg, mp3, webm, m4a; http(s) or a data: URL with base64), at most 30 s of speech. May be empty for modality "text".
+            transcript: what was said, in English. Leave empty to let Whisper transcribe the recording; give it to test other words on the same voice.
+            modality: what the model may use: "both" (voice and words, the default), "audio" (voice only) or "text" (words only).
+            checkpoint_name: which trained model to use, one of the names this app lists; leave it out for the app's default.
+        Returns:
+            1. the four emotion probabilities; 2. a summary table (HTML); 3. bars of the probabilities (HTML); 4. the transcript used; 5. an image of the MFCC features over time with the moments that drive the decision; 6. an image of the SPU statistics; 7. a table of attention weights and leave-one-word-out influence per word (HTML); 8. the transcript highlighted by attention (HTML); 9. the prediction with uniform attention; 10. time per stage; 11. notes (e.g. words without a word vector); 12. all numbers as JSON: label, probabilities, transcript, tokens, attention, word_influence, uniform_attention_probabilities, audio_relevance, token_times, timings.
         """
         checkpoint_name = checkpoint_name or service.default
         try:
@@ -427,8 +440,7 @@ def build_demo(service: Service) -> gr.Blocks:
                 gr.Markdown("### 1. The answer\n" + EXPLAIN["probabilities"])
                 label = gr.Label(num_top_classes=4, label="Emotion", elem_id="label")
                 summary = gr.HTML(label="summary", show_label=False, elem_id="summary")
-                probabilities = gr.Image(label="Class probabilities", format="png", elem_id="probabilities-plot",
-                                         buttons=[], show_label=False, interactive=False)
+                probabilities = gr.HTML(label="Class probabilities", show_label=False, elem_id="probabilities-plot")
         notes = gr.Markdown(label="notes", elem_id="notes")
         gr.Markdown("### 2. The sound: MFCC, delta, delta-delta, and which moments matter\n" + EXPLAIN["mfcc"])
         mfcc = gr.Image(label="MFCC features over time", format="png", elem_id="mfcc-plot", buttons=[], show_label=False,
@@ -441,8 +453,8 @@ def build_demo(service: Service) -> gr.Blocks:
         spu = gr.Image(label="SPU statistics per kernel size", format="png", elem_id="spu-plot", buttons=[], show_label=False,
                        interactive=False)
         gr.Markdown("### 4. Attention over the words, and what the words really do\n" + EXPLAIN["attention"])
-        attention = gr.Image(label="Attention weights and leave-one-word-out", format="png",
-                             elem_id="attention-plot", buttons=[], show_label=False, interactive=False)
+        attention = gr.HTML(label="Attention weights and leave-one-word-out", show_label=False,
+                            elem_id="attention-plot")
         highlighted = gr.HTML(label="highlighted words", show_label=False, elem_id="attention-text")
         uniform = gr.Markdown(label="uniform attention", elem_id="uniform")
         gr.Markdown(EXPLAIN["faithfulness"])
@@ -482,11 +494,33 @@ def build_demo(service: Service) -> gr.Blocks:
     return demo
 
 
+def mcp_returns_each_output() -> None:
+    """Gradio 6.31's MCP bridge hands an agent the result of a queued multi-output function as ONE
+    text (the repr of the whole tuple) unless the agent asked for progress updates; with them it
+    gives one content item per output (text, or the image itself for a figure). Make both paths
+    give the latter, so every agent gets the figures as images and the numbers as their own text."""
+    from gradio import mcp as gradio_mcp
+
+    bridge = getattr(gradio_mcp, "GradioMCPServer", None)
+    original = getattr(bridge, "_execute_tool_without_progress", None)
+    if original is None or getattr(original, "each_output", False):
+        return
+
+    async def each_output(self, job):
+        result = await original(self, job)
+        return list(result[0]) if len(result) == 1 and isinstance(result[0], tuple) else result
+
+    each_output.each_output = True
+    bridge._execute_tool_without_progress = each_output
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     limit_malloc_arenas(CONCURRENCY + 1)
     service = Service.load()
     demo = build_demo(service)
+    if MCP:
+        mcp_returns_each_output()
     demo.launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
@@ -496,6 +530,7 @@ def main() -> None:
         # Gradio keeps every session's last inputs and outputs (~1 MB here) for up to 10,000
         # sessions by default; the page holds no gr.State, so a few recent ones are plenty.
         state_session_capacity=SESSIONS,
+        mcp_server=MCP,  # agents call /analyze as the MCP tool "analyze" (README: "Agents")
     )
 
 

@@ -1,10 +1,16 @@
-"""The pictures the app shows, one function per figure, for a classroom.
+"""The pictures the app shows, for a classroom: two figures drawn by matplotlib and three HTML views.
 
-Every function takes plain arrays and returns a `matplotlib.figure.Figure` made with the
-object-oriented API (Agg canvas, no pyplot): nothing is registered globally, so a figure is freed
-as soon as it is dropped, and no UI toolkit is imported. `render` turns a figure into an RGB
-array and releases it. Matplotlib is not thread-safe, so `render`/`draw_analysis` hold `LOCK`
-(a web server answers several requests at once); `attention_html` gives the highlighted-text view.
+The heat maps (MFCC + delta + delta-delta with the audio relevance under them; the SPU
+statistics) are matplotlib figures made with the object-oriented API (Agg canvas, no pyplot, no UI
+toolkit). Building a figure costs about as much as drawing it twice, so each layout is built once
+and later calls only replace its data (`plot_mfcc`, `plot_spu` return that shared figure): a
+figure is valid until the next call for the same layout, so callers hold `LOCK` (matplotlib is
+not thread-safe either) from the plot call until `render` has copied the pixels.
+
+What is a table or a bar chart in spirit is HTML, drawn by the browser, crisp at any zoom and free
+on the server: the class probabilities (`probabilities_html`), the attention weights with each
+word's leave-one-word-out influence (`attention_table_html`), and the transcript shaded by them
+(`attention_html`).
 """
 
 from __future__ import annotations
@@ -42,46 +48,57 @@ def _margins(fig: Figure, left=0.9, right=0.9, top=0.35, bottom=0.5, hspace=0.45
                         hspace=hspace, wspace=wspace)
 
 
-def _colorbar(fig: Figure, ax, mappable, label: str = "", visible: bool = True):
-    """A colour bar in a slim axes just right of `ax` (no layout engine needed)."""
+def _colorbar(fig: Figure, ax, cmap: str, label: str = ""):
+    """A colour bar in a slim axes just right of `ax`: a gradient image whose extent and limits
+    `_set_colors` moves. (matplotlib's Colorbar rebuilds its mesh on every change of limits,
+    which costs more than drawing the heat map itself.)"""
     box = ax.get_position()
     cax = fig.add_axes((box.x1 + 0.01, box.y0, 0.012, box.height))
-    if not visible:
-        cax.set_visible(False)
-        return None
-    bar = fig.colorbar(mappable, cax=cax, ticks=MaxNLocator(3))
-    bar.ax.tick_params(labelsize=8)
+    cax.imshow(np.linspace(0.0, 1.0, 256)[:, None], aspect="auto", cmap=cmap, origin="lower",
+               extent=(0.0, 1.0, 0.0, 1.0), interpolation="nearest")
+    cax.set_xticks([])
+    cax.yaxis.tick_right()
+    cax.yaxis.set_major_locator(MaxNLocator(3))
+    cax.tick_params(labelsize=8)
     if label:
-        bar.set_label(label, fontsize=8)
-    return bar
+        cax.yaxis.set_label_position("right")
+        cax.set_ylabel(label, fontsize=8)
+    _fix_label(cax.yaxis, 0.4)
+    _fix_label(cax.xaxis, -0.1)
+    return cax
+
+
+def _fix_label(axis, inches: float) -> None:
+    """Put an axis label `inches` outside its axes (negative: left of / below it). Fixed
+    coordinates also spare matplotlib measuring every tick label to place it, on every draw."""
+    ax = axis.axes
+    box = ax.get_position()
+    width, height = box.width * ax.figure.get_figwidth(), box.height * ax.figure.get_figheight()
+    if axis is ax.yaxis:
+        axis.set_label_coords(inches / width if inches < 0 else 1 + inches / width, 0.5)
+    else:
+        axis.set_label_coords(0.5, inches / height)
+
+
+def _set_colors(image, cax, low: float, high: float) -> None:
+    """The colour limits of a heat map and of its colour bar."""
+    high = high if high > low else low + 1e-6
+    image.set_clim(low, high)
+    cax.images[0].set_extent((0.0, 1.0, low, high))
+    cax.set_ylim(low, high)
 
 
 def render(fig: Figure) -> np.ndarray:
-    """Draw `fig` into an (H, W, 3) uint8 array. The figure belongs to no global registry, so it
-    is freed as soon as the caller drops it (fig.clear() would only cost time)."""
+    """Draw `fig` into a new (H, W, 3) uint8 array."""
     with LOCK:
         canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
         canvas.draw()
         return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-def _title(ax, text: str) -> None:
+def _title(ax, text: str):
     """A left-aligned title as plain text: set_title re-measures the axis on every draw."""
-    ax.text(0.0, 1.03, text, transform=ax.transAxes, fontsize=10, ha="left", va="bottom")
-
-
-def _wrap(text: str, inches: float, fontsize: float = 10) -> str:
-    """Break `text` into lines that fit `inches` (0.58 em per character: DejaVu Sans, generous),
-    so that a title never runs off a narrow figure."""
-    import textwrap
-
-    return "\n".join(textwrap.wrap(text, max(20, int(inches / (0.58 * fontsize / 72)))))
-
-
-def _token_labels(tokens: Sequence[str], token_times: Optional[Sequence] = None) -> list[str]:
-    if not token_times:
-        return list(tokens)
-    return [f"{t}\n{tt[0]:.2f}s" if tt else t for t, tt in zip(tokens, token_times)]
+    return ax.text(0.0, 1.03, text, transform=ax.transAxes, fontsize=10, ha="left", va="bottom")
 
 
 def _spoken_words(tokens: Sequence[str], token_times: Sequence) -> list[tuple[str, tuple]]:
@@ -97,55 +114,57 @@ def _spoken_words(tokens: Sequence[str], token_times: Sequence) -> list[tuple[st
     return merged
 
 
-# --- 1. class probabilities ------------------------------------------------------------------
+# --- 1. class probabilities (HTML) -----------------------------------------------------------
 
 
-def plot_probabilities(labels: Sequence[str], probabilities: Sequence[float],
-                       uniform: Optional[Sequence[float]] = None) -> Figure:
-    """Horizontal bars of the four class probabilities; thin grey bars: the same recording with
-    uniform attention (when given)."""
+def probabilities_html(labels: Sequence[str], probabilities: Sequence[float],
+                       uniform: Optional[Sequence[float]] = None) -> str:
+    """Horizontal bars of the class probabilities, the predicted class outlined; under each bar a
+    thin hatched grey one: the same recording with uniform attention (when given)."""
     probabilities = np.asarray(probabilities, dtype=float)
-    fig = _figure(6.0, 2.6)
-    _margins(fig, left=0.85, right=0.25, top=0.4, bottom=0.5)
-    ax = fig.add_subplot()
-    y = np.arange(len(labels))[::-1]
     top = int(np.argmax(probabilities))
-    colors = [LABEL_COLORS.get(l, "#444444") for l in labels]
-    bars = ax.barh(y + (0.12 if uniform is not None else 0), probabilities,
-                   height=0.5 if uniform is not None else 0.7, color=colors,
-                   edgecolor=["black" if i == top else "none" for i in range(len(labels))])
-    for bar, p in zip(bars, probabilities):
-        ax.text(min(p + 0.01, 0.9), bar.get_y() + bar.get_height() / 2, f"{p:.0%}", va="center", fontsize=10)
-    if uniform is not None:
-        ax.barh(y - 0.3, np.asarray(uniform, dtype=float), height=0.18, color="#bbbbbb",
-                hatch="///", edgecolor="#777777", label="uniform attention")
-        ax.legend(loc="lower right", fontsize=8, frameon=False)
-    ax.set_yticks(y, labels, fontsize=11)
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("probability")
-    ax.text(0.0, 1.04, f"Prediction: {labels[top]} ({probabilities[top]:.0%})", transform=ax.transAxes,
-            fontsize=12, ha="left", va="bottom")
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-    return fig
+    rows = []
+    for i, (label, p) in enumerate(zip(labels, probabilities)):
+        name = html.escape(label)
+        outline = " outline: 2px solid currentColor;" if i == top else ""
+        bars = (f'<div title="{name}: {p:.1%}" style="width: {p * 100:.1f}%; height: 16px; '
+                f'background: {LABEL_COLORS.get(label, "#444444")};{outline}"></div>')
+        if uniform is not None:
+            bars += (f'<div title="{name} with uniform attention: {uniform[i]:.1%}" style="width: '
+                     f'{uniform[i] * 100:.1f}%; height: 6px; margin-top: 2px; background: '
+                     'repeating-linear-gradient(135deg, #bbbbbb 0 3px, #777777 3px 5px)"></div>')
+        weight = "bold" if i == top else "normal"
+        rows.append(
+            f'<div style="display: flex; align-items: center; gap: 8px; margin: 5px 0">'
+            f'<span style="width: 4.5em; text-align: right; font-weight: {weight}">{name}</span>'
+            f'<span style="flex: 1; background: rgba(127,127,127,0.12)">{bars}</span>'
+            f'<span class="bar-value" style="width: 3em; font-weight: {weight}">{p:.0%}</span></div>'
+        )
+    legend = ('<div style="font-size: 0.85em; opacity: 0.8">hatched: the prediction with uniform attention</div>'
+              if uniform is not None else "")
+    return (f'<div class="ser-probabilities"><div style="font-size: 1.1em">Prediction: '
+            f"<b>{html.escape(labels[top])}</b> ({probabilities[top]:.0%})</div>{''.join(rows)}{legend}</div>")
 
 
 # --- 2. MFCC + delta + delta-delta, with the audio relevance under it -------------------------
 
+_FIGURES: dict = {}  # layout key -> the figure and the artists that a new call updates
+_MAX_LAYOUTS = 8  # a few layouts per app (checkpoints, with/without relevance); bounded anyway
 
-def plot_mfcc(
-    mfcc: Optional[np.ndarray],
-    frame_seconds: float,
-    relevance: Optional[np.ndarray] = None,
-    relevance_method: str = "occlusion",
-    tokens: Optional[Sequence[str]] = None,
-    token_times: Optional[Sequence] = None,
-    encoder_states: Optional[np.ndarray] = None,
-) -> Figure:
-    """What the audio branch reads, over time in seconds: the MFCC, delta and delta-delta heat
-    maps and/or the Whisper encoder states (one column per 20 ms); under them, when given, how
-    much each moment pushed the decision towards the predicted class."""
-    blocks = []  # (title, matrix, seconds per column, colour map, (low, high))
+
+def _layout(key, build):
+    with LOCK:
+        if key not in _FIGURES:
+            if len(_FIGURES) >= _MAX_LAYOUTS:
+                _FIGURES.pop(next(iter(_FIGURES)))
+            _FIGURES[key] = build()
+        return _FIGURES[key]
+
+
+def _audio_blocks(mfcc: Optional[np.ndarray], frame_seconds: float, encoder_states: Optional[np.ndarray]) -> list:
+    """What the audio branch reads, as heat maps: (title, matrix, seconds per column, colour map,
+    (low, high))."""
+    blocks = []
     if mfcc is not None:
         n = mfcc.shape[0] // 3
         for i, name in enumerate(("MFCC", "delta (change)", "delta-delta (acceleration)")):
@@ -160,45 +179,96 @@ def plot_mfcc(
         high = float(np.percentile(np.abs(encoder_states), 99)) or 1.0
         blocks.append((f"Whisper encoder states ({encoder_states.shape[0]} numbers per 20 ms)", encoder_states,
                        2 * frame_seconds, "coolwarm", (-high, high)))
-    duration = max(block.shape[1] * step for _, block, step, _, _ in blocks)
-    rows = len(blocks) + (relevance is not None)
+    return blocks
+
+
+def _build_mfcc(spec: tuple, relevance: bool, frame_seconds: float) -> dict:
+    """The figure for heat maps `spec` ((title, rows, seconds per column, colour map), ...) and,
+    when `relevance`, the relevance row under them."""
+    rows = len(spec) + relevance
     fig = _figure(10.0, 1.55 * rows + 0.6)
     _margins(fig, left=0.75, right=0.8, top=0.3, bottom=0.5, hspace=0.4)
-    # Not sharex: the upper rows carry no time ticks at all (each tick is an artist to build).
+    # Not sharex: the upper rows carry no time ticks at all (each tick is an artist to draw).
     axes = fig.subplots(rows, 1, squeeze=False,
-                        gridspec_kw={"height_ratios": [1.0] * len(blocks) + ([0.9] if relevance is not None else [])})[:, 0]
-    for i, (ax, (name, block, step, cmap, (low, high))) in enumerate(zip(axes, blocks)):
-        n = block.shape[0]
-        im = ax.imshow(block, aspect="auto", origin="lower", extent=(0.0, block.shape[1] * step, -0.5, n - 0.5),
-                       cmap=cmap, vmin=low, vmax=high, interpolation="nearest")
+                        gridspec_kw={"height_ratios": [1.0] * len(spec) + ([0.9] if relevance else [])})[:, 0]
+    images, bars = [], []
+    for i, (ax, (name, n, step, cmap)) in enumerate(zip(axes, spec)):
+        im = ax.imshow(np.zeros((n, 2)), aspect="auto", origin="lower", extent=(0.0, 1.0, -0.5, n - 0.5),
+                       cmap=cmap, interpolation="nearest")
         ax.set_ylabel("coef." if step == frame_seconds else "dim.", fontsize=9)
+        _fix_label(ax.yaxis, -0.33)
+        _fix_label(ax.xaxis, -0.28)
         ax.set_yticks([0, n // 2, n - 1])
-        ax.set_xlim(0, duration)
         if i < rows - 1:
             ax.set_xticks([])
         _title(ax, name)
-        _colorbar(fig, ax, im)
-    if relevance is not None:
+        bars.append(_colorbar(fig, ax, cmap))
+        images.append(im)
+    layout = {"fig": fig, "axes": axes, "images": images, "bars": bars, "relevance": []}
+    if relevance:
         ax = axes[-1]
-        t = (np.arange(len(relevance)) + 0.5) * frame_seconds
-        ax.fill_between(t, 0, np.maximum(relevance, 0), color="#2ca02c", step="mid")
-        ax.fill_between(t, 0, np.minimum(relevance, 0), color="#9467bd", step="mid")
         ax.axhline(0, color="black", linewidth=0.6)
-        what = ("drop in probability when hidden" if relevance_method == "occlusion"
-                else "gradient x input")
-        _title(ax, f"Which moments drive the decision ({what}; green: supports the answer, "
-                   "purple: speaks against it)")
+        layout["relevance_title"] = _title(ax, "")
         ax.yaxis.set_major_locator(MaxNLocator(3))
         ax.set_ylabel("relevance", fontsize=9)
-        if tokens and token_times:  # the words, where the ASR said when they were spoken
-            for text, (start, end) in _spoken_words(tokens, token_times):
-                ax.axvline(start, color="#cccccc", linewidth=0.6, zorder=0)
-                ax.text((start + end) / 2, 0.97, text, ha="center", va="top", fontsize=8,
-                        transform=ax.get_xaxis_transform(),
-                        bbox={"facecolor": "white", "alpha": 0.75, "edgecolor": "none", "pad": 1})
+        _fix_label(ax.yaxis, -0.55)
+        _fix_label(ax.xaxis, -0.28)
     axes[-1].set_xlabel("time (s)")
-    axes[-1].set_xlim(0, duration)
-    return fig
+    return layout
+
+
+def plot_mfcc(
+    mfcc: Optional[np.ndarray],
+    frame_seconds: float,
+    relevance: Optional[np.ndarray] = None,
+    relevance_method: str = "occlusion",
+    tokens: Optional[Sequence[str]] = None,
+    token_times: Optional[Sequence] = None,
+    encoder_states: Optional[np.ndarray] = None,
+) -> Figure:
+    """What the audio branch reads, over time in seconds: the MFCC, delta and delta-delta heat
+    maps and/or the Whisper encoder states (one column per 20 ms); under them, when given, how
+    much each moment pushed the decision towards the predicted class. Returns the shared figure
+    of this layout (valid until the next call; hold LOCK until it is rendered)."""
+    blocks = _audio_blocks(mfcc, frame_seconds, encoder_states)
+    duration = max(block.shape[1] * step for _, block, step, _, _ in blocks)
+    spec = tuple((name, block.shape[0], step, cmap) for name, block, step, cmap, _ in blocks)
+    key = ("mfcc", spec, relevance is not None, float(frame_seconds))
+    with LOCK:
+        layout = _layout(key, lambda: _build_mfcc(spec, relevance is not None, frame_seconds))
+        axes = layout["axes"]
+        for ax, im, bar, (_, block, step, _, (low, high)) in zip(axes, layout["images"], layout["bars"], blocks):
+            im.set_data(block)
+            im.set_extent((0.0, block.shape[1] * step, -0.5, block.shape[0] - 0.5))
+            _set_colors(im, bar, low, high)
+            ax.set_xlim(0, duration)
+        if relevance is not None:
+            _draw_relevance(layout, axes[-1], np.asarray(relevance, dtype=float), frame_seconds,
+                            relevance_method, tokens, token_times)
+        axes[-1].set_xlim(0, duration)
+        return layout["fig"]
+
+
+def _draw_relevance(layout: dict, ax, relevance: np.ndarray, frame_seconds: float, method: str,
+                    tokens, token_times) -> None:
+    for artist in layout["relevance"]:  # the previous recording's
+        artist.remove()
+    t = (np.arange(len(relevance)) + 0.5) * frame_seconds
+    artists = [ax.fill_between(t, 0, np.maximum(relevance, 0), color="#2ca02c", step="mid"),
+               ax.fill_between(t, 0, np.minimum(relevance, 0), color="#9467bd", step="mid")]
+    what = "drop in probability when hidden" if method == "occlusion" else "gradient x input"
+    layout["relevance_title"].set_text(
+        f"Which moments drive the decision ({what}; green: supports the answer, purple: speaks against it)")
+    if tokens and token_times:  # the words, where the ASR said when they were spoken
+        for text, (start, end) in _spoken_words(tokens, token_times):
+            artists.append(ax.axvline(start, color="#cccccc", linewidth=0.6, zorder=0))
+            artists.append(ax.text((start + end) / 2, 0.97, text, ha="center", va="top", fontsize=8,
+                                   transform=ax.get_xaxis_transform(),
+                                   bbox={"facecolor": "white", "alpha": 0.75, "edgecolor": "none", "pad": 1}))
+    layout["relevance"] = artists
+    low, high = min(0.0, float(relevance.min(initial=0.0))), max(0.0, float(relevance.max(initial=0.0)))
+    margin = 0.05 * (high - low) or 1e-3
+    ax.set_ylim(low - margin, high + margin)
 
 
 # --- 3. the SPU statistics -------------------------------------------------------------------
@@ -212,84 +282,98 @@ def kernel_label(kernel, frame_seconds: float = 0.01) -> str:
     return f"{'Whisper' if frontend == 'whisper' else 'MFCC'} {k}\n({k * step * 1000:.0f} ms)"
 
 
-def plot_spu(audio_statistics: np.ndarray, kernel_sizes: Sequence, statistics: Sequence[str],
-             frame_seconds: float = 0.01) -> Figure:
-    """One heat map per pooling view (max, mean, std), kernel sizes as rows and the 128 filters
-    as columns, on one shared colour scale so the three views can be compared directly. Filters
-    are sorted by their mean value so the pattern is easier to read."""
-    stats = np.asarray(audio_statistics, dtype=float)  # (Ka, S, F)
-    order = np.argsort(stats.mean(axis=(0, 1)))[::-1]
-    vmax = float(stats.max()) or 1.0
+def _build_spu(kernel_sizes: tuple, statistics: tuple, frame_seconds: float, n_filters: int) -> dict:
     fig = _figure(10.0, 1.2 + 0.4 * len(kernel_sizes))
     _margins(fig, left=1.1, right=1.0, top=0.35, bottom=0.5, wspace=0.08)
     axes = fig.subplots(1, len(statistics), sharey=True, squeeze=False)[0]
-    for j, (ax, s) in enumerate(zip(axes, statistics)):
-        im = ax.imshow(stats[:, j, order], aspect="auto", cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
+    images = []
+    for ax, s in zip(axes, statistics):
+        images.append(ax.imshow(np.zeros((len(kernel_sizes), n_filters)), aspect="auto", cmap="viridis",
+                                vmin=0, vmax=1, interpolation="nearest"))
         ax.text(0.5, 1.03, f"{STAT_NAMES.get(s, s)} over time", transform=ax.transAxes, fontsize=10,
                 ha="center", va="bottom")
-        ax.set_xlabel("filter (sorted)", fontsize=9)
+        ax.set_xticks([])  # filter numbers mean nothing once sorted
+        ax.set_xlabel(f"{n_filters} filters, sorted by mean output", fontsize=9)
+        _fix_label(ax.xaxis, -0.08)
+        _fix_label(ax.yaxis, -0.75)
     axes[0].set_yticks(range(len(kernel_sizes)), [kernel_label(k, frame_seconds) for k in kernel_sizes], fontsize=8)
     axes[0].set_ylabel("kernel size")
-    _colorbar(fig, axes[-1], im, "filter output")
-    return fig
+    return {"fig": fig, "images": images, "bar": _colorbar(fig, axes[-1], "viridis", "filter output")}
 
 
-# --- 4. attention and word influence ---------------------------------------------------------
+def plot_spu(audio_statistics: np.ndarray, kernel_sizes: Sequence, statistics: Sequence[str],
+             frame_seconds: float = 0.01) -> Figure:
+    """One heat map per pooling view (max, mean, std), kernel sizes as rows and the filters as
+    columns, on one shared colour scale so the three views can be compared directly. Filters are
+    sorted by their mean value so the pattern is easier to read. Returns the shared figure of this
+    layout (valid until the next call; hold LOCK until it is rendered)."""
+    stats = np.asarray(audio_statistics, dtype=float)  # (Ka, S, F)
+    order = np.argsort(stats.mean(axis=(0, 1)))[::-1]
+    vmax = float(stats.max()) or 1.0
+    kernels = tuple(tuple(k) if isinstance(k, list) else k for k in kernel_sizes)  # a layout key: hashable
+    key = ("spu", kernels, tuple(statistics), float(frame_seconds), stats.shape[2])
+    with LOCK:
+        layout = _layout(key, lambda: _build_spu(kernels, tuple(statistics), frame_seconds, stats.shape[2]))
+        for j, im in enumerate(layout["images"]):
+            im.set_data(stats[:, j, order])
+            _set_colors(im, layout["bar"], 0.0, vmax)
+        return layout["fig"]
 
 
-def plot_attention(
+# --- 4. attention and word influence (HTML) --------------------------------------------------
+
+
+def attention_table_html(
     tokens: Sequence[str],
     attention: Optional[np.ndarray],
     statistics: Sequence[str],
     influence: Optional[np.ndarray] = None,
     token_times: Optional[Sequence] = None,
-) -> Figure:
-    """Heat map of each context vector's attention weight per word (rows max, mean, std; each row
-    sums to 1), and under it the leave-one-word-out change in the predicted class's probability."""
+) -> str:
+    """A heat table: how much each audio context vector (rows max, mean, std; each row sums to 1)
+    looks at each word (columns, with the time Whisper heard it); under it, leave-one-word-out:
+    how much the predicted class's probability drops without the word (a bar up, green: the word
+    supports the answer; down, purple: it speaks against it)."""
     tokens = list(tokens)
-    rows = (1 if attention is not None else 0) + (1 if influence is not None else 0)
-    width = min(14.0, max(6.0, 0.55 * len(tokens) + 2.0))
-    fig = _figure(width, 0.9 + 1.7 * rows if rows else 1.5)
-    if not rows or not tokens:
-        ax = fig.add_subplot()
-        ax.text(0.5, 0.5, "no words to show (audio only, or an empty transcript)", ha="center", va="center")
-        ax.set_axis_off()
-        return fig
-    titles = [_wrap(t, width - 1.1 - 0.7) for t in (
-        "Attention: how much each audio context vector looks at each word",
-        "Leave one word out: how much the predicted class loses without the word")]
-    extra = 0.17 * max(t.count("\n") for t in titles)  # inches for a second line of title
-    fig.set_size_inches(width, fig.get_size_inches()[1] + extra * rows)
-    _margins(fig, left=1.1, right=0.7, top=0.3 + extra, bottom=0.55, hspace=0.75 + 0.5 * extra)
-    axes = fig.subplots(rows, 1, squeeze=False)[:, 0]
-    labels = _token_labels(tokens, token_times)
-    x = np.arange(len(tokens))
-    i = 0
+    if not tokens or (attention is None and influence is None):
+        return "<p><em>No words to show (audio only, or an empty transcript).</em></p>"
+    cell = "padding: 2px 4px; text-align: center; min-width: 3.2em; border: none"
+    head = "".join(
+        f'<th style="{cell}; font-weight: normal">{html.escape(t)}'
+        + (f'<br><small style="opacity: 0.7">{tt[0]:.2f}s</small>' if tt else "") + "</th>"
+        for t, tt in zip(tokens, list(token_times or []) + [None] * len(tokens))
+    )
+    rows = []
     if attention is not None:
-        ax = axes[i]
-        i += 1
         att = np.asarray(attention, dtype=float)
-        im = ax.imshow(att, aspect="auto", cmap="Oranges", vmin=0, vmax=max(float(att.max()), 1e-6),
-                       interpolation="nearest")
-        for r in range(att.shape[0]):
-            for c in range(att.shape[1]):
-                ax.text(c, r, f"{att[r, c]:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if att[r, c] > 0.6 * att.max() else "black")
-        ax.set_yticks(range(len(statistics)), [f"{STAT_NAMES.get(s, s)} context" for s in statistics], fontsize=9)
-        ax.set_xticks(x, labels, fontsize=9)
-        _title(ax, titles[0])
-        _colorbar(fig, ax, im)
+        peak = max(float(att.max()), 1e-9)
+        for j, s in enumerate(statistics):
+            cells = "".join(
+                f'<td style="{cell}; background: rgba(230,85,13,{w / peak:.2f}); '
+                f'color: {"white" if w > 0.6 * peak else "inherit"}">{w:.2f}</td>'
+                for w in att[j]
+            )
+            rows.append(f'<tr><th style="{cell}; text-align: right">{html.escape(STAT_NAMES.get(s, s))} context</th>'
+                        f"{cells}</tr>")
     if influence is not None:
-        ax = axes[i]
         infl = np.asarray(influence, dtype=float)
-        ax.bar(x, infl, color=np.where(infl >= 0, "#2ca02c", "#9467bd"), width=0.7)
-        ax.axhline(0, color="black", linewidth=0.6)
-        ax.set_xticks(x, labels, fontsize=9)
-        ax.set_xlim(-0.5, len(tokens) - 0.5)
-        ax.set_ylabel("change in p", fontsize=9)
-        _title(ax, titles[1])
-        ax.yaxis.set_major_locator(MaxNLocator(4))
-    return fig
+        peak = max(float(np.abs(infl).max()), 1e-9)
+        cells = []
+        for v in infl:
+            size = abs(v) / peak * 50
+            where = f"bottom: 50%; height: {size:.0f}%" if v >= 0 else f"top: 50%; height: {size:.0f}%"
+            color = "#2ca02c" if v >= 0 else "#9467bd"
+            cells.append(
+                f'<td style="{cell}"><div style="position: relative; height: 44px; border-bottom: none">'
+                f'<div style="position: absolute; left: 0; right: 0; top: 50%; border-top: 1px solid currentColor; '
+                f'opacity: 0.5"></div><div style="position: absolute; left: 25%; right: 25%; {where}; '
+                f'background: {color}"></div></div><small>{v:+.3f}</small></td>'
+            )
+        rows.append(f'<tr><th style="{cell}; text-align: right">leave one out<br><small style="font-weight: '
+                    f'normal">p lost without the word</small></th>{"".join(cells)}</tr>')
+    return ('<div class="ser-attention-table" style="overflow-x: auto"><table style="border-collapse: collapse; '
+            f'width: auto; margin: 0"><thead><tr><th style="{cell}"></th>{head}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 
 def attention_html(
@@ -371,12 +455,13 @@ def plot_deletion_curves(curves, label: str) -> Figure:
 # --- everything for one analysis -------------------------------------------------------------
 
 
-def draw_analysis(analysis) -> dict[str, np.ndarray]:
-    """Render the figures of an `explain.Analysis` (held under LOCK)."""
+def draw_analysis(analysis) -> dict:
+    """The pictures of an `explain.Analysis`: "mfcc" and "spu" as RGB arrays (when there is audio),
+    the deletion curves "word_curves" / "window_curves" (when faithfulness was measured), and
+    "probabilities" and "attention" as HTML (the latter says so when there are no words)."""
     e = analysis.explanation
-    images = {}
+    images = {"probabilities": probabilities_html(e.labels, e.probabilities, e.uniform_probabilities)}
     with LOCK:
-        images["probabilities"] = render(plot_probabilities(e.labels, e.probabilities, e.uniform_probabilities))
         encoder_states = getattr(analysis, "encoder_states", None)
         if any(x is not None and x.shape[1] > 0 for x in (analysis.mfcc, encoder_states)):
             images["mfcc"] = render(plot_mfcc(analysis.mfcc, e.frame_seconds, e.frame_relevance,
@@ -384,12 +469,11 @@ def draw_analysis(analysis) -> dict[str, np.ndarray]:
                                               encoder_states))
         if e.audio_statistics is not None:
             images["spu"] = render(plot_spu(e.audio_statistics, e.kernel_sizes, e.statistics, e.frame_seconds))
-        if e.tokens:
-            images["attention"] = render(plot_attention(e.tokens, e.attention, e.statistics,
-                                                        e.word_influence, analysis.token_times))
         faithful = getattr(analysis, "faithfulness", None)
         if faithful is not None and faithful.words is not None:
             images["word_curves"] = render(plot_deletion_curves(faithful.words, e.label))
         if faithful is not None and faithful.windows is not None:
             images["window_curves"] = render(plot_deletion_curves(faithful.windows, e.label))
+    images["attention"] = attention_table_html(e.tokens, e.attention, e.statistics, e.word_influence,
+                                               analysis.token_times)
     return images

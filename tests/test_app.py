@@ -171,8 +171,10 @@ def test_a_recording_is_transcribed_classified_and_drawn(client, server):
     assert len(d["word_influence"]) == len(d["tokens"]) and set(d["attention"]) == {"max", "avg", "std"}
     assert d["uniform_attention_probabilities"] and d["audio_relevance"]["method"] == "occlusion"
     assert set(d["timings"]) >= {"ingest", "asr", "features", "model", "explanations", "faithfulness", "plots", "total"}
-    for key in ("probabilities_plot", "mfcc_plot", "spu_plot", "attention_plot", "word_curves_plot", "window_curves_plot"):
+    for key in ("mfcc_plot", "spu_plot", "word_curves_plot", "window_curves_plot"):
         assert_png(out[key])
+    assert "Prediction: <b>" in out["probabilities_plot"] and "hatched" in out["probabilities_plot"]
+    assert "leave one out" in out["attention_plot"] and "max context" in out["attention_plot"]
     words, windows = d["faithfulness"]["words"], d["faithfulness"]["windows"]
     assert set(words["aopc"]) == {"attention", "leave-one-out", "random"} and words["removal"] == "mask"
     assert set(windows["aopc"]) == {"occlusion", "random"} and windows["n_units"] == len(d["audio_relevance"]["windows"])

@@ -1,6 +1,7 @@
 """A real browser on the page: headless Chromium (Debian's /usr/bin/chromium, driven by Playwright)
 with a fake microphone that plays a speech file. It records, stops, presses Analyse, and checks
-the transcript, the four probabilities and the plots; the screenshot goes to artifacts/."""
+the transcript, the four probabilities, the figures and the HTML views; the screenshot goes to
+artifacts/. (bench/bench_browser.py times the same steps.)"""
 
 from __future__ import annotations
 
@@ -83,8 +84,10 @@ def test_record_analyse_and_show_everything(microphone_file):
         page.wait_for_function(
             "ids => ids.every(id => { const img = document.querySelector(`#${id} img`);"
             " return img && img.complete && img.naturalWidth > 100; })",
-            arg=["probabilities-plot", "mfcc-plot", "spu-plot", "attention-plot"], timeout=30_000,
+            arg=["mfcc-plot", "spu-plot", "word-curves-plot", "window-curves-plot"], timeout=30_000,
         )
+        page.locator("#probabilities-plot .ser-probabilities").wait_for(timeout=10_000)
+        attention_cells = page.locator("#attention-plot td").count()
         page.locator("#attention-text span").first.wait_for(timeout=10_000)
         page.screenshot(path=str(ARTIFACTS / "app-browser.png"), full_page=True)
         error_toasts = page.locator(".toast-body.error").count()
@@ -107,3 +110,24 @@ def test_record_analyse_and_show_everything(microphone_file):
     assert error_toasts == 0 and example_error_toasts == 0 and not errors, errors
     assert example_transcript == "That is wonderful news, I am so happy for you!"
     assert (ARTIFACTS / "app-browser.png").stat().st_size > 50_000
+    assert attention_cells >= 4 * len(transcript.split())  # 3 attention rows + leave-one-out per word
+
+
+def test_the_browser_benchmark_runs():
+    """bench/bench_browser.py end to end, once (its figures are printed, never asserted on)."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    pytest.importorskip("playwright.sync_api")
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, "bench/bench_browser.py", "--runs", "1", "--seconds", "3"], cwd=root,
+                            capture_output=True, text=True, timeout=900,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = {name: float(ms) for name, ms in re.findall(r"^\s*(click -> all outputs visible|server|handler|the rest)"
+                                                          r"[^\d-]*(-?\d+) ms", result.stdout, re.M)}
+    assert set(figures) == {"click -> all outputs visible", "server", "handler", "the rest"}, result.stdout
+    assert 0 < figures["handler"] <= figures["server"] <= figures["click -> all outputs visible"]
+    assert "believe" in result.stdout.lower()  # the run's transcript: Whisper heard the fake microphone

@@ -1,4 +1,5 @@
-"""ser_demo.plotting: one figure per function, Agg only, nothing leaks, safe from two threads."""
+"""ser_demo.plotting: the heat maps (Agg only, built once per layout and updated in place, exactly
+as a fresh figure would look, safe from two threads) and the HTML views."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from ser_demo.explain import Analysis, Explanation
 
 LABELS = ("angry", "happy", "sad", "neutral")
 TOKENS = ["i", "ca", "n't", "<b>believe</b>"]
+
+
+STATES = np.random.default_rng(2).normal(size=(384, 150)).astype(np.float32)  # 3 s of Whisper states
 
 
 def explanation(tokens=TOKENS, audio=True) -> Explanation:
@@ -51,22 +55,59 @@ def analysis(tokens=TOKENS, audio=True) -> Analysis:
 
 def test_every_figure_function_returns_a_figure_that_renders():
     e, a = explanation(), analysis()
-    figures = [
-        plotting.plot_probabilities(LABELS, e.probabilities, e.uniform_probabilities),
-        plotting.plot_probabilities(LABELS, e.probabilities),
-        plotting.plot_mfcc(a.mfcc, 0.01, e.frame_relevance, "occlusion", e.tokens, a.token_times),
-        plotting.plot_mfcc(a.mfcc, 0.01),
-        plotting.plot_spu(e.audio_statistics, e.kernel_sizes, e.statistics),
-        plotting.plot_attention(e.tokens, e.attention, e.statistics, e.word_influence, a.token_times),
-        plotting.plot_attention(e.tokens, None, e.statistics, e.word_influence),
-        plotting.plot_attention([], None, e.statistics),
+    draw = [
+        lambda: plotting.plot_mfcc(a.mfcc, 0.01, e.frame_relevance, "occlusion", e.tokens, a.token_times),
+        lambda: plotting.plot_mfcc(a.mfcc, 0.01),
+        lambda: plotting.plot_mfcc(None, 0.01, e.frame_relevance, encoder_states=STATES),  # encoder checkpoint
+        lambda: plotting.plot_mfcc(a.mfcc, 0.01, e.frame_relevance, encoder_states=STATES),  # both front-ends
+        lambda: plotting.plot_spu(e.audio_statistics, e.kernel_sizes, e.statistics),
     ]
-    for fig in figures:
-        assert isinstance(fig, Figure)
-        image = plotting.render(fig)
+    for make in draw:
+        with plotting.LOCK:
+            fig = make()
+            assert isinstance(fig, Figure)
+            image = plotting.render(fig)
         assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
         assert image.shape[0] > 100 and image.shape[1] > 300
         assert image.std() > 5  # something was drawn, not a blank canvas
+
+
+def _render_mfcc(a: Analysis) -> np.ndarray:
+    e = a.explanation
+    with plotting.LOCK:
+        return plotting.render(plotting.plot_mfcc(a.mfcc, 0.01, e.frame_relevance, "occlusion", e.tokens, a.token_times))
+
+
+def test_a_figure_updated_in_place_looks_exactly_like_a_fresh_one(monkeypatch):
+    first = analysis()
+    other = analysis(tokens=["so", "sad"])
+    other.mfcc = other.mfcc[:, :120] * 3 + 5  # shorter, louder, other words, other relevance
+    other.explanation.frame_relevance = -other.explanation.frame_relevance[:120] * 4
+    monkeypatch.setattr(plotting, "_FIGURES", {})
+    fresh = _render_mfcc(first)
+    fresh_other = _render_mfcc(other)
+    assert fresh_other.shape == fresh.shape and not np.array_equal(fresh_other, fresh)
+    np.testing.assert_array_equal(_render_mfcc(first), fresh)  # nothing of `other` is left over
+    monkeypatch.setattr(plotting, "_FIGURES", {})
+    np.testing.assert_array_equal(_render_mfcc(other), fresh_other)
+    e = first.explanation
+    with plotting.LOCK:
+        spu = plotting.render(plotting.plot_spu(e.audio_statistics, e.kernel_sizes, e.statistics))
+        plotting.render(plotting.plot_spu(e.audio_statistics * 5, e.kernel_sizes, e.statistics))
+        np.testing.assert_array_equal(
+            plotting.render(plotting.plot_spu(e.audio_statistics, e.kernel_sizes, e.statistics)), spu)
+
+
+def test_layouts_are_built_once_and_their_number_is_bounded(monkeypatch):
+    monkeypatch.setattr(plotting, "_FIGURES", {})
+    a = analysis()
+    with plotting.LOCK:
+        first = plotting.plot_mfcc(a.mfcc, 0.01, a.explanation.frame_relevance)
+        assert plotting.plot_mfcc(a.mfcc[:, :50], 0.01, a.explanation.frame_relevance[:50]) is first
+        assert plotting.plot_mfcc(a.mfcc, 0.01) is not first  # no relevance row: another layout
+        for n in range(2, 20):
+            plotting.plot_mfcc(np.zeros((3 * n, 10)), 0.01)
+    assert len(plotting._FIGURES) <= plotting._MAX_LAYOUTS
 
 
 def test_mfcc_plot_time_axis_is_in_seconds():
@@ -102,13 +143,38 @@ def test_no_pyplot_and_no_global_figures():
         assert sys.modules["matplotlib.pyplot"].get_fignums() == []
 
 
-def test_draw_analysis_gives_one_image_per_section():
+def test_draw_analysis_gives_one_view_per_section():
     images = plotting.draw_analysis(analysis())
     assert set(images) == {"probabilities", "mfcc", "spu", "attention"}
+    assert isinstance(images["mfcc"], np.ndarray) and isinstance(images["probabilities"], str)
     text_only = plotting.draw_analysis(analysis(audio=False))
-    assert set(text_only) == {"probabilities", "attention"}
+    assert set(text_only) == {"probabilities", "attention"} and "<table" in text_only["attention"]
     audio_only = plotting.draw_analysis(analysis(tokens=[]))
-    assert set(audio_only) == {"probabilities", "mfcc", "spu"}
+    assert set(audio_only) == {"probabilities", "mfcc", "spu", "attention"}
+    assert "No words" in audio_only["attention"]
+
+
+def test_probability_bars():
+    page = plotting.probabilities_html(LABELS, [0.1, 0.6, 0.2, 0.1], [0.25, 0.25, 0.4, 0.1])
+    assert "Prediction: <b>happy</b> (60%)" in page
+    assert 'width: 60.0%' in page and 'width: 40.0%' in page  # the bar, and the uniform-attention bar
+    assert page.count("outline") == 1 and "hatched" in page
+    plain = plotting.probabilities_html(["<i>x</i>", "y"], [0.3, 0.7])
+    assert "<i>x</i>" not in plain and "&lt;i&gt;x&lt;/i&gt;" in plain and "hatched" not in plain
+
+
+def test_attention_table():
+    e, a = explanation(), analysis()
+    page = plotting.attention_table_html(e.tokens, e.attention, e.statistics, e.word_influence, a.token_times)
+    assert "&lt;b&gt;believe&lt;/b&gt;" in page and "<b>believe</b>" not in page
+    for name in ("max context", "mean context", "std context", "leave one out"):
+        assert name in page
+    assert page.count("<td") == 4 * len(TOKENS)  # 3 attention rows and the influence row
+    assert f"{e.attention[0, 0]:.2f}</td>" in page and f"{e.word_influence[0]:+.3f}" in page
+    assert "0.30s" in page  # when Whisper heard the word
+    only_influence = plotting.attention_table_html(e.tokens, None, e.statistics, e.word_influence)
+    assert "context" not in only_influence and "leave one out" in only_influence
+    assert "No words" in plotting.attention_table_html([], None, e.statistics)
 
 
 def test_drawing_from_two_threads_at_once():
@@ -166,24 +232,13 @@ def test_deletion_curves_figure_and_its_place_in_the_analysis():
     assert {"word_curves", "window_curves"} <= set(plotting.draw_analysis(a))
 
 
-@pytest.mark.parametrize("tokens", [["so", "happy"], TOKENS, [f"word{i}" for i in range(30)]])
-def test_attention_titles_fit_inside_the_figure(tokens):
-    """The leave-one-word-out title used to run off the right edge of a short transcript's figure."""
+def test_a_long_transcript_scrolls_inside_the_attention_table():
+    """The attention view never runs off the page: 30 words scroll sideways inside their table."""
+    tokens = [f"word{i}" for i in range(30)]
     rng = np.random.default_rng(0)
-    fig = plotting.plot_attention(tokens, rng.random((3, len(tokens))), ("max", "avg", "std"),
-                                  rng.normal(size=len(tokens)))
-    plotting.render(fig)
-    renderer = fig.canvas.get_renderer()
-    width, height = fig.bbox.width, fig.bbox.height
-    titles = [t for ax in fig.axes for t in ax.texts if "Attention:" in t.get_text() or "Leave one" in t.get_text()]
-    assert len(titles) == 2
-    for t in titles:
-        box = t.get_window_extent(renderer)
-        assert box.x0 >= 0 and box.x1 <= width and box.y1 <= height, (t.get_text(), box, width)
-    # and the title does not run into the heat map's tick labels above it
-    upper = fig.axes[0].get_tightbbox(renderer)
-    lower_title = next(t for t in titles if "Leave one" in t.get_text()).get_window_extent(renderer)
-    assert lower_title.y1 <= upper.y0 + 1
+    page = plotting.attention_table_html(tokens, rng.random((3, 30)), ("max", "avg", "std"), rng.normal(size=30))
+    assert page.startswith('<div class="ser-attention-table" style="overflow-x: auto">')
+    assert all(f">{t}" in page for t in tokens) and "p lost without the word" in page
 
 
 def test_word_influence_tooltip_has_the_sign_of_the_change_without_the_word():

@@ -3,9 +3,10 @@ efficiency), plus optionally the wall time of one full speaker-independent fold.
 
     python bench/bench_train.py                     # throughput only (~1 min)
     python bench/bench_train.py --fold ../shared/data --epochs 10   # + one full fold
+    python bench/bench_train.py --device cuda [--fold ...]          # on a GPU (bfloat16 autocast where supported)
 
 Both models see the same batches: 64 utterances of MFCC frames (96-d) and GloVe words (50-d),
-lengths drawn from RAVDESS/TESS-like ranges, forward + backward + Adam step, on this machine's CPU.
+lengths drawn from RAVDESS/TESS-like ranges, forward + backward + Adam step, on the CPU or a GPU.
 The baseline is MDRE-like (Yoon et al. 2018): a BiLSTM per modality, 128 units per direction, with
 the audio summary attending over the text states - hidden sizes of the same order as MSCNN's 128
 filters.
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from ser_demo.devices import autocast, parse_device, resolve_device, to_device  # noqa: E402
 from ser_demo.model import MSCNN_SPU_ATT, ModelConfig, lengths_to_mask  # noqa: E402
 
 
@@ -62,19 +64,25 @@ def make_batch(g, batch=64, frames=(150, 300), tokens=(5, 25)):
     }
 
 
-def throughput(model, batches, labels, warmup=2):
+def throughput(model, batches, labels, device, warmup=2):
+    """Median seconds per training step, the batch's copy to the device included (as in training)."""
+    model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
     model.train()
     times = []
     for i, batch in enumerate(batches):
         start = time.perf_counter()
-        out = model(**batch)
+        batch = to_device(batch, device)
+        with autocast(device):
+            out = model(**batch)
         logits = out.logits if hasattr(out, "logits") else out
-        loss = F.cross_entropy(logits, labels)
+        loss = F.cross_entropy(logits.float(), labels.to(device))
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # GPU work is asynchronous: wait before reading the clock
         if i >= warmup:
             times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
@@ -86,17 +94,20 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--fold", default=None, metavar="SHARED_DATA", help="also time one full fold on these corpora")
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--device", default=None, help="auto (default: $SER_DEVICE, else CUDA when available), cpu, cuda")
     args = parser.parse_args()
+    device = resolve_device(args.device)
 
     g = torch.Generator().manual_seed(0)
     batches = [make_batch(g) for _ in range(args.steps)]
     labels = torch.randint(0, 4, (64,), generator=g)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch 64, median of {args.steps - 2} steps")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {where}, batch 64, median of {args.steps - 2} steps")
     print(f"{'model':<22} {'params':>10} {'utt/s':>8} {'s/batch':>8}")
     results = {}
     for name, model in (("MSCNN-SPU-ATT", MSCNN_SPU_ATT(ModelConfig())), ("BiLSTM-attention", BiLSTMAttention())):
         torch.manual_seed(0)
-        rate, seconds = throughput(model, batches, labels)
+        rate, seconds = throughput(model, batches, labels, device)
         results[name] = rate
         params = sum(p.numel() for p in model.parameters())
         print(f"{name:<22} {params:>10,} {rate:>8.1f} {seconds:>8.3f}")
@@ -107,10 +118,11 @@ def main():
         out = Path("runs/bench-fold")
         command = [sys.executable, "-m", "train", "cv", "--audio", f"ravdess={data / 'ravdess'}", "--audio", f"tess={data / 'tess'}",
                    "--text", str(data / "goemotions"), "--protocol", "speaker-independent", "--seeds", "0", "--max-folds", "1",
-                   "--epochs", str(args.epochs), "--drop-text", "0.3", "--drop-audio", "0.3", "--no-progress", "--out", str(out)]
+                   "--epochs", str(args.epochs), "--drop-text", "0.3", "--drop-audio", "0.3", "--no-progress", "--out", str(out),
+                   "--device", parse_device(args.device)]
         start = time.perf_counter()
         subprocess.run(command, check=True, cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.DEVNULL)
-        print(f"one full speaker-independent fold (RAVDESS 01-18 + TESS + GoEmotions, {args.epochs} epochs, "
+        print(f"one full speaker-independent fold (RAVDESS 01-18 + TESS + GoEmotions, {args.epochs} epochs, on {device}, "
               f"features cached after the first run): {time.perf_counter() - start:.1f} s")
 
 

@@ -176,12 +176,12 @@ def build_timeline_tab(service, tabs: gr.Tabs, step_tab: str, step_audio: gr.Aud
         )
 
     def run_timeline(audio, modality, checkpoint_name, progress=gr.Progress()):
-        """Emotion over time in a recording of up to a few minutes.
+        """Emotion over time in an English speech recording of up to a few minutes: cuts it into utterances (Whisper's sentences, or pauses), classifies each as angry, happy, sad or neutral, and returns the segments (start, end, text, label, probabilities) and a smoothed probability curve.
 
         Args:
-            audio: a recording (file path; wav, flac, ogg, mp3, webm, ...)
-            modality: "both" (Whisper finds the sentences and the model reads them) or "audio"
-            checkpoint_name: one of the checkpoints this app offers (empty = the default)
+            audio: the recording: a URL of an audio file (wav, flac, ogg, mp3, webm, m4a; http(s) or a data: URL with base64).
+            modality: "both" (Whisper finds the sentences and the model hears and reads them, the default) or "audio" (the voice only, cut at pauses).
+            checkpoint_name: which trained model to use, one of the names this app lists; leave it out for the app's default.
         """
         try:
             return full_timeline(audio, None, modality, checkpoint_name, progress)

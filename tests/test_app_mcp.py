@@ -1,6 +1,6 @@
-"""The app as an MCP server (`launch(mcp_server=True)`): the schema endpoint lists the analysis as
-a tool with its parameters and descriptions, and a call through the MCP protocol (streamable
-HTTP, the official `mcp` client) gives the same answer as gradio_client."""
+"""The app as an MCP server (`launch(mcp_server=True)`): the schema endpoint lists the analysis (and
+the timeline) as tools with their parameters and descriptions, and a call through the MCP
+protocol (streamable HTTP, the official `mcp` client) gives the same answer as gradio_client."""
 
 from __future__ import annotations
 
@@ -20,8 +20,13 @@ PARAMETERS = ["audio", "transcript", "modality", "checkpoint_name"]
 def test_the_schema_lists_the_analysis_tool_with_its_parameters(server):  # noqa: F811
     with urllib.request.urlopen(server.url + "gradio_api/mcp/schema", timeout=30) as response:
         tools = json.load(response)
-    assert [t["name"] for t in tools] == ["analyze"]  # the private UI events are not tools
-    tool = tools[0]
+    by_name = {t["name"]: t for t in tools}
+    assert set(by_name) == {"analyze", "run_timeline"}  # the private UI events (live stream, ...) are not tools
+    timeline = by_name["run_timeline"]
+    assert "over time" in timeline["description"] and list(timeline["inputSchema"]["properties"]) == [
+        "audio", "modality", "checkpoint_name"]
+    assert all(len(p.get("description", "")) > 20 for p in timeline["inputSchema"]["properties"].values())
+    tool = by_name["analyze"]
     assert "emotion" in tool["description"] and "angry, happy, sad or neutral" in tool["description"]
     properties = tool["inputSchema"]["properties"]
     assert list(properties) == PARAMETERS
@@ -54,7 +59,7 @@ def test_one_call_through_mcp_answers_like_gradio_client(server):  # noqa: F811
     listed, result = _mcp_call(server.url + "gradio_api/mcp/",
                                {"audio": audio, "transcript": "", "modality": "both",
                                 "checkpoint_name": server.checkpoint_name})
-    assert [t.name for t in listed.tools] == ["analyze"]
+    assert {t.name for t in listed.tools} == {"analyze", "run_timeline"}
     assert not result.isError, result.content
     texts = [c.text for c in result.content if c.type == "text"]
     images = [c for c in result.content if c.type == "image"]

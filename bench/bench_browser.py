@@ -8,8 +8,8 @@ encoding the figures), and inside it the handler (the page's own timing table). 
 Chromium (Debian's /usr/bin/chromium, driven by Playwright) gets a fake microphone that plays
 the test sentence (espeak-ng, 4.1 s) followed by silence. Each run opens a fresh page (empty
 cache), records `--seconds` of it, stops, waits for the upload, clicks Analyse and waits until
-every output is visible: the probabilities, the MFCC and SPU figures loaded, the attention table,
-the highlighted words and the timings. Whisper transcribes (the transcript box is empty) and the
+every output is visible: the probabilities, the MFCC, SPU and deletion-curve figures loaded, the
+attention table, the highlighted words and the timings. Whisper transcribes (the transcript box is empty) and the
 explanations are on, as the app starts by default.
 
 Prints, median over the runs: click -> all visible; server (Gradio's processing of the request);
@@ -48,6 +48,7 @@ ALL_VISIBLE = """() => {
   const timings = q('#timings');
   const done = q('#summary td.probability') && q('#probabilities-plot .ser-probabilities')
     && loaded('mfcc-plot') && loaded('spu-plot') && q('#attention-plot table') && q('#attention-text span')
+    && loaded('word-curves-plot') && loaded('window-curves-plot')
     && timings && timings.innerText.includes('total');
   return done ? performance.now() - window.__clicked : false;
 }"""

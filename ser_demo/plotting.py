@@ -149,7 +149,7 @@ def probabilities_html(labels: Sequence[str], probabilities: Sequence[float],
 # --- 2. MFCC + delta + delta-delta, with the audio relevance under it -------------------------
 
 _FIGURES: dict = {}  # layout key -> the figure and the artists that a new call updates
-_MAX_LAYOUTS = 8  # a few layouts per app (checkpoints, with/without relevance); bounded anyway
+_MAX_LAYOUTS = 12  # a few layouts per app (checkpoints, with/without relevance, curves); bounded anyway
 
 
 def _layout(key, build):
@@ -428,28 +428,43 @@ ORDER_STYLES = {  # order -> (colour, line style); the random baseline is grey a
 }
 
 
-def plot_deletion_curves(curves, label: str) -> Figure:
-    """A small plot of a `faithfulness.DeletionCurves`: p(label) as the top-ranked units of each
-    order are removed, one line per order (a faithful order falls fast; random is dashed)."""
+def _build_deletion_curves(unit: str, orders: tuple, permutations: int) -> dict:
     fig = _figure(6.0, 2.4)
     _margins(fig, left=0.7, right=1.7, top=0.35, bottom=0.5)
     ax = fig.add_subplot()
+    lines = {}
+    for name in orders:
+        colour, style = ORDER_STYLES.get(name, ("#444444", "-"))
+        lines[name] = ax.plot([0, 1], [0, 0], style, color=colour, marker="o", markersize=3, linewidth=1.5,
+                              label=name if name != "random" else f"random ({permutations} orders)")[0]
+    ax.set_ylim(0, 1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
+    ax.set_xlabel(f"number of {'words' if unit == 'word' else 'windows'}", fontsize=9)
+    _fix_label(ax.xaxis, -0.3)
+    _fix_label(ax.yaxis, -0.45)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+    return {"fig": fig, "ax": ax, "lines": lines, "title": _title(ax, "")}
+
+
+def plot_deletion_curves(curves, label: str) -> Figure:
+    """A small plot of a `faithfulness.DeletionCurves`: p(label) as the top-ranked units of each
+    order are removed, one line per order (a faithful order falls fast; random is dashed).
+    Returns the shared figure of this layout (valid until the next call; hold LOCK until it is
+    rendered)."""
     unit = "words" if curves.unit == "word" else "windows"
     how = {"mask": "masked", "delete": "deleted"}[curves.removal] if curves.unit == "word" else (
         "hidden" if curves.removal == "mask" else "cut out")
-    for name, p in curves.deletion.items():
-        colour, style = ORDER_STYLES.get(name, ("#444444", "-"))
-        ax.plot(curves.steps, p, style, color=colour, marker="o", markersize=3, linewidth=1.5,
-                label=name if name != "random" else f"random ({curves.permutations} orders)")
-    ax.set_ylim(0, 1)
-    ax.set_xlim(0, max(curves.n_units, 1))
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
-    ax.set_xlabel(f"number of {unit}", fontsize=9)
-    ax.grid(alpha=0.3)
-    _title(ax, f"p({label}) as the top {unit} are {how}")
-    ax.set_ylabel(f"p({label})", fontsize=9)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
-    return fig
+    key = ("curves", curves.unit, tuple(curves.deletion), curves.permutations)
+    with LOCK:
+        layout = _layout(key, lambda: _build_deletion_curves(curves.unit, tuple(curves.deletion), curves.permutations))
+        for name, p in curves.deletion.items():
+            layout["lines"][name].set_data(curves.steps, p)
+        ax = layout["ax"]
+        ax.set_xlim(0, max(curves.n_units, 1))
+        layout["title"].set_text(f"p({label}) as the top {unit} are {how}")
+        ax.set_ylabel(f"p({label})", fontsize=9)
+        return layout["fig"]
 
 
 # --- everything for one analysis -------------------------------------------------------------

@@ -190,7 +190,7 @@ def _run(model: MSCNN_SPU_ATT, fixed: dict, varied: dict, chunk: int) -> np.ndar
                       else v.expand(rows, *v.shape[1:]) for k, v in fixed.items()}
             statistics = shared.pop("audio_statistics", None)
             logits = model(**shared, **part, audio_statistics=statistics).logits
-            out.append(logits.softmax(-1).numpy())
+            out.append(logits.softmax(-1).cpu().numpy())
     return np.concatenate(out)
 
 
@@ -200,11 +200,12 @@ def _run(model: MSCNN_SPU_ATT, fixed: dict, varied: dict, chunk: int) -> np.ndar
 def word_variants(words: Tensor, keep: np.ndarray, removal: str) -> tuple[Tensor, Tensor]:
     """(V, width, D) word vectors and (V,) lengths for keep-masks (V, n): removed words deleted
     (the kept ones close up, in their order) or masked with the unknown-word vector (zero)."""
-    keep_t = torch.as_tensor(keep)
+    keep_t = torch.as_tensor(keep, device=words.device)
     if removal == "mask":
-        return words[None] * keep_t[..., None].to(words.dtype), torch.full((len(keep),), words.shape[0])
+        return words[None] * keep_t[..., None].to(words.dtype), torch.full((len(keep),), words.shape[0], device=words.device)
     lengths = keep_t.sum(1)
-    variants = torch.zeros(len(keep), max(int(lengths.max()) if len(keep) else 0, 1), words.shape[1], dtype=words.dtype)
+    variants = torch.zeros(len(keep), max(int(lengths.max()) if len(keep) else 0, 1), words.shape[1], dtype=words.dtype,
+                           device=words.device)
     for row, kept in enumerate(keep_t):
         variants[row, : int(lengths[row])] = words[kept]
     return variants, lengths
@@ -237,7 +238,7 @@ def word_gradient(model: MSCNN_SPU_ATT, batch: dict, target: int) -> Optional[np
     with torch.enable_grad():
         p = model(words=words, **inputs).logits.softmax(-1)[0, target]
         (grad,) = torch.autograd.grad(p, words)
-    return (grad * words.detach())[0, :n].sum(-1).numpy()
+    return (grad * words.detach())[0, :n].sum(-1).cpu().numpy()
 
 
 def word_deletion_curves(
@@ -305,14 +306,14 @@ def frame_variants(batch: dict, windows: Sequence[tuple[int, int]], keep: np.nda
         padded = np.ones((len(keep), steps * rate), dtype=bool)
         covered = min(frames, steps * rate)
         padded[:, :covered] = keep_frames[:, :covered]
-        kept = torch.as_tensor(padded.reshape(len(keep), steps, rate).all(-1))
+        kept = torch.as_tensor(padded.reshape(len(keep), steps, rate).all(-1), device=batch[name].device)
         x = batch[name][0, :, :steps]
         if removal == "mask":
             varied[name] = x[None] * kept[:, None, :].to(x.dtype)
-            varied[lengths_name] = torch.full((len(keep),), steps)
+            varied[lengths_name] = torch.full((len(keep),), steps, device=x.device)
             continue
         lengths = kept.sum(1)
-        variants = torch.zeros(len(keep), x.shape[0], max(int(lengths.max()), 1), dtype=x.dtype)
+        variants = torch.zeros(len(keep), x.shape[0], max(int(lengths.max()), 1), dtype=x.dtype, device=x.device)
         for row in range(len(keep)):
             variants[row, :, : int(lengths[row])] = x[:, kept[row]]
         varied[name], varied[lengths_name] = variants, lengths
@@ -386,7 +387,8 @@ def measure(model: MSCNN_SPU_ATT, batch: dict, explanation, *, removal: str = "m
     e = explanation
     result = Faithfulness()
     if words and e.tokens:
-        statistics = torch.as_tensor(e.audio_statistics)[None] if e.audio_statistics is not None else None
+        device = next(model.parameters()).device
+        statistics = torch.as_tensor(e.audio_statistics, device=device)[None] if e.audio_statistics is not None else None
         grad = word_gradient(model, batch, e.target) if gradient else None
         result.words = word_deletion_curves(
             model, batch, e.target, attention=e.attention, gradient=grad, removal=removal,

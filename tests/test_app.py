@@ -7,6 +7,7 @@ the assertions are about the app's behaviour, never about which emotion is right
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import socket
 import subprocess
@@ -249,20 +250,33 @@ def test_bad_inputs_come_back_as_clear_errors(client, server, tmp_path):
 
 
 def test_an_unknown_checkpoint_is_refused(client, server):
+    """Through the API, Gradio's dropdown check stops it first; the handler's own check (for
+    callers that bypass the dropdown) is tested in process below."""
     from gradio_client.exceptions import AppError
 
     with pytest.raises((AppError, ValueError)) as info:
         call(client, SPEECH_FILE, "hi", "both", "some-user/typed-repo", server=server)
-    assert "some-user/typed-repo" in str(info.value) or "choices" in str(info.value).lower()
+    assert "some-user/typed-repo" in str(info.value)
 
 
 def test_uploads_over_the_size_limit_are_refused(client, server, tmp_path):
+    """SER_APP_MAX_FILE_SIZE reaches the server: the client is told the limit in bytes, and the
+    server itself answers 413 to an upload that skips the client's check."""
+    import httpx
+
+    limit = MAX_FILE_SIZE_MB * 1024 * 1024
     big = tmp_path / "big.wav"
     sf.write(big, np.random.default_rng(0).normal(size=16000 * 70).astype(np.float32) * 0.1, 16000)
-    assert big.stat().st_size > MAX_FILE_SIZE_MB * 1024 * 1024
-    with pytest.raises(Exception) as info:
+    assert big.stat().st_size > limit
+    with pytest.raises(ValueError, match=f"exceeds the maximum file size of {limit} bytes"):
         call(client, big, "", server=server)
-    assert "413" in str(info.value) or "size" in str(info.value).lower() or "large" in str(info.value).lower()
+    with open(big, "rb") as f:
+        response = httpx.post(client.upload_url, files=[("files", (big.name, f))], timeout=60)
+    assert response.status_code == 413 and "maximum allowed size" in response.text
+    small = tmp_path / "small.wav"  # under the limit the same upload is accepted
+    sf.write(small, sf.read(SPEECH_FILE, dtype="float32")[0], 16000)
+    with open(small, "rb") as f:
+        assert httpx.post(client.upload_url, files=[("files", (small.name, f))], timeout=60).status_code == 200
 
 
 # --- load: 16 clients x 4 requests -------------------------------------------------------------
@@ -333,13 +347,19 @@ def test_sixteen_clients_four_requests_each(server, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def offline_service(server):
+def checkpoint() -> str:
+    """The folder of the checkpoint the in-process tests load (the server's, without a server)."""
+    return _server.checkpoint if _server is not None else _checkpoint()
+
+
+@pytest.fixture(scope="module")
+def offline_service(checkpoint):
     """The app's service with no speech recognition at all (as when Whisper cannot load)."""
     import app
 
     from ser_demo.recognizer import EmotionRecognizer
 
-    recognizer = EmotionRecognizer.from_pretrained(server.checkpoint)
+    recognizer = EmotionRecognizer.from_pretrained(checkpoint)
     return app.Service({"test": recognizer}, transcriber=None, asr_error="transcription unavailable: test")
 
 
@@ -379,3 +399,134 @@ def test_unexpected_failures_reach_the_page_as_a_generic_message(offline_service
         app.make_analyze(offline_service)(str(SPEECH_FILE), "hello", "both", "test")
     assert str(info.value.message) == app.GENERIC_ERROR and "internal detail" not in str(info.value)
     assert "internal detail" in caplog.text  # logged server side
+
+
+def test_the_handler_refuses_an_unknown_checkpoint_itself(offline_service):
+    import gradio as gr
+
+    import app
+
+    with pytest.raises(gr.Error) as info:
+        app.make_analyze(offline_service)(str(SPEECH_FILE), "hi", "both", "some-user/typed-repo")
+    assert "unknown checkpoint 'some-user/typed-repo'" in info.value.message and "test" in info.value.message
+    with pytest.raises(gr.Error, match="modality must be one of"):
+        app.make_analyze(offline_service)(str(SPEECH_FILE), "hi", "video", "test")
+
+
+def test_a_new_recording_clears_the_transcript_and_enter_analyses(offline_service):
+    """The page's events: recording, uploading or clearing audio empties the transcript box;
+    Enter in the transcript box runs the same analysis as the button."""
+    import app
+
+    demo = app.build_demo(offline_service)
+    by_trigger = {}
+    for fn in demo.fns.values():
+        for block_id, event in fn.targets:
+            by_trigger[getattr(demo.blocks.get(block_id), "elem_id", None), event] = fn
+    for event in ("stop_recording", "upload", "clear"):
+        fn = by_trigger["audio-input", event]
+        assert [b.elem_id for b in fn.outputs] == ["transcript"]
+        assert fn.fn() == ""
+    click, submit = by_trigger["analyse", "click"], by_trigger["transcript", "submit"]
+    assert submit.inputs == click.inputs and submit.outputs == click.outputs
+    out = submit.fn(str(SPEECH_FILE), "what wonderful news", "both", "test")
+    assert out[-1]["tokens"] == ["what", "wonderful", "news"] and out[-1]["transcript_source"] == "typed"
+
+
+def test_checkpoint_sources_from_the_environment(monkeypatch, tmp_path):
+    import app
+
+    default, other = tmp_path / "default-model", tmp_path / "other-model"
+    default.mkdir(), other.mkdir()
+    monkeypatch.setenv("SER_CHECKPOINT", str(default))
+    monkeypatch.setenv("SER_APP_CHECKPOINTS", f" small={other} , someone/hub-model,,{other}, small=someone/else ")
+    assert app.checkpoint_sources() == {
+        "default-model": str(default),  # the default first, labelled by its folder name
+        "small": str(other),  # "label=source"; a repeated label keeps its first source
+        "someone/hub-model": "someone/hub-model",  # a Hub id is its own label
+        "other-model": str(other),  # a folder without a label: its name
+    }
+    monkeypatch.setenv("SER_CHECKPOINT", "someone/default")
+    monkeypatch.delenv("SER_APP_CHECKPOINTS")
+    assert app.checkpoint_sources() == {"someone/default": "someone/default"}
+
+
+def test_a_bad_extra_checkpoint_is_skipped_at_start_up(checkpoint, tmp_path, caplog, monkeypatch):
+    import app
+    from ser_demo import asr
+
+    def no_whisper(*args, **kwargs):
+        raise AssertionError("speech recognition was loaded with SER_APP_NO_ASR=1")
+
+    monkeypatch.setattr(asr, "load_transcriber", no_whisper)
+    monkeypatch.setenv("SER_APP_NO_ASR", "1")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")  # no weights
+    service = app.Service.load({"good": checkpoint, "broken": str(broken)}, warm_up=False)
+    assert list(service.recognizers) == ["good"] and service.default == "good"
+    assert "broken" in caplog.text and str(broken) in caplog.text
+    assert service.transcriber is None and "SER_APP_NO_ASR" in service.asr_error
+    out = app.make_analyze(service)(str(SPEECH_FILE), "", "both", "good")  # no Whisper: a note, still an answer
+    assert out[-1]["tokens"] == [] and "type what was said" in out[-2]
+    with pytest.raises(Exception):  # but the default checkpoint itself must load
+        app.Service.load({"broken": str(broken), "good": checkpoint}, asr=False, warm_up=False)
+
+
+APP_SETTINGS_SCRIPT = """
+import json, sys
+import numpy
+import app
+service = app.Service.load(warm_up=False)
+analyze = app.make_analyze(service)
+off = analyze(sys.argv[1], "this is wonderful news", "both", "extra")[-1]
+on = app.make_analyze(service, explanations=True)(sys.argv[1], "this is wonderful news", "both", "extra")
+numpy.save(sys.argv[2], on[4])  # the MFCC figure, whose bottom row draws the audio relevance
+on = on[-1]
+print(json.dumps({"checkpoints": list(service.recognizers), "asr_error": service.asr_error,
+                  "transcriber": service.transcriber is not None, "explanations": app.EXPLANATIONS,
+                  "relevance": app.RELEVANCE, "off": off, "on": on}))
+"""
+
+
+def test_app_settings_from_the_environment(checkpoint, tmp_path):
+    """A fresh app process reads SER_APP_CHECKPOINTS (a bad extra is skipped), SER_APP_NO_ASR,
+    SER_APP_EXPLANATIONS=0 and SER_APP_RELEVANCE=gradient; the gradient relevance it returns is
+    the library's, computed here in the test process."""
+    from ser_demo.explain import analyze
+    from ser_demo.plotting import draw_analysis
+    from ser_demo.recognizer import EmotionRecognizer
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "SER_CHECKPOINT": checkpoint,
+           "SER_APP_CHECKPOINTS": f"extra={checkpoint},broken={tmp_path / 'missing'}",
+           "SER_APP_NO_ASR": "1", "SER_APP_EXPLANATIONS": "0", "SER_APP_RELEVANCE": "gradient"}
+    figure = tmp_path / "mfcc.npy"
+    result = subprocess.run([sys.executable, "-c", APP_SETTINGS_SCRIPT, str(SPEECH_FILE), str(figure)], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["checkpoints"] == [Path(checkpoint).name, "extra"] and "broken" in result.stderr
+    assert out["transcriber"] is False and "SER_APP_NO_ASR" in out["asr_error"]
+    assert out["explanations"] is False and out["relevance"] == "gradient"
+    off = out["off"]  # SER_APP_EXPLANATIONS=0: no leave-one-word-out, uniform attention or relevance
+    assert off["word_influence"] is None and off["uniform_attention_probabilities"] is None
+    assert off["audio_relevance"]["method"] == "none" and "explanations" not in off["timings"]
+    on = out["on"]
+    assert on["audio_relevance"]["method"] == "gradient" and on["word_influence"] is not None
+    # the page's MFCC figure is the one the library draws with gradient x input, not with occlusion
+    recognizer = EmotionRecognizer.from_pretrained(checkpoint)
+    drawn = {method: draw_analysis(analyze(recognizer, str(SPEECH_FILE), "this is wonderful news", "both",
+                                           relevance=method))["mfcc"] for method in ("gradient", "occlusion")}
+    shown = np.load(figure)
+    assert shown.shape == drawn["gradient"].shape
+    differs = lambda a, b: (np.abs(a.astype(int) - b.astype(int)).max(-1) > 8).mean()  # noqa: E731
+    assert differs(shown, drawn["gradient"]) < 0.001 < differs(shown, drawn["occlusion"])
+    for label, p in off["probabilities"].items():  # explanations change what is shown, not the answer
+        assert on["probabilities"][label] == pytest.approx(p, abs=1e-6)
+
+
+def test_a_misspelt_relevance_setting_stops_the_app_at_start_up():
+    result = subprocess.run([sys.executable, "-c", "import app"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "SER_APP_RELEVANCE": "gradients"})
+    assert result.returncode != 0 and "SER_APP_RELEVANCE must be one of" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -683,3 +683,19 @@ def test_real_clip_reaches_the_recogniser_trimmed(shared_data, tmp_path):
     (heard,) = asr.calls
     assert np.array_equal(heard, load_clip(clip))
     assert len(heard) < 0.7 * len(sf.read(clip)[0])  # about half of the file is silence
+
+
+def test_a_shared_folder_lacking_a_corpus_skips_with_its_name(tmp_path, monkeypatch):
+    """The shared_data marker names the corpora a test reads: where ../shared/data lacks one (or
+    holds an empty folder for it), the test is skipped with that name, not failed."""
+    import conftest
+
+    monkeypatch.setattr(conftest, "SHARED_DATA", tmp_path / "data")
+    assert conftest.missing_shared_data(()) == f"{tmp_path / 'data'} not present"
+    (tmp_path / "data" / "ravdess" / "Actor_01").mkdir(parents=True)
+    (tmp_path / "data" / "tess").mkdir()  # empty: as good as absent
+    assert conftest.missing_shared_data(()) is None
+    assert conftest.missing_shared_data(("ravdess",)) == f"{tmp_path / 'data'} lacks ravdess"
+    (tmp_path / "data" / "ravdess" / "Actor_01" / "03-01-01-01-01-01-01.flac").write_bytes(b"x")
+    assert conftest.missing_shared_data(("ravdess",)) is None
+    assert conftest.missing_shared_data(("ravdess", "tess", "goemotions")) == f"{tmp_path / 'data'} lacks tess, goemotions"

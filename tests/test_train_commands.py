@@ -1,0 +1,114 @@
+"""`python -m train` options the README's recipes use, run as a user runs them (a subprocess), on
+the espeak-ng corpus with a tiny model and one epoch: the point is the wiring, not the numbers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from huggingface_hub import metadata_load
+
+from test_trainer import run_module
+from train.experiment import ABLATIONS
+
+TINY_SET = ["--set", "n_filters=8", "--set", "n_hidden=8", "--set", "audio_kernel_sizes=[3,5]",
+            "--set", "text_kernel_sizes=[1,2]"]
+
+
+@pytest.fixture(scope="module")
+def corpora_with_calm(fake_corpora, tmp_path_factory):
+    """The espeak-ng RAVDESS plus "calm" clips (RAVDESS emotion 02): one per actor and statement,
+    spoken like the neutral ones."""
+    root = tmp_path_factory.mktemp("calm") / "ravdess"
+    shutil.copytree(fake_corpora["ravdess"], root)
+    for neutral in sorted(root.rglob("03-01-01-*.wav")):
+        shutil.copy(neutral, neutral.with_name(neutral.name.replace("03-01-01-", "03-01-02-", 1)))
+    return {"ravdess": root, "goemotions": fake_corpora["goemotions"]}
+
+
+def test_ablate_writes_table_2_with_one_row_per_switch(fake_corpora, tmp_path):
+    out = tmp_path / "ablate"
+    result = run_module(
+        "train", "ablate", "--audio", f"ravdess={fake_corpora['ravdess']}", "--text", str(fake_corpora["goemotions"]),
+        "--protocol", "speaker-independent", "--groups", "3", "--seeds", "0", "--max-folds", "1", "--epochs", "1",
+        "--no-progress", "--cache", str(tmp_path / "cache"), "--out", str(out), *TINY_SET,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["table1"] == []  # an ablation run reports Table 2 only
+    rows = results["table2"]
+    # every Table 2 row but the speaker one (no x-vector here, so it equals the full model)
+    assert [r["model"] for r in rows] == [name for name in ABLATIONS if name != "w/o speaker embedding"]
+    assert all(r["setting"].startswith("audio + text") and r["protocol"] == "speaker-independent-3group"
+               and r["n_runs"] == 1 and 0 <= r["ua_mean"] <= 1 for r in rows)
+    # each row trained the model its switch describes
+    log = (out / "log.txt").read_text()
+    configs = {line[3:].split(": {")[0]: json.loads("{" + line.split(": {", 1)[1])
+               for line in log.splitlines() if line.startswith("== ")}
+    assert configs["w/o attention"]["use_attention"] is False and configs["MSCNN-SPU-ATT"]["use_attention"] is True
+    assert configs["w/o SWEM"]["use_swem"] is False
+    assert configs["w/o text SPU (max pooling)"]["text_pooling"] == "max"
+    assert configs["w/o audio SPU (max pooling)"]["audio_pooling"] == "max"
+    assert all(c["n_filters"] == 8 for c in configs.values())  # --set reaches every row
+    markdown = (out / "results.md").read_text()
+    assert "Table 2" in markdown and "Table 1" not in markdown and "ΔUA" in markdown
+    reference = rows[0]["ua_mean"]
+    for row in rows:
+        assert f"{100 * (row['ua_mean'] - reference):+.2f} |" in markdown
+    for row in ABLATIONS:
+        if row != "w/o speaker embedding":
+            folder = out / row.replace("/", "_").replace(" ", "_")
+            assert (folder / "folds.jsonl").is_file()
+
+
+def test_paper_cv_then_fit_with_its_results_then_evaluate_text_only(corpora_with_calm, tmp_path):
+    """The README's recipe end to end: cv (the paper's protocol, calm counted as neutral) ->
+    fit (--results of that cv and a --protocol-note for the model card) -> evaluate the
+    checkpoint on text alone, with label-matched GoEmotions test texts (--text)."""
+    data = ["--audio", f"ravdess={corpora_with_calm['ravdess']}", "--text", str(corpora_with_calm["goemotions"]),
+            "--calm-as-neutral", "--cache", str(tmp_path / "cache"), "--no-progress", "--epochs", "1",
+            "--drop-text", "0.3", "--drop-audio", "0.3", *TINY_SET]
+    cv = tmp_path / "cv"
+    result = run_module("train", "cv", *data, "--protocol", "paper", "--seeds", "0", "--max-folds", "1",
+                        "--out", str(cv))
+    assert result.returncode == 0, result.stderr[-2000:]
+    log = (cv / "log.txt").read_text()
+    assert "ravdess: kept 30 of 30" in log  # 6 calm clips joined neutral instead of being dropped
+    rows = json.loads((cv / "results.json").read_text())["table1"]
+    assert {r["protocol"] for r in rows} == {"paper-10fold-cv"} and len(rows) == 3
+    fold = json.loads((cv / "folds.jsonl").read_text().splitlines()[0])
+    assert fold["fold"] == "paper-10fold-cv/seed0/fold0"
+    assert fold["both"]["n"] == 3  # 30 clips, stratified 10 folds: 3 test clips
+    assert sum(map(sum, fold["both"]["confusion"])) == 3
+
+    checkpoint = tmp_path / "checkpoint"
+    note = "paper protocol: stratified 10-fold CV, one fold of one seed (a test run)"
+    result = run_module("train", "fit", *data, "--groups", "3", "--results", str(cv / "results.json"),
+                        "--protocol-note", note, "--out", str(checkpoint))
+    assert result.returncode == 0, result.stderr[-2000:]
+    card = (checkpoint / "README.md").read_text()
+    assert note in card
+    metadata = metadata_load(checkpoint / "README.md")
+    reported = {(r["dataset"]["config"], m["type"]): m["value"]
+                for entry in metadata["model-index"] for r in entry["results"] for m in r["metrics"]}
+    for row in rows:
+        config = f"{row['protocol']} - {row['setting']}"
+        assert reported[config, "accuracy"] == pytest.approx(row["wa_mean"], abs=5e-5)
+        assert reported[config, "recall"] == pytest.approx(row["ua_mean"], abs=5e-5)
+        assert f"| {config} | {100 * row['wa_mean']:.2f} ± {100 * row['wa_std']:.2f} |" in card
+    training = json.loads((checkpoint / "training.json").read_text())
+    assert any("kept 30 of 30" in line for line in training["data"])
+
+    scores = {}
+    for modality in ("text", "audio"):
+        result = run_module("train", "evaluate", "--checkpoint", str(checkpoint), "--corpus", "ravdess",
+                            "--data", str(corpora_with_calm["ravdess"]), "--modality", modality,
+                            "--text", str(corpora_with_calm["goemotions"]), "--cache", str(tmp_path / "cache"))
+        assert result.returncode == 0, result.stderr[-2000:]
+        scores[modality] = json.loads(result.stdout.strip().splitlines()[-1])
+    for modality, s in scores.items():
+        assert s["modality"] == modality and s["n"] == 24  # evaluate reads RAVDESS as released: calm dropped
+        assert s["pairing"].startswith("label-matched")  # --text: GoEmotions test texts, not the transcripts
+        assert sum(map(sum, s["confusion"])) == 24
+        assert s["ua"] == pytest.approx(sum(s["recall"].values()) / 4)

@@ -40,7 +40,7 @@ def test_ablate_writes_table_2_with_one_row_per_switch(fake_corpora, tmp_path):
     rows = results["table2"]
     # every Table 2 row but the speaker one (no x-vector here, so it equals the full model)
     assert [r["model"] for r in rows] == [name for name in ABLATIONS if name != "w/o speaker embedding"]
-    assert all(r["setting"].startswith("audio + text") and r["protocol"] == "speaker-independent-3group"
+    assert all(r["setting"].startswith("audio + ") and r["protocol"] == "speaker-independent-3group"
                and r["n_runs"] == 1 and 0 <= r["ua_mean"] <= 1 for r in rows)
     # each row trained the model its switch describes
     log = (out / "log.txt").read_text()
@@ -76,11 +76,14 @@ def test_paper_cv_then_fit_with_its_results_then_evaluate_text_only(corpora_with
     log = (cv / "log.txt").read_text()
     assert "ravdess: kept 30 of 30" in log  # 6 calm clips joined neutral instead of being dropped
     rows = json.loads((cv / "results.json").read_text())["table1"]
-    assert {r["protocol"] for r in rows} == {"paper-10fold-cv"} and len(rows) == 3
+    assert {r["protocol"] for r in rows} == {"paper-10fold-cv"}
+    assert {r["setting"] for r in rows} == {"audio only", "audio + the clip's own words", "the clip's own words only",
+                                            "text only (text corpora's test sentences)"}
     fold = json.loads((cv / "folds.jsonl").read_text().splitlines()[0])
     assert fold["fold"] == "paper-10fold-cv/seed0/fold0"
-    assert fold["both"]["n"] == 3  # 30 clips, stratified 10 folds: 3 test clips
-    assert sum(map(sum, fold["both"]["confusion"])) == 3
+    for setting in ("audio", "both", "text"):  # 30 clips, stratified 10 folds: 3 test clips
+        assert fold[setting]["n"] == 3 and sum(map(sum, fold[setting]["confusion"])) == 3
+    assert fold["text corpus"]["n"] == 12  # the text corpus's test sentences
 
     checkpoint = tmp_path / "checkpoint"
     note = "paper protocol: stratified 10-fold CV, one fold of one seed (a test run)"
@@ -92,11 +95,12 @@ def test_paper_cv_then_fit_with_its_results_then_evaluate_text_only(corpora_with
     metadata = metadata_load(checkpoint / "README.md")
     reported = {(r["dataset"]["config"], m["type"]): m["value"]
                 for entry in metadata["model-index"] for r in entry["results"] for m in r["metrics"]}
+    assert len(reported) == 2 * len(rows)
     for row in rows:
-        config = f"{row['protocol']} - {row['setting']}"
-        assert reported[config, "accuracy"] == pytest.approx(row["wa_mean"], abs=5e-5)
-        assert reported[config, "recall"] == pytest.approx(row["ua_mean"], abs=5e-5)
-        assert f"| {config} | {100 * row['wa_mean']:.2f} ± {100 * row['wa_std']:.2f} |" in card
+        name = f"{row['model']}: {row['setting']} ({row['protocol']})"
+        assert reported[name, "accuracy"] == pytest.approx(row["wa_mean"], abs=5e-5)
+        assert reported[name, "recall"] == pytest.approx(row["ua_mean"], abs=5e-5)
+        assert f"| {name} | {100 * row['wa_mean']:.2f} ± {100 * row['wa_std']:.2f} |" in card
     training = json.loads((checkpoint / "training.json").read_text())
     assert any("kept 30 of 30" in line for line in training["data"])
 

@@ -4,6 +4,7 @@ the espeak-ng corpus with a tiny model and one epoch: the point is the wiring, n
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 
 import pytest
@@ -103,6 +104,8 @@ def test_paper_cv_then_fit_with_its_results_then_evaluate_text_only(corpora_with
         assert f"| {name} | {100 * row['wa_mean']:.2f} ± {100 * row['wa_std']:.2f} |" in card
     training = json.loads((checkpoint / "training.json").read_text())
     assert any("kept 30 of 30" in line for line in training["data"])
+    recorded = shlex.split(training["command"])  # shell-quoted: it runs again as it is written
+    assert recorded[:4] == ["python", "-m", "train", "fit"] and note in recorded and "audio_kernel_sizes=[3,5]" in recorded
 
     scores = {}
     for modality in ("text", "audio"):

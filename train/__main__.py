@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -354,7 +355,7 @@ def command_fit(args) -> int:
         return 0
     model.save_pretrained(out)
     (out / "training.json").write_text(json.dumps({
-        "command": "python -m train " + " ".join(sys.argv[1:]), "pairing": data.pairing, "data": data.reports,
+        "command": "python -m train " + shlex.join(sys.argv[1:]), "pairing": data.pairing, "data": data.reports,
         "training_data": training_data_of(args), "dev_speakers": sorted(dev_speakers), **info}, indent=1))
     write_card(out, model.config, args.results, args.protocol_note, args.push_to_hub)
     log(f"saved checkpoint and model card to {out}")

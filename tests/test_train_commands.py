@@ -80,7 +80,7 @@ def test_paper_cv_then_fit_with_its_results_then_evaluate_text_only(corpora_with
     assert {r["protocol"] for r in rows} == {"paper-10fold-cv"}
     assert {r["setting"] for r in rows} == {"audio only", "audio + the clip's own words", "the clip's own words only",
                                             "text only (text corpora's test sentences)"}
-    fold = json.loads((cv / "folds.jsonl").read_text().splitlines()[0])
+    fold = json.loads((cv / "MSCNN-SPU-ATT" / "folds.jsonl").read_text().splitlines()[0])
     assert fold["fold"] == "paper-10fold-cv/seed0/fold0"
     for setting in ("audio", "both", "text"):  # 30 clips, stratified 10 folds: 3 test clips
         assert fold[setting]["n"] == 3 and sum(map(sum, fold[setting]["confusion"])) == 3

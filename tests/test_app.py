@@ -15,7 +15,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,20 +91,10 @@ def app_server() -> AppServer:
                                    stdout=open(log, "w"), stderr=subprocess.STDOUT)
         atexit.register(_stop, process)
         url = f"http://127.0.0.1:{port}/"
-        deadline = time.time() + 180
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"app.py exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                _stop(process)
-                raise RuntimeError(f"app.py did not answer within 180 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+        sys.path.insert(0, str(ROOT / "bench"))
+        from bench_reliability import wait_until_serving
+
+        wait_until_serving(process, url, log, 180)
         _server = AppServer(url, process, checkpoint, Path(checkpoint).name, log)
         return _server
 

@@ -22,6 +22,7 @@ def pytest_configure(config):
         "(e.g. shared_data('ravdess', 'goemotions')); skipped with the reason without them",
     )
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    config.addinivalue_line("markers", "soak: the long soak of the app (SER_SOAK_LONG=1; CI runs a shorter one)")
 
 
 def shared_corpus(name: str) -> Path | None:

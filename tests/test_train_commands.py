@@ -118,3 +118,7 @@ def test_paper_cv_then_fit_with_its_results_then_evaluate_text_only(corpora_with
         assert s["modality"] == modality and s["n"] == 24  # evaluate reads RAVDESS as released: calm dropped
         assert sum(map(sum, s["confusion"])) == 24
         assert s["ua"] == pytest.approx(sum(s["recall"].values()) / 4)
+    # --text: the text branch read GoEmotions test texts (label-carrying, and said so), not the transcripts
+    assert "label-matched text from the test split of goemotions" in scores["text"]["protocol"]
+    assert "label-carrying" in scores["text"]["protocol"]
+    assert "label-matched" not in scores["audio"]["protocol"]

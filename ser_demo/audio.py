@@ -82,6 +82,13 @@ class Normalizer:
         return cls.from_dict(config.normalizer) if config.normalizer else cls.identity(config.n_audio_features)
 
     @classmethod
+    def encoder_from_config(cls, config) -> "Normalizer":
+        """The Whisper encoder states' statistics a config stores, or the identity."""
+        if config.encoder_normalizer:
+            return cls.from_dict(config.encoder_normalizer)
+        return cls.identity(config.n_encoder_features)
+
+    @classmethod
     def fit(cls, matrices: list[np.ndarray], min_std: float = 1e-5) -> "Normalizer":
         """Pool every frame of every (dims, frames) matrix; a floor keeps std away from zero."""
         if not matrices:

@@ -154,8 +154,7 @@ class EmotionRecognizer:
             # Features of another encoder would be noise to this model: check() refuses them.
             self.encoder = encoder or _encoder_for(transcriber, self.config.encoder)
             self.encoder.check(self.config.encoder)
-            self.encoder_normalizer = (Normalizer.from_dict(self.config.encoder_normalizer)
-                                       if self.config.encoder_normalizer else Normalizer.identity(self.config.n_encoder_features))
+            self.encoder_normalizer = Normalizer.encoder_from_config(self.config)
         if self.config.use_text and word_vectors is None:
             word_vectors = load_word_vectors(self.config.embeddings)
         if word_vectors is not None and word_vectors.dim != self.config.n_word_features:

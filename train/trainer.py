@@ -182,7 +182,7 @@ def make_batch(
         if audio and s.audio_path is not None and "mfcc" in config.audio_frontends:
             m = normalizer(bank.mfcc(s.audio_path))
         if audio and s.audio_path is not None and "whisper" in config.audio_frontends:
-            e = (encoder_normalizer or Normalizer.identity(config.n_encoder_features))(bank.encoder_states(s.audio_path))
+            e = (encoder_normalizer or Normalizer.encoder_from_config(config))(bank.encoder_states(s.audio_path))
         if settings is not None:
             m, e = _augment(m, e, rng or random.Random(), settings)
         mfccs.append(m)
@@ -222,7 +222,7 @@ def predict_probabilities(model, samples, bank, normalizer: Optional[Normalizer]
     model.eval()
     config, out = model.config, []
     normalizer = normalizer or Normalizer.from_config(config)
-    encoder_normalizer = Normalizer.from_dict(config.encoder_normalizer) if config.encoder_normalizer else None
+    encoder_normalizer = Normalizer.encoder_from_config(config)
     device = next(model.parameters()).device
     for i in range(0, len(samples), batch_size):
         chunk = samples[i : i + batch_size]
@@ -309,7 +309,7 @@ def fit(
         if config.encoder_normalizer is None:
             config = replace(config, encoder_normalizer=Normalizer.fit([bank.encoder_states(p) for p in audio_files]).to_dict())
     normalizer = Normalizer.from_config(config)
-    encoder_normalizer = Normalizer.from_dict(config.encoder_normalizer) if config.encoder_normalizer else None
+    encoder_normalizer = Normalizer.encoder_from_config(config)
     model = MSCNN_SPU_ATT(config).to(device)
     trainable = model
     if world > 1:

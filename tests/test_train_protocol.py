@@ -91,6 +91,24 @@ def test_speaker_independent_groups_never_share_speakers():
         speaker_independent_folds(["OAF", "YAF"])  # TESS alone cannot be split this way
 
 
+def test_speaker_groups_spread_each_corpus_so_every_fold_trains_on_it():
+    # 24 RAVDESS actors, 4 SAVEE and 2 TESS voices: shuffled together, TESS's two voices can be
+    # one fold's test and dev sets, leaving no TESS voice to train on.
+    speakers = [f"ravdess_{a:02d}" for a in range(1, 25)] + ["savee_DC", "savee_JE", "savee_JK", "savee_KL", "tess_OAF", "tess_YAF"]
+    corpora = [s.split("_")[0] for s in speakers]
+    for seed in range(5):
+        folds = speaker_independent_folds(speakers, n_groups=5, seeds=(seed,), corpora=corpora)
+        sizes = Counter(speakers[i] for f in folds for i in f.test)
+        assert set(sizes.values()) == {1}  # every speaker tested exactly once
+        for fold in folds:
+            check_disjoint(fold, speakers)
+            for corpus in ("tess", "savee"):
+                assert any(speakers[i].startswith(corpus) for i in fold.train), (seed, fold.index, corpus)
+            assert 4 <= sum(speakers[i].startswith("ravdess") for i in fold.test) <= 5
+        group_sizes = [len(f.test_group.split(",")) for f in folds]
+        assert max(group_sizes) - min(group_sizes) <= 1
+
+
 def test_check_disjoint_catches_leaks():
     with pytest.raises(AssertionError, match="share speakers"):
         check_disjoint(Fold("x", 0, 0, (0,), (1,), (2,)), speakers=["a", "b", "a"])

@@ -9,8 +9,9 @@ it, so that no number is ever reported without saying how it was measured.
   test, so this measures a speaker-*dependent* accuracy.
 * ``leave-one-session-out`` (IEMOCAP): session s is the test set, the next session the dev set,
   the other three train. Each split is run once per seed.
-* ``speaker-independent-<k>group``: the speakers are shuffled (seeded) into k disjoint groups;
-  group i is the test set, group (i + 1) mod k the dev set, the rest train.
+* ``speaker-independent-<k>group``: the speakers are shuffled (seeded) into k disjoint groups,
+  corpus by corpus so that each corpus is spread over the groups; group i is the test set,
+  group (i + 1) mod k the dev set, the rest train.
 
 Metrics. Weighted accuracy (WA) is the overall accuracy. Unweighted accuracy (UA) is the mean of
 the per-class *recalls* (never precision); a class absent from the truth has no recall and is left
@@ -24,7 +25,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Hashable, Sequence
+from typing import Hashable, Mapping, Sequence
 
 from train.datasets import LABELS, Utterance
 
@@ -109,8 +110,19 @@ def leave_one_session_out(sessions: Sequence[str], *, seeds: Sequence[int] = PAP
     return [fold for seed in seeds for fold in _rotating_folds(LOSO_PROTOCOL, assignment, len(names), seed, names)]
 
 
-def speaker_groups(speakers: Sequence[str], n_groups: int, seed: int) -> list[list[str]]:
-    """Disjoint groups of speakers: shuffled (seeded) and dealt round-robin, sizes differ by <= 1."""
+def _deal_order(n_groups: int) -> list[int]:
+    """Groups in the order speakers are dealt to them: 0, 2, 4, 1, 3 for five groups. Two
+    speakers dealt one after the other (a corpus with two voices, like TESS) then never land in
+    neighbouring groups, which are one fold's test and dev sets: every fold trains on some of them."""
+    stride = 2 if n_groups >= 5 and n_groups % 2 else 1
+    return [(i * stride) % n_groups for i in range(n_groups)]
+
+
+def speaker_groups(speakers: Sequence[str], n_groups: int, seed: int,
+                   corpus_of: Mapping[str, str] | None = None) -> list[list[str]]:
+    """Disjoint groups of speakers, sizes differing by <= 1: shuffled (seeded) and dealt
+    round-robin. Given each speaker's corpus, the deal goes corpus by corpus (fewest speakers
+    first), so every corpus is spread over the groups and its test rows exist in most folds."""
     names = sorted(set(speakers))
     if len(names) < 3:
         raise ValueError(
@@ -119,21 +131,38 @@ def speaker_groups(speakers: Sequence[str], n_groups: int, seed: int) -> list[li
     if n_groups < 3:
         raise ValueError(f"train/dev/test by speaker needs at least 3 speaker groups, got {n_groups}")
     n_groups = min(n_groups, len(names))
-    random.Random(seed).shuffle(names)
-    return [sorted(names[g::n_groups]) for g in range(n_groups)]
+    rng = random.Random(seed)
+    if corpus_of is None:
+        rng.shuffle(names)
+    else:
+        by_corpus: dict[str, list[str]] = {}
+        for name in names:
+            by_corpus.setdefault(corpus_of[name], []).append(name)
+        names = []
+        for corpus in sorted(by_corpus, key=lambda c: (len(by_corpus[c]), c)):
+            rng.shuffle(by_corpus[corpus])
+            names += by_corpus[corpus]
+    order = _deal_order(n_groups)
+    groups = [[] for _ in range(n_groups)]
+    for i, name in enumerate(names):
+        groups[order[i % n_groups]].append(name)
+    return [sorted(g) for g in groups]
 
 
 def speaker_independent_folds(
-    speakers: Sequence[str], *, n_groups: int = 5, seeds: Sequence[int] = PAPER_SEEDS
+    speakers: Sequence[str], *, n_groups: int = 5, seeds: Sequence[int] = PAPER_SEEDS,
+    corpora: Sequence[str] | None = None,
 ) -> list[Fold]:
     """Folds whose test, dev and train sets never share a speaker.
 
     Each seed draws its own grouping of speakers, like each repeat of the paper's CV draws its own
-    partition. With fewer speakers than groups, every speaker is its own group.
+    partition. With fewer speakers than groups, every speaker is its own group. `corpora` (one per
+    item) spreads each corpus's speakers over the groups (see `speaker_groups`).
     """
+    corpus_of = dict(zip(speakers, corpora)) if corpora is not None else None
     folds = []
     for seed in seeds:
-        groups = speaker_groups(speakers, n_groups, seed)
+        groups = speaker_groups(speakers, n_groups, seed, corpus_of)
         group_of_speaker = {s: g for g, members in enumerate(groups) for s in members}
         assignment = [group_of_speaker[s] for s in speakers]
         protocol = f"speaker-independent-{len(groups)}group"
@@ -162,7 +191,8 @@ def make_folds(
             return leave_one_session_out(sessions, seeds=seeds)
         if protocol == LOSO_PROTOCOL:
             raise ValueError("leave-one-session-out needs a session on every utterance")
-        return speaker_independent_folds([u.speaker for u in utterances], n_groups=n_speaker_groups, seeds=seeds)
+        return speaker_independent_folds([u.speaker for u in utterances], n_groups=n_speaker_groups, seeds=seeds,
+                                         corpora=[u.corpus for u in utterances])
     raise KeyError(f"unknown protocol {protocol!r}; use 'paper' or 'speaker-independent'")
 
 

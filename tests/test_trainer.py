@@ -199,6 +199,31 @@ def test_asr_setting_transcribes_each_clip_once(fake_corpora, tmp_path):
     assert cache.read_text().splitlines() == lines  # nothing transcribed twice
 
 
+def test_own_or_asr_transcripts_transcribe_only_clips_without_words(fake_corpora, tmp_path):
+    """--transcripts own+asr: RAVDESS keeps its scripts; a corpus with no transcripts (SAVEE
+    layout here) gets Whisper's words, and only its clips are transcribed."""
+    import argparse
+    import shutil
+
+    from train.__main__ import data_of
+
+    savee = tmp_path / "savee"
+    savee.mkdir()
+    clips = sorted(fake_corpora["ravdess"].glob("Actor_01/*.wav"))
+    for code, clip in zip(("a01", "h01", "sa01", "n01"), clips[::2]):
+        shutil.copy(clip, savee / f"DC_{code}.wav")
+    args = argparse.Namespace(audio=[f"ravdess={fake_corpora['ravdess']}", f"savee={savee}"], text=None,
+                              calm_as_neutral=False, transcripts="own+asr", asr_backend=None, asr_model=None,
+                              cache=str(tmp_path / "cache"))
+    data = data_of(args)
+    own = [u for u in data.utterances if u.corpus == "ravdess"]
+    heard = [u for u in data.utterances if u.corpus == "savee"]
+    assert len(own) == 24 and {u.transcript for u in own} == {"Kids are talking by the door", "Dogs are sitting by the door"}
+    assert len(heard) == 4 and all("door" in u.transcript.lower() for u in heard)
+    assert any("ASR" in line and "4 clips" in line for line in data.reports)
+    assert len((tmp_path / "cache" / "transcripts" / "transcripts.jsonl").read_text().splitlines()) == 4
+
+
 def test_training_with_the_speaker_embedding(corpus, tmp_path_factory, tmp_path):
     """use_speaker: x-vectors of every clip (cached like the MFCCs) feed the model; missing audio
     gets the zero vector, as at inference."""

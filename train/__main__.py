@@ -41,8 +41,9 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
                         "train/dev/test texts are pooled and paired with audio of the same label (for corpora whose "
                         "transcripts carry no emotion); repeatable")
     p.add_argument("--calm-as-neutral", action="store_true", help="RAVDESS: count calm as neutral")
-    p.add_argument("--transcripts", choices=("own", "asr"), default="own",
-                   help="the corpus's own transcripts, or Whisper's (the paper's ASR setting; cached per clip and model)")
+    p.add_argument("--transcripts", choices=("own", "asr", "own+asr"), default="own",
+                   help="the corpus's own transcripts, Whisper's (the paper's ASR setting; cached per clip and model), "
+                        "or own+asr: the own transcript where a corpus has one and Whisper's where it has none (SAVEE)")
     p.add_argument("--asr-backend", default=None, help="with --transcripts asr: faster-whisper or openai-whisper")
     p.add_argument("--asr-model", default=None, help="with --transcripts asr: model folder, Hub id or name")
     p.add_argument("--cache", default=".cache/features", help="feature cache folder")
@@ -65,6 +66,12 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--feature-masks", type=int, default=0, help="SpecAugment feature masks per clip and front-end")
     p.add_argument("--ema", type=float, default=0.0, help="keep an exponential moving average of the weights (e.g. 0.99)")
     p.add_argument("--patience", type=int, default=None, help="stop after this many epochs without a better dev UA")
+    p.add_argument("--speed", type=float, nargs="+", default=[], metavar="FACTOR",
+                   help="speed perturbation: train also on each clip played FACTOR times as fast (e.g. 0.9 1.1; cached)")
+    p.add_argument("--noise-snr", type=float, default=None, metavar="DB",
+                   help="train also on each clip with white noise at this SNR (cached)")
+    p.add_argument("--augment-share", type=float, default=0.5,
+                   help="with --speed/--noise-snr: share of clips per epoch that hear a perturbed version")
     p.add_argument("--max-frames", type=int, default=None, help="crop training clips to this many MFCC frames")
     p.add_argument("--no-progress", action="store_true")
     _device_argument(p)
@@ -129,6 +136,7 @@ def settings_of(args):
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, progress=not args.no_progress,
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, time_masks=args.time_masks,
         feature_masks=args.feature_masks, ema=args.ema, patience=args.patience, max_frames=args.max_frames,
+        speed_factors=tuple(args.speed), noise_snr_db=args.noise_snr, augment_share=args.augment_share,
         device=parse_device(args.device),
     )
 
@@ -173,6 +181,15 @@ def data_of(args):
     if args.transcripts == "asr":
         data.utterances, recogniser = with_asr(data.utterances, args)
         data.reports.append(f"transcripts: ASR ({recogniser}), cached in {Path(args.cache) / 'transcripts'}")
+    elif args.transcripts == "own+asr":
+        # Clips of corpora without transcripts hear Whisper's words, so that "own words" in
+        # training covers their sentences too, as a user's recording would carry them.
+        missing = [i for i, u in enumerate(data.utterances) if u.audio_path is not None and not u.transcript]
+        if missing:
+            heard, recogniser = with_asr([data.utterances[i] for i in missing], args)
+            for i, u in zip(missing, heard):
+                data.utterances[i] = u
+            data.reports.append(f"transcripts: own, and ASR ({recogniser}) for the {len(missing)} clips without one")
     return data
 
 
@@ -435,9 +452,11 @@ def command_evaluate(args) -> int:
 
 
 def command_features(args) -> int:
-    """Fill the feature cache for every clip, timing each kind: what training then reads."""
+    """Fill the feature cache for every clip (and its --speed/--noise-snr variants), timing each
+    kind: what training then reads."""
     import time
 
+    from train.augment import variants_of
     from train.experiment import make_bank
     from train.trainer import _progress
 
@@ -451,13 +470,17 @@ def command_features(args) -> int:
         kinds["speaker"] = bank.speaker
     paths = sorted({u.audio_path for u in data.utterances if u.audio_path is not None})
     seconds = dict.fromkeys(kinds, 0.0)
+    versions = [None] + variants_of(args.speed, args.noise_snr)
     for path in _progress(paths, "features", not args.no_progress):
         for kind, extract in kinds.items():
             start = time.perf_counter()
-            extract(path)
+            for variant in versions:
+                extract(path, variant)
             seconds[kind] += time.perf_counter() - start
+    described = ", ".join(str(v or "clean") for v in versions)
     for kind, total in seconds.items():
-        print(f"{kind}: {len(paths)} clips in {total:.1f} s ({1000 * total / max(len(paths), 1):.0f} ms per clip, cache hits included)")
+        print(f"{kind}: {len(paths)} clips x {len(versions)} versions ({described}) in {total:.1f} s "
+              f"({1000 * total / max(len(paths) * len(versions), 1):.0f} ms per version, cache hits included)")
     return 0
 
 

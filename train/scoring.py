@@ -110,6 +110,13 @@ def audio_corpus_set(
         if give_text and transcripts == "asr":
             utterances, recogniser = asr(utterances)
             words = f"Whisper's transcript ({recogniser}) of the trimmed clip, as in the app"
+        elif give_text and transcripts == "own+asr" and any(u.transcript is None for u in utterances):
+            missing = [i for i, u in enumerate(utterances) if u.transcript is None]
+            heard, recogniser = asr([utterances[i] for i in missing])
+            utterances = list(utterances)
+            for i, u in zip(missing, heard):
+                utterances[i] = u
+            words = f"the clip's own transcript, or Whisper's ({recogniser}) where the corpus has none"
         elif give_text:
             lacking = sum(u.transcript is None for u in utterances)
             if lacking:

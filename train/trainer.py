@@ -32,6 +32,7 @@ from ser_demo.devices import autocast, init_distributed, to_device
 from ser_demo.ingest import AudioInputError, load_audio
 from ser_demo.model import MSCNN_SPU_ATT, ModelConfig, collate
 from ser_demo.text import WordVectors, load_word_vectors
+from train.augment import Variant, variants_of
 from train.cache import FeatureCache
 from train.pairing import BimodalSample
 
@@ -56,6 +57,9 @@ class TrainSettings:
     feature_masks: int = 0  # SpecAugment: masked feature bands per clip and front-end
     feature_mask_fraction: float = 0.1  # of the front-end's dimensions (~10 of 96, ~38 of 384)
     ema: float = 0.0  # weights kept as an exponential moving average (0: off; e.g. 0.99 per step)
+    speed_factors: tuple = ()  # speed perturbation (e.g. 0.9, 1.1): cached variants of each clip
+    noise_snr_db: Optional[float] = None  # additive white noise at this SNR: one more cached variant
+    augment_share: float = 0.5  # share of training clips per epoch that hear a variant, not the clean clip
     patience: Optional[int] = None  # stop after this many epochs without a better dev score
     device: str = "auto"  # auto (CUDA when there is a GPU), cpu, cuda, cuda:N; see ser_demo.devices
     mixed_precision: bool = True  # bfloat16 autocast, only on GPUs that support it
@@ -93,7 +97,7 @@ class FeatureBank:
         if encoder is not None:
             encoder.check(config.encoder)
         self.cache = FeatureCache(cache_dir)
-        self._memo: dict[tuple[str, Path], np.ndarray] = {}
+        self._memo: dict[tuple[str, Path, Optional[Variant]], np.ndarray] = {}
         self._words: dict[str, np.ndarray] = {}
         # what the cached matrices depend on besides the audio: the features and the ingestion
         self._key = {**self.params.to_dict(), "ingest": INGEST}
@@ -116,31 +120,35 @@ class FeatureBank:
         return self._encoder
 
     def _cached(self, kind: str, path: Path, key: dict, compute: Callable[[np.ndarray], np.ndarray],
-                empty: np.ndarray) -> np.ndarray:
-        """Features of one clip, from memory, the disk cache, or `compute(audio)`; `empty` for
-        a clip with no speech in it (a sample without audio)."""
-        if (kind, path) not in self._memo:
+                empty: np.ndarray, variant: Optional[Variant] = None) -> np.ndarray:
+        """Features of one clip (or of its augmented `variant`), from memory, the disk cache, or
+        `compute(audio)`; `empty` for a clip with no speech in it (a sample without audio)."""
+        if (kind, path, variant) not in self._memo:
             def from_audio(p: Path) -> np.ndarray:
                 audio = load_clip(p)
-                return empty if audio is None else compute(audio)
+                if audio is None:
+                    return empty
+                return compute(audio if variant is None else variant.apply(audio, p))
 
-            self._memo[kind, path] = self.cache.get_or_compute(path, key, from_audio)
-        return self._memo[kind, path]
+            if variant is not None:
+                key = {**key, "variant": variant.key()}
+            self._memo[kind, path, variant] = self.cache.get_or_compute(path, key, from_audio)
+        return self._memo[kind, path, variant]
 
-    def mfcc(self, path: Path) -> np.ndarray:
+    def mfcc(self, path: Path, variant: Optional[Variant] = None) -> np.ndarray:
         return self._cached("mfcc", path, self._key, lambda a: mfcc_features(a, self.params),
-                            np.zeros((self.params.n_features, 0), np.float32))
+                            np.zeros((self.params.n_features, 0), np.float32), variant)
 
-    def encoder_states(self, path: Path) -> np.ndarray:
+    def encoder_states(self, path: Path, variant: Optional[Variant] = None) -> np.ndarray:
         """(384, states) of the clip, from the encoder the config names."""
         key = {"encoder": self.encoder.spec(), "ingest": INGEST}
         return self._cached("encoder", path, key, lambda a: self.encoder.encode(a).states,
-                            np.zeros((self.encoder.dim, 0), np.float32))
+                            np.zeros((self.encoder.dim, 0), np.float32), variant)
 
-    def speaker(self, path: Path) -> np.ndarray:
+    def speaker(self, path: Path, variant: Optional[Variant] = None) -> np.ndarray:
         key = {"speaker_model": str(self.speaker_embedder.source), "ingest": INGEST}
         return self._cached("speaker", path, key, self.speaker_embedder.embed,
-                            np.zeros(self.speaker_embedder.dim, np.float32))
+                            np.zeros(self.speaker_embedder.dim, np.float32), variant)
 
     def words(self, text: str) -> np.ndarray:
         if text not in self._words:
@@ -172,22 +180,25 @@ def make_batch(
     rng: Optional[random.Random] = None,
     settings: Optional["TrainSettings"] = None,
     encoder_normalizer: Optional[Normalizer] = None,
+    variants: Optional[Sequence[Optional[Variant]]] = None,
 ) -> dict[str, torch.Tensor]:
     """Pad a list of samples into model inputs; a dropped modality becomes length 0. With
-    `settings` (training), each clip gets its random crop and SpecAugment masks from `rng`."""
+    `settings` (training), each clip gets its random crop and SpecAugment masks from `rng`;
+    `variants` (one per sample, None = the clean clip) picks augmented versions of the audio."""
     mfccs, states, words, speakers = [], [], [], []
     audio = config.use_audio
-    for s in samples:
+    for i, s in enumerate(samples):
         m = e = None
+        v = variants[i] if variants is not None else None
         if audio and s.audio_path is not None and "mfcc" in config.audio_frontends:
-            m = normalizer(bank.mfcc(s.audio_path))
+            m = normalizer(bank.mfcc(s.audio_path, v))
         if audio and s.audio_path is not None and "whisper" in config.audio_frontends:
-            e = (encoder_normalizer or Normalizer.encoder_from_config(config))(bank.encoder_states(s.audio_path))
+            e = (encoder_normalizer or Normalizer.encoder_from_config(config))(bank.encoder_states(s.audio_path, v))
         if settings is not None:
             m, e = _augment(m, e, rng or random.Random(), settings)
         mfccs.append(m)
         states.append(e)
-        speakers.append(bank.speaker(s.audio_path) if config.use_speaker and s.audio_path is not None else None)
+        speakers.append(bank.speaker(s.audio_path, v) if config.use_speaker and s.audio_path is not None else None)
         words.append(bank.words(s.text) if config.use_text and s.text else None)
     return collate(config, mfccs, words, speakers, states)
 
@@ -310,6 +321,7 @@ def fit(
             config = replace(config, encoder_normalizer=Normalizer.fit([bank.encoder_states(p) for p in audio_files]).to_dict())
     normalizer = Normalizer.from_config(config)
     encoder_normalizer = Normalizer.encoder_from_config(config)
+    variants = variants_of(settings.speed_factors, settings.noise_snr_db)
     model = MSCNN_SPU_ATT(config).to(device)
     trainable = model
     if world > 1:
@@ -344,7 +356,8 @@ def fit(
         progress = _progress(mine, f"epoch {epoch + 1}/{settings.epochs}", settings.progress and rank == 0)
         for batch_indices in progress:
             chunk = [samples[i] for i in batch_indices]
-            inputs = to_device(make_batch(chunk, bank, config, normalizer, rng, settings, encoder_normalizer), device)
+            heard = [rng.choice(variants) if variants and rng.random() < settings.augment_share else None for _ in chunk]
+            inputs = to_device(make_batch(chunk, bank, config, normalizer, rng, settings, encoder_normalizer, heard), device)
             with autocast(device, settings.mixed_precision):
                 logits = trainable(**inputs).logits
             loss = F.cross_entropy(logits.float(), label_tensor(chunk, config.labels).to(device),

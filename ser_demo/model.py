@@ -74,6 +74,10 @@ class ModelConfig:
     encoder_normalizer: Optional[dict] = None  # mean/std of the training encoder states
     embeddings: str = DEFAULT_EMBEDDINGS
     speaker_model: Optional[str] = "resemblyzer"  # GE2E (offline), or a speechbrain folder / Hub id
+    # Front-ends whose frames are mean/variance-normalised per clip before their CNN (not in the
+    # paper): removes a recording's channel and a voice's average timbre, which new speakers and
+    # microphones change, at the cost of the clip's average level.
+    utterance_norm: tuple = ()
 
     def __post_init__(self):
         # JSON gives lists back; tuples keep configs hashable and comparable.
@@ -82,6 +86,9 @@ class ModelConfig:
         self.text_kernel_sizes = tuple(self.text_kernel_sizes)
         self.encoder_kernel_sizes = tuple(self.encoder_kernel_sizes)
         self.audio_frontends = tuple(self.audio_frontends)
+        self.utterance_norm = tuple(self.utterance_norm)
+        if set(self.utterance_norm) - set(self.audio_frontends):
+            raise ValueError(f"utterance_norm {self.utterance_norm} names front-ends not in audio_frontends {self.audio_frontends}")
         if not self.audio_frontends or set(self.audio_frontends) - set(FRONTENDS):
             raise ValueError(f"audio_frontends must be a non-empty subset of {FRONTENDS}, got {self.audio_frontends}")
         if not (self.use_audio or self.use_text):
@@ -209,6 +216,12 @@ def statistical_pooling(x: Tensor, mask: Tensor, statistics: tuple = STATISTICS)
     return torch.stack(pooled, dim=1)
 
 
+def normalize_per_clip(x: Tensor, mask: Tensor) -> Tensor:
+    """Each clip's frames to zero mean and unit variance per feature, over its real steps."""
+    stats = statistical_pooling(x, mask, ("avg", "std"))  # (B, 2, C)
+    return (x - stats[:, 0, :, None]) / (stats[:, 1, :, None] + 1e-5) * mask[:, None, :]
+
+
 def pool_per_kernel(maps: list[Tensor], mask: Tensor, statistics: tuple) -> Tensor:
     """SPU of every kernel size's feature maps in one pass: -> (B, K, n_stats, F)."""
     pooled = statistical_pooling(torch.cat(maps, dim=1), mask, statistics)  # (B, n_stats, K*F)
@@ -311,10 +324,12 @@ class MSCNN_SPU_ATT(
             if audio_statistics is None:
                 # (B, Ka, n_stats, F): SPU per kernel size (eq. 3), front-end after front-end
                 pooled = []
-                for cnn, frames, lengths in ((getattr(self, "audio_cnn", None), mfcc, audio_lengths),
-                                             (getattr(self, "encoder_cnn", None), encoder_states, encoder_lengths)):
+                for name, cnn, frames, lengths in (("mfcc", getattr(self, "audio_cnn", None), mfcc, audio_lengths),
+                                                   ("whisper", getattr(self, "encoder_cnn", None), encoder_states, encoder_lengths)):
                     if cnn is not None:
                         mask = lengths_to_mask(lengths, frames.shape[-1])
+                        if name in c.utterance_norm:
+                            frames = normalize_per_clip(frames, mask)
                         pooled.append(pool_per_kernel(cnn(frames, mask), mask, c.audio_statistics))
                 audio_statistics = torch.cat(pooled, dim=1)
             out.audio_statistics = audio_statistics.expand(batch, *audio_statistics.shape[1:])

@@ -74,6 +74,22 @@ def test_padding_never_changes_the_prediction(pad_value, frontends):
             torch.testing.assert_close(together[i], alone, atol=1e-5, rtol=0)
 
 
+def test_per_clip_normalisation_ignores_a_clips_level_and_scale_and_its_padding():
+    """utterance_norm: a front-end's frames are standardised per clip, so a clip's offset and gain
+    per feature (a microphone, a voice's average timbre) leave the answer unchanged; the
+    other front-end still sees them; padding still changes nothing."""
+    model = make_model(audio_frontends=("mfcc", "whisper"), utterance_norm=("mfcc",))
+    batch = make_inputs()
+    shifted = dict(batch, mfcc=batch["mfcc"] * torch.linspace(0.5, 3, 96)[None, :, None] + 7.0)
+    moved = dict(batch, encoder_states=batch["encoder_states"] + 1.0)
+    with torch.no_grad():
+        reference = model(**batch).logits
+        torch.testing.assert_close(model(**shifted).logits, reference, atol=1e-4, rtol=0)
+        assert not torch.allclose(model(**moved).logits, reference, atol=1e-3)
+        for i in range(3):
+            torch.testing.assert_close(model(**single(batch, i)).logits[0], reference[i], atol=1e-5, rtol=0)
+
+
 def test_attention_weights_are_a_distribution_over_real_tokens():
     model = make_model()
     batch = make_inputs(word_lengths=(6, 3, 0))
@@ -174,6 +190,8 @@ def test_invalid_switches_are_refused():
         ModelConfig(audio_pooling="mean")
     with pytest.raises(ValueError, match="audio_frontends"):
         ModelConfig(audio_frontends=("wav2vec",))
+    with pytest.raises(ValueError, match="utterance_norm"):
+        ModelConfig(utterance_norm=("whisper",))  # the paper's model reads MFCCs only
 
 
 def test_checkpoint_round_trip_is_bit_identical(tmp_path):

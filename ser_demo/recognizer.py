@@ -58,6 +58,25 @@ def check_transcript_length(transcript: str, max_words: Optional[int], max_chara
         raise PredictionError(f"{what} is too long ({words:,} words); the maximum is {max_words:,} words. {advice}")
 
 
+def load_model(checkpoint: str, **hub_kwargs) -> MSCNN_SPU_ATT:
+    """A checkpoint folder or Hub repo id -> the model; a name that is neither says so plainly
+    (instead of the Hub client's "Repo id must be in the form ..." for a mistyped folder)."""
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    path = Path(checkpoint).expanduser()
+    looks_local = path.is_absolute() or str(checkpoint).startswith((".", "~")) or len(path.parts) > 2 or (
+        len(path.parts) == 2 and Path(path.parts[0]).is_dir())
+    if looks_local and not path.is_dir():
+        raise FileNotFoundError(f"no checkpoint folder at {checkpoint} (a Hub model id looks like user/name)")
+    try:
+        return MSCNN_SPU_ATT.from_pretrained(str(path) if path.is_dir() else checkpoint, **hub_kwargs)
+    except (HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError) as err:
+        raise FileNotFoundError(
+            f"cannot load the checkpoint {checkpoint!r}: it is not a local folder, and the Hugging Face Hub "
+            f"has no such model or cannot be reached ({type(err).__name__})"
+        ) from None
+
+
 @dataclass
 class Prediction:
     label: str
@@ -184,7 +203,7 @@ class EmotionRecognizer:
             raise FileNotFoundError(
                 "no checkpoint given and none bundled yet: pass --checkpoint DIR_OR_REPO (or set SER_CHECKPOINT)"
             )
-        return cls(MSCNN_SPU_ATT.from_pretrained(checkpoint, **hub_kwargs), transcriber=transcriber, device=device)
+        return cls(load_model(checkpoint, **hub_kwargs), transcriber=transcriber, device=device)
 
     @property
     def labels(self) -> tuple:

@@ -176,6 +176,7 @@ def test_cli_error_exits(checkpoint, speech_file, tmp_path, capsys):
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
     code, _, err = predict_cli(capsys, speech_file, "--checkpoint", tmp_path / "no-checkpoint-here", "--transcript", "hi")
     assert code != 0 and err.startswith("error: ") and "no-checkpoint-here" in err and err.count("\n") == 1
+    assert "no checkpoint folder at" in err  # not the Hub client's "Repo id must be in the form ..."
     code, _, err = predict_cli(capsys, speech_file, "--checkpoint", checkpoint, "--asr", "no-such-backend")
     assert code == 1 and err.startswith("error: TranscriptionUnavailable: ") and "no-such-backend" in err
     assert err.count("\n") == 1

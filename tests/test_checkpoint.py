@@ -266,7 +266,7 @@ def test_the_bundled_recipe_learns_emotions_of_unseen_speakers(record, shared_da
     lines = []
     _, results, _ = run_fold(data, fold, config, settings, FeatureBank(config, tmp_path / "cache"), dropout,
                              supported_modalities(config, dropout, bool(data.texts)), log=lines.append,
-                             own_words=args.own_words, extra_texts=args.extra_texts)
+                             own_words=args.own_words, extra_texts=args.extra_texts, neutral_words=args.neutral_words)
     print("\n".join(lines))
     assert results["both"].n == len(split["test"]) == 6 * 28
     # Audio alone, where the recipe trains it: here the voice carries the emotion (the clips' own

@@ -582,6 +582,23 @@ def test_label_matched_pairing_is_label_consistent_and_deterministic():
     assert set(uses.values()) <= {1, 2} and len(uses) == 12
 
 
+def test_neutral_words_pair_clips_of_every_class_with_neutral_texts():
+    """--neutral-words P: a share P of the clips, whatever their class, hear a neutral sentence of
+    the text corpora (words that say nothing, a voice that decides); the rest stay label-matched."""
+    utterances = fake_audio(n_per_label=250)
+    samples = LabelMatchedPairing(utterances, fake_texts(), seed=2, neutral_words=0.25).epoch(0)
+    for label in ("angry", "happy", "sad"):
+        mine = [s for s in samples if s.label == label]
+        neutral = sum(s.text.startswith("neutral") for s in mine)
+        assert abs(neutral / len(mine) - 0.25) < 0.07
+        assert all(s.text.startswith(("neutral", label)) for s in mine)
+    assert all(s.text.startswith("neutral") for s in samples if s.label == "neutral")
+    assert LabelMatchedPairing(utterances, fake_texts(), seed=2).epoch(0) != samples
+    with pytest.raises(ValueError, match="neutral texts"):
+        LabelMatchedPairing([u for u in fake_audio() if u.label != "neutral"],
+                            [t for t in fake_texts() if t.label != "neutral"], neutral_words=0.2)
+
+
 def test_pairing_refuses_labels_without_texts():
     texts = [t for t in fake_texts() if t.label != "sad"]
     with pytest.raises(ValueError, match="sad"):

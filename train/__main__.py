@@ -60,6 +60,8 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--own-words", type=float, default=0.0,
                    help="label-matched pairing: fraction of clips that keep their own transcript instead")
     p.add_argument("--extra-texts", type=int, default=0, help="label-matched pairing: text-only samples added per epoch")
+    p.add_argument("--neutral-words", type=float, default=0.0,
+                   help="label-matched pairing: fraction of clips of every class paired with a neutral text instead")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--time-masks", type=int, default=0, help="SpecAugment time masks per clip (each <= 1/8 of it)")
@@ -248,7 +250,7 @@ def command_cv(args, rows_for=None) -> int:
             seeds=args.seeds, n_folds=args.folds, n_speaker_groups=args.groups, max_folds=args.max_folds,
             out_dir=out / row_name.replace("/", "_").replace(" ", "_"), log=log,
             baselines=baselines_of(args) if not rows_for or row_name == "MSCNN-SPU-ATT" else (),
-            own_words=args.own_words, extra_texts=args.extra_texts,
+            own_words=args.own_words, extra_texts=args.extra_texts, neutral_words=args.neutral_words,
         )
         table += result_rows(result["summaries"], row_name, args.transcripts, log)
     if rows_for:
@@ -364,7 +366,8 @@ def command_fit(args) -> int:
     dev = [u for u in data.utterances if u.speaker in dev_speakers]
     log(f"train {len(train)} utterances, dev {len(dev)} (speakers {sorted(dev_speakers)})")
     dropout = ModalityDropout(args.drop_text, args.drop_audio)
-    model, info = fit(config, samples_for(data, train, "train", 0, dropout, args.own_words, args.extra_texts),
+    model, info = fit(config, samples_for(data, train, "train", 0, dropout, args.own_words, args.extra_texts,
+                                          args.neutral_words),
                       dev_samples(data, dev, 0),
                       make_bank(config, Path(args.cache)), settings_of(args), run_dir=out / "state", log=log,
                       audio_files=[u.audio_path for u in train if u.audio_path is not None])

@@ -82,12 +82,12 @@ def load_data(audio: Sequence[tuple[str, str]], text: Sequence[tuple[str, str]] 
 
 def samples_for(data: Data, utterances: list[Utterance], split: str, seed: int,
                 dropout: ModalityDropout = ModalityDropout(), own_words: float = 0.0,
-                extra_texts: int = 0) -> Callable[[int], list[BimodalSample]]:
+                extra_texts: int = 0, neutral_words: float = 0.0) -> Callable[[int], list[BimodalSample]]:
     """Epoch -> samples of these utterances, with texts of the matching split when pairing
     (a share `own_words` keeping their own transcripts, plus `extra_texts` text-only samples)."""
     if data.texts:
         pairing = LabelMatchedPairing(utterances, data.texts[split], seed=seed, dropout=dropout,
-                                      own_words=own_words, extra_texts=extra_texts)
+                                      own_words=own_words, extra_texts=extra_texts, neutral_words=neutral_words)
         return pairing.epoch
     return lambda epoch: natural_pairs(utterances, epoch=epoch, seed=seed, dropout=dropout)
 
@@ -126,10 +126,11 @@ def dev_samples(data: Data, utterances: list[Utterance], seed: int) -> list[Bimo
 
 def run_fold(data: Data, fold: Fold, config: ModelConfig, settings: TrainSettings, bank: FeatureBank,
              dropout: ModalityDropout, modalities: Sequence[str], log=print, run_dir: Optional[Path] = None,
-             baselines: Sequence[str] = (), per_corpus: bool = True, own_words: float = 0.0, extra_texts: int = 0):
+             baselines: Sequence[str] = (), per_corpus: bool = True, own_words: float = 0.0, extra_texts: int = 0,
+             neutral_words: float = 0.0):
     pick = lambda idx: [data.utterances[i] for i in idx]  # noqa: E731
     settings = replace(settings, seed=fold.seed)
-    train = samples_for(data, pick(fold.train), "train", fold.seed, dropout, own_words, extra_texts)
+    train = samples_for(data, pick(fold.train), "train", fold.seed, dropout, own_words, extra_texts, neutral_words)
     dev = dev_samples(data, pick(fold.dev), fold.seed)
     test = natural_pairs(pick(fold.test), epoch=0, seed=fold.seed)  # the clips with their own words
     log(f"{fold.name}: train {len(fold.train)}, dev {len(fold.dev)}, test {len(fold.test)} (held out: {fold.test_group})")
@@ -169,7 +170,8 @@ def supported_modalities(config: ModelConfig, dropout: ModalityDropout, has_text
 def cross_validate(data: Data, protocol: str, config: ModelConfig, settings: TrainSettings, bank: FeatureBank,
                    dropout: ModalityDropout, seeds=(0, 1, 2), n_folds=10, n_speaker_groups=5,
                    max_folds: Optional[int] = None, out_dir: Optional[Path] = None, log=print,
-                   baselines: Sequence[str] = (), own_words: float = 0.0, extra_texts: int = 0) -> dict:
+                   baselines: Sequence[str] = (), own_words: float = 0.0, extra_texts: int = 0,
+                   neutral_words: float = 0.0) -> dict:
     """Train and test every fold; returns {setting: Summary} and the per-fold results. Settings
     are the keys of SETTINGS, "baseline:NAME", and each of them per corpus as "KEY [corpus]"."""
     folds = make_folds(data.utterances, protocol, seeds=seeds, n_folds=n_folds, n_speaker_groups=n_speaker_groups)
@@ -179,7 +181,7 @@ def cross_validate(data: Data, protocol: str, config: ModelConfig, settings: Tra
     for fold in folds:
         run_dir = out_dir / "folds" / fold.name.replace("/", "_") if out_dir else None
         _, results, _ = run_fold(data, fold, config, settings, bank, dropout, modalities, log, run_dir, baselines,
-                                 own_words=own_words, extra_texts=extra_texts)
+                                 own_words=own_words, extra_texts=extra_texts, neutral_words=neutral_words)
         for m, r in results.items():
             per_modality.setdefault(m, []).append(r)
         if out_dir:

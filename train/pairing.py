@@ -115,8 +115,12 @@ class LabelMatchedPairing:
     epoch). Acted corpora read neutral scripts, so these samples teach the model what real use
     looks like: words that say nothing, and a voice that decides. Without them, a model that only
     ever saw label-carrying text follows the words, and "Kids are talking by the door" pulls every
-    angry voice to neutral. `extra_texts`: text-only samples added per epoch (class-balanced),
-    so the text branch reads more of the text corpora than there are clips.
+    angry voice to neutral. `neutral_words`: the fraction of clips, of every class, paired with a
+    neutral text of the text corpora instead: the same lesson with thousands of everyday
+    sentences rather than a corpus's few scripts, so that unseen neutral wording (Whisper's words
+    for a sentence no corpus read) does not pull an emotional voice to neutral either.
+    `extra_texts`: text-only samples added per epoch (class-balanced), so the text branch reads
+    more of the text corpora than there are clips.
     """
 
     def __init__(
@@ -128,11 +132,13 @@ class LabelMatchedPairing:
         dropout: ModalityDropout = ModalityDropout(),
         own_words: float = 0.0,
         extra_texts: int = 0,
+        neutral_words: float = 0.0,
     ):
         self.utterances = list(utterances)
         self.seed = seed
         self.dropout = dropout
         self.own_words = own_words
+        self.neutral_words = neutral_words
         self.extra_texts = extra_texts
         self.texts_by_label: dict[str, list[TextSample]] = {}
         for text in texts:
@@ -140,6 +146,8 @@ class LabelMatchedPairing:
         missing = sorted({u.label for u in self.utterances} - set(self.texts_by_label))
         if missing:
             raise ValueError(f"no texts for audio labels {missing}: cannot pair them")
+        if neutral_words and "neutral" not in self.texts_by_label:
+            raise ValueError("neutral_words needs neutral texts in the text corpora")
 
     def text_indices(self, epoch: int) -> list[int]:
         """For each utterance, the index of its text within texts_by_label[its label]."""
@@ -158,9 +166,14 @@ class LabelMatchedPairing:
         """This epoch's samples, in the order of the utterances; same (seed, epoch), same samples."""
         samples = []
         rng = _epoch_rng("own-words", self.seed, epoch)
+        neutral_rng = _epoch_rng("neutral-words", self.seed, epoch)
         for utterance, text_index in zip(self.utterances, self.text_indices(epoch)):
             if rng.random() < self.own_words and utterance.audio_path is not None:
                 samples.append(pair(utterance, utterance.transcript or "", utterance.corpus))
+                continue
+            if self.neutral_words and neutral_rng.random() < self.neutral_words and utterance.audio_path is not None:
+                text = neutral_rng.choice(self.texts_by_label["neutral"])
+                samples.append(pair(utterance, text.text, text.corpus))
                 continue
             text = self.texts_by_label[utterance.label][text_index]
             samples.append(pair(utterance, text.text, text.corpus))

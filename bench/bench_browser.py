@@ -48,7 +48,7 @@ ALL_VISIBLE = """() => {
   const timings = q('#timings');
   const done = q('#summary td.probability') && q('#probabilities-plot .ser-probabilities')
     && loaded('mfcc-plot') && loaded('spu-plot') && q('#attention-plot table') && q('#attention-text span')
-    && loaded('word-curves-plot') && loaded('window-curves-plot')
+    && q('#word-curves-plot svg polyline') && q('#window-curves-plot svg polyline')
     && timings && timings.innerText.includes('total');
   return done ? performance.now() - window.__clicked : false;
 }"""

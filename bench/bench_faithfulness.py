@@ -3,7 +3,7 @@
 For a 5 s recording (the test sentence padded with silence) and its typed transcript it prints,
 as medians of repeated runs, what the page's analysis spends on the explanations it already had
 (leave-one-word-out, uniform attention, occlusion) and what faithfulness adds: the word deletion
-curves, the audio-window curves, and drawing their two figures.
+curves, the audio-window curves, and drawing their two charts (inline SVG).
 Target on a 2-core CPU: faithfulness adds <= 150 ms (computation and figures together).
 """
 
@@ -34,7 +34,7 @@ def main() -> None:
 
     from ser_demo import faithfulness as F
     from ser_demo.explain import analyze, explain
-    from ser_demo.plotting import plot_deletion_curves, render
+    from ser_demo.charts import deletion_curves_svg
     from ser_demo.recognizer import EmotionRecognizer
 
     recognizer = EmotionRecognizer.from_pretrained(checkpoint(args.checkpoint))
@@ -66,7 +66,7 @@ def main() -> None:
         cut = timed("windows", lambda: F.window_deletion_curves(
             recognizer.model, inputs.batch, e.target, windows, relevance, frame_seconds=e.frame_seconds,
             sufficiency=False))
-        timed("figures", lambda: (render(plot_deletion_curves(words, e.label)), render(plot_deletion_curves(cut, e.label))))
+        timed("figures", lambda: (deletion_curves_svg(words, e.label), deletion_curves_svg(cut, e.label)))
     ms = {k: 1000 * statistics.median(v) for k, v in wall.items()}
     cpu_ms = {k: 1000 * statistics.median(v) for k, v in cpu.items()}
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

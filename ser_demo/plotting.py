@@ -10,7 +10,7 @@ not thread-safe either) from the plot call until `render` has copied the pixels.
 What is a table or a bar chart in spirit is HTML, drawn by the browser, crisp at any zoom and free
 on the server: the class probabilities (`probabilities_html`), the attention weights with each
 word's leave-one-word-out influence (`attention_table_html`), and the transcript shaded by them
-(`attention_html`).
+(`attention_html`); the deletion curves are inline SVG (`charts.deletion_curves_svg`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ import numpy as np  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from .charts import deletion_curves_svg  # noqa: E402
 
 LOCK = threading.RLock()
 DPI = 100
@@ -420,60 +422,13 @@ def attention_html(
     return '<div class="ser-highlight" style="line-height: 2">' + "".join(lines) + "</div>"
 
 
-# --- 5. faithfulness: deletion curves ---------------------------------------------------------
-
-ORDER_STYLES = {  # order -> (colour, line style); the random baseline is grey and dashed
-    "attention": ("#ff7f0e", "-"), "leave-one-out": ("#2ca02c", "-"), "gradient": ("#1f77b4", "-"),
-    "occlusion": ("#2ca02c", "-"), "random": ("#7f7f7f", "--"),
-}
-
-
-def _build_deletion_curves(unit: str, orders: tuple, permutations: int) -> dict:
-    fig = _figure(6.0, 2.4)
-    _margins(fig, left=0.7, right=1.7, top=0.35, bottom=0.5)
-    ax = fig.add_subplot()
-    lines = {}
-    for name in orders:
-        colour, style = ORDER_STYLES.get(name, ("#444444", "-"))
-        lines[name] = ax.plot([0, 1], [0, 0], style, color=colour, marker="o", markersize=3, linewidth=1.5,
-                              label=name if name != "random" else f"random ({permutations} orders)")[0]
-    ax.set_ylim(0, 1)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
-    ax.set_xlabel(f"number of {'words' if unit == 'word' else 'windows'}", fontsize=9)
-    _fix_label(ax.xaxis, -0.3)
-    _fix_label(ax.yaxis, -0.45)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
-    return {"fig": fig, "ax": ax, "lines": lines, "title": _title(ax, "")}
-
-
-def plot_deletion_curves(curves, label: str) -> Figure:
-    """A small plot of a `faithfulness.DeletionCurves`: p(label) as the top-ranked units of each
-    order are removed, one line per order (a faithful order falls fast; random is dashed).
-    Returns the shared figure of this layout (valid until the next call; hold LOCK until it is
-    rendered)."""
-    unit = "words" if curves.unit == "word" else "windows"
-    how = {"mask": "masked", "delete": "deleted"}[curves.removal] if curves.unit == "word" else (
-        "hidden" if curves.removal == "mask" else "cut out")
-    key = ("curves", curves.unit, tuple(curves.deletion), curves.permutations)
-    with LOCK:
-        layout = _layout(key, lambda: _build_deletion_curves(curves.unit, tuple(curves.deletion), curves.permutations))
-        for name, p in curves.deletion.items():
-            layout["lines"][name].set_data(curves.steps, p)
-        ax = layout["ax"]
-        ax.set_xlim(0, max(curves.n_units, 1))
-        layout["title"].set_text(f"p({label}) as the top {unit} are {how}")
-        ax.set_ylabel(f"p({label})", fontsize=9)
-        return layout["fig"]
-
-
 # --- everything for one analysis -------------------------------------------------------------
 
 
 def draw_analysis(analysis) -> dict:
     """The pictures of an `explain.Analysis`: "mfcc" and "spu" as RGB arrays (when there is audio),
-    the deletion curves "word_curves" / "window_curves" (when faithfulness was measured), and
-    "probabilities" and "attention" as HTML (the latter says so when there are no words)."""
+    the deletion curves "word_curves" / "window_curves" as SVG (when faithfulness was measured),
+    and "probabilities" and "attention" as HTML (the latter says so when there are no words)."""
     e = analysis.explanation
     images = {"probabilities": probabilities_html(e.labels, e.probabilities, e.uniform_probabilities)}
     with LOCK:
@@ -484,11 +439,11 @@ def draw_analysis(analysis) -> dict:
                                               encoder_states))
         if e.audio_statistics is not None:
             images["spu"] = render(plot_spu(e.audio_statistics, e.kernel_sizes, e.statistics, e.frame_seconds))
-        faithful = getattr(analysis, "faithfulness", None)
-        if faithful is not None and faithful.words is not None:
-            images["word_curves"] = render(plot_deletion_curves(faithful.words, e.label))
-        if faithful is not None and faithful.windows is not None:
-            images["window_curves"] = render(plot_deletion_curves(faithful.windows, e.label))
+    faithful = getattr(analysis, "faithfulness", None)
+    if faithful is not None and faithful.words is not None:
+        images["word_curves"] = deletion_curves_svg(faithful.words, e.label)
+    if faithful is not None and faithful.windows is not None:
+        images["window_curves"] = deletion_curves_svg(faithful.windows, e.label)
     images["attention"] = attention_table_html(e.tokens, e.attention, e.statistics, e.word_influence,
                                                analysis.token_times)
     return images

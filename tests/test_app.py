@@ -161,8 +161,10 @@ def test_a_recording_is_transcribed_classified_and_drawn(client, server):
     assert len(d["word_influence"]) == len(d["tokens"]) and set(d["attention"]) == {"max", "avg", "std"}
     assert d["uniform_attention_probabilities"] and d["audio_relevance"]["method"] == "occlusion"
     assert set(d["timings"]) >= {"ingest", "asr", "features", "model", "explanations", "faithfulness", "plots", "total"}
-    for key in ("mfcc_plot", "spu_plot", "word_curves_plot", "window_curves_plot"):
+    for key in ("mfcc_plot", "spu_plot"):
         assert_png(out[key])
+    for key in ("word_curves_plot", "window_curves_plot"):  # inline SVG charts
+        assert out[key].startswith("<svg") and "<polyline" in out[key] and f"p({d['label']})" in out[key]
     assert "Prediction: <b>" in out["probabilities_plot"] and "hatched" in out["probabilities_plot"]
     assert "leave one out" in out["attention_plot"] and "max context" in out["attention_plot"]
     words, windows = d["faithfulness"]["words"], d["faithfulness"]["windows"]
@@ -199,12 +201,12 @@ def test_word_times_survive_a_rerun_with_the_same_or_an_edited_transcript(client
 
 def test_modalities(client, server):
     audio = call(client, SPEECH_FILE, "ignored words", "audio", server=server)
-    assert audio["word_curves_plot"] is None and "No words" in audio["word_faithfulness"]
+    assert not audio["word_curves_plot"] and "No words" in audio["word_faithfulness"]
     audio = audio["details"]
     assert audio["tokens"] == [] and audio["word_influence"] is None and audio["audio_relevance"]["windows"]
     text = call(client, None, "what wonderful news", "text", server=server)
     assert text["details"]["tokens"] == ["what", "wonderful", "news"] and text["mfcc_plot"] is None
-    assert text["window_curves_plot"] is None and text["details"]["faithfulness"]["words"]["n_units"] == 3
+    assert not text["window_curves_plot"] and text["details"]["faithfulness"]["words"]["n_units"] == 3
     assert sum(text["details"]["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
 
 

@@ -219,17 +219,40 @@ def deletion_curves(unit="word", n=4):
                           permutations=5, without_all=np.array([0.25] * 4))
 
 
-def test_deletion_curves_figure_and_its_place_in_the_analysis():
-    fig = plotting.plot_deletion_curves(deletion_curves(), "happy")
-    texts = [t.get_text() for ax in fig.axes for t in ax.texts] + [fig.axes[0].get_ylabel()]
-    assert "p(happy) as the top words are masked" in texts and "p(happy)" in texts
-    assert {line.get_label() for line in fig.axes[0].lines} == {"attention", "leave-one-out", "random (5 orders)"}
-    assert plotting.render(fig).shape[2] == 3
+def test_deletion_curves_chart_and_its_place_in_the_analysis():
+    """The curves are an SVG chart: well-formed, one line per order through the measured points
+    (y = 1 at the top of the plot, 0 at its bottom), a legend, a tooltip per point, text escaped."""
+    import xml.etree.ElementTree as ET
+
+    from ser_demo import charts
+
+    curves = deletion_curves()
+    svg = charts.deletion_curves_svg(curves, "happy")
+    root = ET.fromstring(svg)
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    texts = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert "p(happy) as the top words are masked" in texts and "p(happy)" in texts and "number of words" in texts
+    assert {"attention", "leave-one-out", "random (5 orders)"} <= set(texts)
+    lines = root.findall("s:polyline", ns)
+    assert len(lines) == 3 and lines[2].get("stroke-dasharray")  # random is dashed
+    top, bottom = charts.TOP, charts.HEIGHT - charts.BOTTOM
+    for line, p in zip(lines, curves.deletion.values()):
+        points = np.array([[float(v) for v in xy.split(",")] for xy in line.get("points").split()])
+        np.testing.assert_allclose(points[:, 1], bottom - (bottom - top) * p, atol=0.06)
+        assert np.all(np.diff(points[:, 0]) > 0) and points[0, 0] == charts.LEFT
+    tips = [c.find("s:title", ns).text for c in root.findall("s:circle", ns)]
+    assert len(tips) == 3 * len(curves.steps) and "leave-one-out: 2 words masked, p(happy) = 0.181" in tips
+    assert "random: 1 word masked, p(happy) = 0.512" in tips
+    odd = ET.fromstring(charts.deletion_curves_svg(deletion_curves("window", 12), "<b>&"))  # escaped, still XML
+    assert "p(<b>&) as the top windows are hidden" in [t.text for t in odd.iter("{http://www.w3.org/2000/svg}text")]
+    assert charts.integer_ticks(12) == [0, 2, 4, 6, 8, 10, 12] and charts.integer_ticks(1) == [0, 1]
+    assert charts.integer_ticks(40) == [0, 10, 20, 30, 40] and charts.integer_ticks(0) == [0, 1]
     from ser_demo.faithfulness import Faithfulness
 
     a = analysis()
     a.faithfulness = Faithfulness(words=deletion_curves(), windows=deletion_curves("window", 12))
-    assert {"word_curves", "window_curves"} <= set(plotting.draw_analysis(a))
+    images = plotting.draw_analysis(a)
+    assert images["word_curves"].startswith("<svg") and "windows are hidden" in images["window_curves"]
 
 
 def test_a_long_transcript_scrolls_inside_the_attention_table():

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .hidden_audio import AUDIO_STREAMS, audio_frames, hidden_audio_statistics, hidden_streams
 from .model import MSCNN_SPU_ATT
 from .recognizer import EmotionRecognizer, ModelInputs, unknown_words_note
 from .text import tokenize
@@ -43,16 +44,6 @@ RELEVANCE_METHODS = ("occlusion", "gradient", "none")
 # pass, so an explanation's memory does not grow with the square of the input's length.
 WORDS_PER_PASS = 4_096
 FRAMES_PER_PASS = 16_384
-
-
-# The audio inputs a batch may hold: (features, lengths, MFCC frames per step). Relevance is
-# reported per 10 ms MFCC frame; a Whisper encoder state spans two of them.
-AUDIO_STREAMS = (("mfcc", "audio_lengths", 1), ("encoder_states", "encoder_lengths", 2))
-
-
-def audio_frames(batch: dict) -> int:
-    """Length of the (first) utterance's audio in 10 ms frames, over every front-end it has."""
-    return max([int(batch[n][0]) * rate for _, n, rate in AUDIO_STREAMS if n in batch] or [0])
 
 
 def _expand(x: Optional[Tensor], batch: int) -> Optional[Tensor]:
@@ -182,23 +173,22 @@ def occlusion_relevance(
     windows: Sequence[tuple[int, int]], *, frames_per_pass: int = FRAMES_PER_PASS,
 ) -> np.ndarray:
     """Drop of p(target) when each window (in 10 ms frames) of the normalised audio features is
-    set to 0 (the average training frame), in every front-end at once. Variants are batched, as
-    many per forward pass as fit in `frames_per_pass` frames, so memory does not grow with the
+    set to 0 (the average training frame), in every front-end at once. The hidden variants'
+    audio statistics come from `hidden_audio` (only the convolution outputs next to the window
+    are recomputed), equal to running the model on the occluded features. Variants are batched,
+    as many per forward pass as fit in `frames_per_pass` frames, so memory does not grow with the
     clip's length times the number of windows."""
-    streams = [(name, rate) for name, _, rate in AUDIO_STREAMS if name in batch]
-    others = {k: v for k, v in batch.items() if k not in dict(streams)}
-    padded = max([batch[name].shape[-1] * rate for name, rate in streams] or [1])
+    audio_inputs = {key for name, lengths, _ in AUDIO_STREAMS for key in (name, lengths)}
+    others = {k: v for k, v in batch.items() if k not in audio_inputs}
+    padded = max([batch[name].shape[-1] * rate for name, _, rate in AUDIO_STREAMS if name in batch] or [1])
     chunk = max(1, frames_per_pass // max(padded, 1))
     drops = []
-    for first in range(0, len(windows), chunk):
+    for first in range(0, len(windows) if audio_frames(batch) else 0, chunk):
         part = windows[first:first + chunk]
-        inputs = {k: _expand(v, len(part)) for k, v in others.items()}
-        for name, rate in streams:
-            variants = batch[name].repeat(len(part), 1, 1)
-            for row, (a, b) in enumerate(part):
-                variants[row, :, a // rate : -(-b // rate)] = 0.0
-            inputs[name] = variants
-        out = model(**inputs)
+        keep = np.ones((len(part), len(windows)), dtype=bool)
+        keep[np.arange(len(part)), np.arange(first, first + len(part))] = False
+        statistics = hidden_audio_statistics(model, hidden_streams(batch, windows, keep))
+        out = model(**{k: _expand(v, len(part)) for k, v in others.items()}, audio_statistics=statistics)
         drops.append(base_probability - _probs(out.logits)[:, target])
     return np.concatenate(drops) if drops else np.zeros(0)
 

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .explain import AUDIO_STREAMS, audio_frames, occlusion_windows
+from .explain import occlusion_windows
+from .hidden_audio import AUDIO_STREAMS, audio_frames, hidden_audio_statistics, hidden_streams
 from .model import MSCNN_SPU_ATT
 
 REMOVALS = ("mask", "delete")
@@ -188,7 +189,7 @@ def _run(model: MSCNN_SPU_ATT, fixed: dict, varied: dict, chunk: int) -> np.ndar
             rows = next(iter(part.values())).shape[0]
             shared = {k: v if not isinstance(v, Tensor) or v.shape[0] != 1 or k == "audio_statistics"
                       else v.expand(rows, *v.shape[1:]) for k, v in fixed.items()}
-            statistics = shared.pop("audio_statistics", None)
+            statistics = part.pop("audio_statistics", shared.pop("audio_statistics", None))
             logits = model(**shared, **part, audio_statistics=statistics).logits
             out.append(logits.softmax(-1).cpu().numpy())
     return np.concatenate(out)
@@ -294,20 +295,10 @@ def frame_variants(batch: dict, windows: Sequence[tuple[int, int]], keep: np.nda
     front-end of the batch (MFCCs; Whisper encoder states, two frames each, as occlusion does:
     a state goes when any of its frames does): removed windows set to the baseline 0 (mask) or
     cut out (delete). Returns {features: (V, C, T), lengths: (V,)} per front-end."""
-    frames = audio_frames(batch)
-    keep_frames = np.ones((len(keep), frames), dtype=bool)
-    for w, (a, b) in enumerate(windows):
-        keep_frames[:, a:b] = keep[:, w:w + 1]
     varied = {}
-    for name, lengths_name, rate in AUDIO_STREAMS:
-        if name not in batch:
-            continue
-        steps = int(batch[lengths_name][0])
-        padded = np.ones((len(keep), steps * rate), dtype=bool)
-        covered = min(frames, steps * rate)
-        padded[:, :covered] = keep_frames[:, :covered]
-        kept = torch.as_tensor(padded.reshape(len(keep), steps, rate).all(-1), device=batch[name].device)
-        x = batch[name][0, :, :steps]
+    lengths_names = {name: lengths_name for name, lengths_name, _ in AUDIO_STREAMS}
+    for name, (x, kept) in hidden_streams(batch, windows, keep).items():
+        lengths_name, steps = lengths_names[name], x.shape[-1]
         if removal == "mask":
             varied[name] = x[None] * kept[:, None, :].to(x.dtype)
             varied[lengths_name] = torch.full((len(keep),), steps, device=x.device)
@@ -334,10 +325,14 @@ def window_deletion_curves(
     frame_seconds: float = 0.01,
     chunk: int = 16,
     sufficiency: bool = True,
+    local: bool = True,
 ) -> Optional[DeletionCurves]:
     """Deletion (and with `sufficiency`, keep-only) curves over audio windows ((first, end)
     frames), ranked by `relevance` (e.g. the occlusion drops) against random orders. Long
-    recordings are measured at about `max_points` numbers of windows, which bounds the cost."""
+    recordings are measured at about `max_points` numbers of windows, which bounds the cost.
+    Masked variants get their audio statistics from `hidden_audio` (only the convolution outputs
+    next to a hidden window are recomputed; `local=False` runs the whole audio branch per variant,
+    the reference it equals)."""
     if removal not in REMOVALS:
         raise ValueError(f"removal must be one of {REMOVALS}, got {removal!r}")
     if not model.config.use_audio or not len(windows) or audio_frames(batch) == 0:
@@ -347,6 +342,9 @@ def window_deletion_curves(
     fixed = {k: v for k, v in batch.items() if k not in streams}
 
     def probabilities(keep: np.ndarray) -> np.ndarray:
+        if removal == "mask" and local:
+            statistics = hidden_audio_statistics(model, hidden_streams(batch, windows, keep))
+            return _run(model, fixed, {"audio_statistics": statistics}, max(chunk, 256))
         return _run(model, fixed, frame_variants(batch, windows, keep, removal), chunk)
 
     n = len(windows)

@@ -46,7 +46,8 @@ def main() -> None:
     statistics_ = torch.as_tensor(e.audio_statistics)[None]
     windows, relevance = F.explained_windows(e)
     wall = {k: [] for k in ("analysis", "explanations", "faithfulness", "words", "windows", "figures")}
-    cpu = {k: [] for k in ("faithfulness", "words", "windows", "figures")}
+    cpu = {k: [] for k in ("explain", "faithfulness", "words", "windows", "figures")}
+    wall["explain"] = []
 
     def timed(name, work):
         w, c = time.perf_counter(), time.process_time()
@@ -59,6 +60,7 @@ def main() -> None:
         a = analyze(recognizer, clip, TRANSCRIPT, "both")
         wall["analysis"].append(sum(a.timings.values()))
         wall["explanations"].append(a.timings["explanations"])
+        timed("explain", lambda: explain(recognizer, inputs))
         timed("faithfulness", lambda: F.measure(recognizer.model, inputs.batch, e))
         words = timed("words", lambda: F.word_deletion_curves(
             recognizer.model, inputs.batch, e.target, attention=e.attention, permutations=6,
@@ -75,12 +77,15 @@ def main() -> None:
           f"median of {args.runs} runs; {torch.get_num_threads()} torch threads; load average {load:.1f}")
     print(f"  analysis (features, model, explanations, faithfulness): {ms['analysis']:.0f} ms")
     print(f"  explanations already on the page:                       {ms['explanations']:.0f} ms")
+    print(f"  explain() alone (model, leave-one-word-out, uniform, occlusion): {ms['explain']:.0f} ms wall, "
+          f"{cpu_ms['explain']:.0f} ms CPU")
     print(f"  faithfulness (words and windows):  {ms['faithfulness']:.0f} ms wall, {cpu_ms['faithfulness']:.0f} ms CPU"
           f"  (words {ms['words']:.0f} / {cpu_ms['words']:.0f}, windows {ms['windows']:.0f} / {cpu_ms['windows']:.0f})")
     print(f"  its two figures:                   {ms['figures']:.0f} ms wall, {cpu_ms['figures']:.0f} ms CPU")
-    added = ms["faithfulness"] + ms["figures"]
-    print(f"faithfulness adds {added:.0f} ms wall ({cpu_ms['faithfulness'] + cpu_ms['figures']:.0f} ms CPU) "
-          f"to the page; target <= 150 ms: {'met' if added <= 150 else 'not met'} (wall)")
+    added, added_cpu = ms["faithfulness"] + ms["figures"], cpu_ms["faithfulness"] + cpu_ms["figures"]
+    print(f"faithfulness adds {added:.0f} ms wall, {added_cpu:.0f} ms CPU to the page; target <= 150 ms: "
+          f"{'met' if added <= 150 else 'not met'} in wall time, {'met' if added_cpu <= 150 else 'not met'} in CPU time "
+          f"(wall time counts the waits for a core under load {load:.1f})")
 
 if __name__ == "__main__":
     main()

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .model import MSCNN_SPU_ATT
+from .model import MSCNN_SPU_ATT, lengths_to_mask, normalize_per_clip, pool_per_kernel
 
 # The audio inputs a batch may hold: (features, lengths, MFCC frames per step). Relevance is
 # reported per 10 ms MFCC frame; a Whisper encoder state spans two of them.
@@ -135,6 +135,18 @@ def _hidden_statistics(conv, size: int, x: Tensor, keep: Tensor, statistics: tup
     return torch.stack([pooled[s] for s in statistics], dim=1)
 
 
+def _full_statistics(cnn, x: Tensor, keep: Tensor, statistics: tuple, chunk: int = 16) -> Tensor:
+    """(V, K, n_stats, F): the front-end's branch run on every masked variant, per-clip
+    normalisation included (it reads every frame, so a hidden window changes the whole input)."""
+    out = []
+    for first in range(0, len(keep), chunk):
+        part = keep[first:first + chunk]
+        mask = lengths_to_mask(torch.full((len(part),), x.shape[-1], device=x.device), x.shape[-1])
+        frames = normalize_per_clip(x[None] * part[:, None, :].to(x.dtype), mask)
+        out.append(pool_per_kernel(cnn(frames, mask), mask, statistics))
+    return torch.cat(out)
+
+
 @torch.no_grad()
 def hidden_audio_statistics(model: MSCNN_SPU_ATT, streams: dict[str, tuple[Tensor, Tensor]]) -> Tensor:
     """(V, Ka, n_stats, F) audio SPU statistics of V variants of one recording, as the model's
@@ -142,13 +154,19 @@ def hidden_audio_statistics(model: MSCNN_SPU_ATT, streams: dict[str, tuple[Tenso
 
     streams: front-end input name ("mfcc", "encoder_states") -> (features (C, T) of the
     recording, unpadded; keep (V, T) booleans, False where the variant hides the step).
-    Memory: O(V x T) masks and O(F x T x log T) for the range-max tables, never V maps."""
-    statistics = model.config.audio_statistics
+    Memory: O(V x T) masks and O(F x T x log T) for the range-max tables, never V maps. A
+    front-end normalised per clip (config.utterance_norm) has no locality: it runs in full."""
+    c = model.config
     pooled = []
-    for name, cnn in (("mfcc", getattr(model, "audio_cnn", None)), ("encoder_states", getattr(model, "encoder_cnn", None))):
+    for name, frontend, cnn in (("mfcc", "mfcc", getattr(model, "audio_cnn", None)),
+                                ("encoder_states", "whisper", getattr(model, "encoder_cnn", None))):
         if cnn is None:  # the model's order of front-ends
             continue
         x, keep = streams[name]
         keep = keep.to(torch.bool)
-        pooled += [_hidden_statistics(conv, size, x, keep, statistics) for size, conv in zip(cnn.kernel_sizes, cnn.convs)]
-    return torch.stack(pooled, dim=1)
+        if frontend in c.utterance_norm:
+            pooled.append(_full_statistics(cnn, x, keep, c.audio_statistics))
+            continue
+        pooled.append(torch.stack([_hidden_statistics(conv, size, x, keep, c.audio_statistics)
+                                   for size, conv in zip(cnn.kernel_sizes, cnn.convs)], dim=1))
+    return torch.cat(pooled, dim=1)

@@ -46,6 +46,7 @@ def slow_statistics(model, batch, windows, keep):
     (("mfcc", "whisper"), {}),
     (("mfcc",), {"audio_kernel_sizes": (2, 3, 4, 9)}),  # even kernels put their extra step on the right
     (("whisper",), {"audio_pooling": "max"}),
+    (("mfcc", "whisper"), {"utterance_norm": ("whisper",)}),  # per-clip normalisation: no locality, run in full
 ])
 def test_hidden_statistics_equal_the_model_on_masked_features(frontends, config):
     model, batch = model_and_batch(frontends, **config)

@@ -51,6 +51,11 @@ class Phrase:
     end: float
     words: list[Word] = field(default_factory=list)
 
+    def shifted(self, seconds: float) -> "Phrase":
+        """The same phrase with its times moved by `seconds` (clip times -> recording times)."""
+        return Phrase(self.text, self.start + seconds, self.end + seconds,
+                      [Word(w.text, w.start + seconds, w.end + seconds) for w in self.words])
+
 
 @dataclass
 class Transcript:

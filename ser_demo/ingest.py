@@ -351,10 +351,16 @@ def active_seconds(audio: np.ndarray, rate: int = SAMPLE_RATE) -> float:
 
 def trim_silent_edges(audio: np.ndarray, rate: int = SAMPLE_RATE) -> np.ndarray:
     """Cut leading and trailing silence, keeping a short pad around the active part."""
+    start, end = speech_bounds(audio, rate)
+    return audio[start:end]
+
+
+def speech_bounds(audio: np.ndarray, rate: int = SAMPLE_RATE) -> tuple[int, int]:
+    """The samples `trim_silent_edges` keeps, as (start, end); the whole clip when none is active."""
     active = np.flatnonzero(active_frames(audio, rate))
     if active.size == 0:
-        return audio  # nothing to anchor on; the speech check will reject it
+        return 0, len(audio)  # nothing to anchor on; the speech check will reject it
     hop, pad = int(HOP_SECONDS * rate), int(TRIM_PADDING_SECONDS * rate)
     start = max(0, active[0] * hop - pad)
     end = min(len(audio), active[-1] * hop + int(FRAME_SECONDS * rate) + pad)
-    return audio[start:end]
+    return start, end

@@ -143,6 +143,7 @@ class Heard:
     transcript: str = ""  # what the text branch reads ("" for none)
     source: str = "none"  # "typed", "asr" or "none"
     words: list = field(default_factory=list)  # ASR word timestamps
+    phrases: list = field(default_factory=list)  # Whisper's segments (asr.Phrase), when it ran
     encoded: object = None  # ser_demo.encoder.Encoded: the one encoder pass, shared with ASR
     timings: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
@@ -299,6 +300,7 @@ class EmotionRecognizer:
                 result = transcriber.transcribe(heard.waveform, encoded=heard.encoded) if shares_encoder else transcriber.transcribe(heard.waveform)
                 heard.timings["asr"] = time.perf_counter() - start
                 heard.transcript, heard.words, heard.source = result.text.strip(), list(result.words), "asr"
+                heard.phrases = list(result.phrases)
                 self.check_transcript(heard.transcript, heard_by=" Whisper heard")
                 if not heard.transcript:
                     heard.notes.append("speech recognition heard no words")

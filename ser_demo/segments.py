@@ -5,15 +5,13 @@ first split where people pause:
 
 - voice-activity detection finds the pauses: runs of frames above the recording's noise floor
   (`ingest.active_frames`, the same test that rejects silent uploads), short pauses bridged;
-- with speech recognition, Whisper transcribes each stretch between pauses and its own segments
-  (about a sentence each) cut the stretch further, each part keeping its words. Whisper's word
-  times drift over silence and over repeated sentences, so pauses are taken from the audio
-  rather than from them.
+- with speech recognition, Whisper transcribes each utterance found so (from the same encoder pass
+  the model reads) and its own segments (about a sentence each) cut it further, each part keeping
+  its words. Whisper's word times drift over silence and over repeated sentences, so pauses are
+  taken from the audio rather than from them.
 
 Pieces too short to classify are merged into the nearest neighbour, pieces too long are split,
 and the gaps become "silence" segments so that the segments tile the whole recording.
-Stretches longer than Whisper's 30 s window reach it in windows cut at the quietest moment
-(`transcription_windows`).
 """
 
 from __future__ import annotations
@@ -24,7 +22,7 @@ import numpy as np
 
 from .asr import Word
 from .audio import SAMPLE_RATE
-from .ingest import FRAME_SECONDS, HOP_SECONDS, active_frames, frame_rms
+from .ingest import FRAME_SECONDS, HOP_SECONDS, active_frames
 
 MIN_PAUSE_SECONDS = 0.4  # a quieter stretch at least this long ends an utterance
 MIN_SPEECH_SECONDS = 0.15  # shorter bursts of energy are clicks or breaths, not speech
@@ -152,22 +150,3 @@ def tile(pieces: list[Piece], duration: float, min_silence: float = MIN_SILENCE_
     else:
         spans[-1][1] = duration
     return [(float(s), float(e), p) for s, e, p in spans if e > s]
-
-
-def transcription_windows(audio: np.ndarray, rate: int = SAMPLE_RATE,
-                          window_seconds: float = WINDOW_SECONDS) -> list[tuple[int, int]]:
-    """Sample ranges of at most `window_seconds` covering `audio`, cut at the quietest 10 ms in
-    the last third of each window (a pause, where there is one), so words are rarely cut."""
-    window = int(window_seconds * rate)
-    if len(audio) <= window:
-        return [(0, len(audio))]
-    rms = frame_rms(audio, rate)
-    hop = int(HOP_SECONDS * rate)
-    bounds, start = [], 0
-    while len(audio) - start > window:
-        first, last = (start + window * 2 // 3) // hop, min((start + window) // hop, len(rms))
-        cut = (first + int(np.argmin(rms[first:last]))) * hop if last > first else start + window
-        bounds.append((start, cut))
-        start = cut
-    bounds.append((start, len(audio)))
-    return bounds

@@ -24,9 +24,9 @@ from typing import Callable, Optional
 import numpy as np
 
 from .audio import SAMPLE_RATE
-from .ingest import TRIM_PADDING_SECONDS, AudioInputError, load_audio
+from .ingest import TRIM_PADDING_SECONDS, AudioInputError, load_audio, speech_bounds
 from .recognizer import EmotionRecognizer, PredictionError
-from .segments import Piece, merge_short, split_at_phrases, split_long, tile, transcription_windows, voice_activity
+from .segments import Piece, merge_short, split_at_phrases, split_long, tile, voice_activity
 
 TIMELINE_MAX_SECONDS = 600.0  # a single clip stops at 30 s; a timeline takes minutes
 CURVE_STEP_SECONDS = 0.1
@@ -136,86 +136,80 @@ def timeline(
     duration = len(waveform) / SAMPLE_RATE
     timings["ingest"] = time.perf_counter() - start
 
-    speech = merge_short(voice_activity(waveform))
-    if use_text and transcriber is not None:
-        t = time.perf_counter()
-        pieces = []
-        for i, piece in enumerate(speech):
-            report(0.8 * i / len(speech), f"speech recognition ({i + 1} of {len(speech)})")
-            pieces += split_at_phrases(piece, transcribe(transcriber, waveform, piece))
-        timings["asr"] = time.perf_counter() - t
-        segmentation, classified_from = "asr", 0.8
-    else:
-        if use_text and not use_audio:
+    asr = use_text and transcriber is not None
+    if use_text and not asr:
+        if not use_audio:
             raise PredictionError(
                 "a text-only timeline needs speech recognition, which is not available"
                 + (f" ({asr_unavailable})" if asr_unavailable else "") + ": choose audio + text or audio only"
             )
-        if use_text:
-            notes.append("speech recognition is not available"
-                         + (f" ({asr_unavailable})" if asr_unavailable else "")
-                         + ": the text branch saw no words")
-        pieces, segmentation, classified_from = speech, "voice activity", 0.0
-    pieces = merge_short(split_long(pieces))
-    spans = tile(pieces, duration)
-
-    t = time.perf_counter()
-    segments, unknown, n_speech = [], {}, sum(piece is not None for _, _, piece in spans)
+        notes.append("speech recognition is not available"
+                     + (f" ({asr_unavailable})" if asr_unavailable else "")
+                     + ": the text branch saw no words")
+    # Utterances are cut at pauses before Whisper runs, so that one encoder pass per utterance
+    # serves both its transcription and the model (see `classify`).
+    spans = tile(merge_short(split_long(merge_short(voice_activity(waveform)))), duration)
+    n_utterances = sum(piece is not None for _, _, piece in spans)
+    segments, unknown, work, done = [], {}, {"unclassified": 0}, 0
     for begin, end, piece in spans:
         if piece is not None:
-            report(classified_from + (1 - classified_from) * len(segments) / len(spans), "classifying the utterances")
-        segments.append(classify(recognizer, waveform, begin, end, piece, modality, unknown))
-    timings["classify"] = time.perf_counter() - t
-    silent = sum(s.probabilities is None for s, (_, _, p) in zip(segments, spans) if p is not None)
-    if silent:
-        notes.append(f"{silent} of {n_speech} utterances held too little speech to classify: labelled {SILENCE}")
+            report(done / n_utterances, f"utterance {done + 1} of {n_utterances}")
+            done += 1
+        segments += classify(recognizer, waveform, begin, end, piece, modality, unknown, work,
+                             transcriber if asr else None)
+    unclassified = work.pop("unclassified")
+    timings.update(work)
+    if unclassified:
+        notes.append(f"{unclassified} of {unclassified + sum(s.kind == 'speech' for s in segments)} utterances "
+                     f"held too little speech to classify: labelled {SILENCE}")
     if unknown:
         notes.append("words without a GloVe vector (the model sees zeros for them): " + ", ".join(unknown))
     times, curve = probability_curve(segments, duration, recognizer.labels)
     timings["total"] = time.perf_counter() - start
     report(1.0, "done")
-    return Timeline(duration, tuple(recognizer.labels), modality, segmentation, segments, times, curve, timings, notes,
-                    waveform)
-
-
-def transcribe(transcriber, waveform: np.ndarray, piece: Piece) -> list:
-    """Whisper's segments (asr.Phrase) for one stretch of speech, times from the start of the
-    recording; a stretch longer than Whisper's window is transcribed window by window."""
-    from .asr import Phrase, Word
-
-    first = int(max(0.0, piece.start - TRIM_PADDING_SECONDS) * SAMPLE_RATE)
-    audio = waveform[first:int((piece.end + TRIM_PADDING_SECONDS) * SAMPLE_RATE)]
-    phrases = []
-    for begin, end in transcription_windows(audio):
-        offset = (first + begin) / SAMPLE_RATE
-        result = transcriber.transcribe(audio[begin:end])
-        found = result.phrases or [Phrase(result.text, 0.0, (end - begin) / SAMPLE_RATE, result.words)]
-        phrases += [Phrase(p.text, p.start + offset, p.end + offset, [Word(w.text, w.start + offset, w.end + offset) for w in p.words])
-                    for p in found if p.text.strip()]
-    return phrases
+    return Timeline(duration, tuple(recognizer.labels), modality, "asr" if asr else "voice activity", segments,
+                    times, curve, timings, notes, waveform)
 
 
 def classify(recognizer: EmotionRecognizer, waveform: np.ndarray, begin: float, end: float,
-             piece: Optional[Piece], modality: str, unknown: dict) -> Segment:
+             piece: Optional[Piece], modality: str, unknown: dict, work: dict, transcriber=None) -> list[Segment]:
     """One span of the timeline: silence as it is, speech through the recognizer's own stages
-    (listen -> prepare -> forward) with its own audio and its own words."""
+    (listen -> prepare -> forward) with its own audio and its own words, as `predict` classifies
+    a clip. With a `transcriber`, Whisper decodes the words from the encoder pass that the model
+    reads; where Whisper's segments cut the utterance further (sentences without a pause between
+    them), each part is classified alone, with its own pass and its segment's words. `work`
+    gathers seconds per stage."""
     if piece is None:
-        return Segment(begin, end, SILENCE)
+        return [Segment(begin, end, SILENCE)]
     use_audio, use_text = recognizer.branches(modality)
     # A little audio around the speech, as ingestion keeps around trimmed clips; listen trims it.
     first = int(max(begin, piece.start - TRIM_PADDING_SECONDS) * SAMPLE_RATE)
     last = int(min(end, piece.end + TRIM_PADDING_SECONDS) * SAMPLE_RATE)
-    text = piece.text if use_text else ""
+    audio, text = waveform[first:last], piece.text if use_text else ""
     try:
-        heard = recognizer.listen(waveform[first:last], SAMPLE_RATE, text, modality, max_seconds=None, transcriber=None)
+        heard = recognizer.listen(audio, SAMPLE_RATE, text, modality, max_seconds=None, transcriber=transcriber)
+        for stage, seconds in heard.timings.items():  # ingest (of the utterance: trimming), encoder, asr
+            stage = "trim" if stage == "ingest" else stage
+            work[stage] = work.get(stage, 0.0) + seconds
+        if transcriber is not None:
+            offset = (first + speech_bounds(audio)[0]) / SAMPLE_RATE  # Whisper's times are the trimmed clip's
+            parts = split_at_phrases(piece, [p.shifted(offset) for p in heard.phrases])
+            if len(parts) > 1:
+                edges = [begin, *(part.start for part in parts[1:]), end]
+                return [segment for part, b, e in zip(parts, edges[:-1], edges[1:])
+                        for segment in classify(recognizer, waveform, b, e, part, modality, unknown, work)]
+            piece, text = parts[0], heard.transcript
+        t = time.perf_counter()
         inputs = recognizer.prepare(heard.waveform_for_model, heard.transcript, modality, heard.encoded)
+        probabilities, _ = recognizer.forward(inputs)
+        work["classify"] = work.get("classify", 0.0) + time.perf_counter() - t
     except (AudioInputError, PredictionError):  # no speech left after trimming, or no words for text only
-        return Segment(begin, end, SILENCE, None, text, piece.words)
-    probabilities, _ = recognizer.forward(inputs)
+        work["unclassified"] += 1
+        return [Segment(begin, end, SILENCE, None, text, piece.words)]
     unknown.update(dict.fromkeys(inputs.tokens.unknown_words))
     labels = recognizer.labels
-    return Segment(begin, end, labels[int(np.argmax(probabilities))],
-                   {label: float(p) for label, p in zip(labels, probabilities)}, text, piece.words)
+    return [Segment(begin, end, labels[int(np.argmax(probabilities))],
+                    {label: float(p) for label, p in zip(labels, probabilities)}, text, piece.words)]
 
 
 def probability_curve(segments: list[Segment], duration: float, labels, step: float = CURVE_STEP_SECONDS,

@@ -23,7 +23,7 @@ from ser_demo import load_recognizer
 from ser_demo.__main__ import main
 from ser_demo.ingest import AudioInputError
 from ser_demo.recognizer import PredictionError
-from ser_demo.segments import Piece, merge_short, split_long, tile, transcription_windows, voice_activity
+from ser_demo.segments import Piece, merge_short, split_long, tile, voice_activity
 from ser_demo.timeline import SILENCE, timeline
 
 RATE = 16000
@@ -109,17 +109,6 @@ def test_short_pieces_merge_long_ones_split_and_tiles_cover_everything():
     assert tile([], 5.0) == [(0.0, 5.0, None)]
 
 
-def test_transcription_windows_fit_whisper_and_cut_at_pauses(speech):
-    audio, _ = join([speech] * 10, pause=0.8)  # ~50 s
-    spans = [(p.start, p.end) for p in voice_activity(audio)]
-    windows = transcription_windows(audio, window_seconds=28.0)
-    assert windows[0][0] == 0 and windows[-1][1] == len(audio)
-    assert all(b - a <= 28 * RATE and a < b for a, b in windows)
-    assert all(w[1] == v[0] for w, v in zip(windows, windows[1:]))
-    for _, cut in windows[:-1]:  # each cut falls in a pause, never inside a sentence
-        assert not any(start + 0.1 < cut / RATE < end - 0.1 for start, end in spans)
-
-
 # --- the timeline --------------------------------------------------------------------------
 
 
@@ -168,6 +157,107 @@ def test_with_whisper_each_utterance_has_its_own_words(recognizer, whisper):
         assert len(said & heard) >= len(said) // 2, (segment.text, sentence["text"])
         assert all(segment.start - 0.5 <= w.start <= segment.end + 0.5 for w in segment.words)
     assert progress[0] == 0.0 and progress[-1] == 1.0 and progress == sorted(progress)
+
+
+class CountingEncoder:
+    """Stands in for Whisper's CTranslate2 model and counts the encoder's 30 s windows."""
+
+    def __init__(self, model):
+        self.model, self.passes = model, 0
+
+    def encode(self, features, *args, **kwargs):
+        self.passes += int(features.shape[0])
+        return self.model.encode(features, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+
+@pytest.fixture
+def sharing(recognizer, whisper):
+    """The bundled checkpoint with Whisper as its own transcriber, reading Whisper's encoder (as
+    the app and the command line load it), its encoder passes counted."""
+    from ser_demo.recognizer import EmotionRecognizer
+
+    shared = EmotionRecognizer(recognizer.model, recognizer.word_vectors, recognizer.speaker_embedder, whisper)
+    if shared.encoder is None or shared.encoder.whisper is not whisper.model:
+        pytest.skip("this checkpoint reads no Whisper encoder states")
+    counter = whisper.model.model = CountingEncoder(whisper.model.model)
+    heard, listen = [], shared.listen
+
+    def listening(audio, *args, **kwargs):  # the audio of every utterance the timeline classifies
+        heard.append(np.array(audio))
+        return listen(audio, *args, **kwargs)
+
+    shared.listen = listening
+    yield shared, counter, heard
+    whisper.model.model = counter.model
+
+
+def assert_predicts_each_alone(recognizer, segments, audios):
+    """Each utterance's answer is what `predict` says of the audio it was given with its words."""
+    assert len(audios) == len(segments)
+    for segment, audio in zip(segments, audios):
+        alone = recognizer.predict(audio, RATE, segment.text, modality="both").probabilities
+        assert all(segment.probabilities[k] == pytest.approx(alone[k], abs=1e-4) for k in alone), (segment, alone)
+
+
+def test_whisper_decodes_from_the_encoder_pass_the_model_reads(sharing):
+    """Each utterance goes through Whisper's encoder once: its transcription and the model read
+    the same pass, and its answer is still what `predict` says of its audio and words."""
+    recognizer, counter, heard = sharing
+    sentences = json.loads((FIXTURES / "speech.json").read_text())[:3]
+    clips = [sf.read(FIXTURES / s["file"], dtype="float32")[0] for s in sentences]
+    audio, spans = join(clips)
+    result = timeline(recognizer, audio, RATE, modality="both")
+    found = speech_segments(result)
+    assert_follows_clips(result, spans, [None] * 3)
+    assert counter.passes == len(found) == 3
+    for segment, sentence in zip(found, sentences):
+        said = set(sentence["text"].lower().strip(".").split())
+        assert len(said & set(segment.text.lower().replace(".", "").replace(",", "").split())) >= len(said) // 2
+    assert_predicts_each_alone(recognizer, found, heard[:3])
+
+
+class SentenceSegments:
+    """Whisper, with its segments cut after every word that ends a sentence (tiny.en often joins
+    two sentences said without a pause into one segment, often not): the timeline's path for a
+    stretch that Whisper's segments cut, made certain."""
+
+    name = "faster-whisper"
+
+    def __init__(self, whisper):
+        self.whisper, self.model = whisper, whisper.model
+
+    def transcribe(self, audio, encoded=None):
+        from ser_demo.asr import Phrase
+
+        result = self.whisper.transcribe(audio, encoded=encoded)
+        phrases, words = [], []
+        for word in result.words:
+            words.append(word)
+            if word.text.endswith("."):
+                phrases.append(Phrase(" ".join(w.text for w in words), words[0].start, words[-1].end, words))
+                words = []
+        result.phrases = phrases + ([Phrase(" ".join(w.text for w in words), words[0].start, words[-1].end, words)] if words else [])
+        return result
+
+
+def test_sentences_without_a_pause_are_classified_apart(sharing, whisper):
+    """Two sentences 0.1 s apart are one stretch of speech: Whisper's segments cut it, and each
+    sentence is classified alone with its own words and its own encoder pass (the stretch's pass
+    served its transcription)."""
+    recognizer, counter, heard = sharing
+    sentences = json.loads((FIXTURES / "speech.json").read_text())[1:3]
+    clips = [sf.read(FIXTURES / s["file"], dtype="float32")[0] for s in sentences]
+    audio, spans = join(clips, pause=0.1)
+    result = timeline(recognizer, audio, RATE, modality="both", transcriber=SentenceSegments(whisper))
+    found = speech_segments(result)
+    assert len(found) == 2, [(s.start, s.end, s.text) for s in result.segments]
+    assert counter.passes == 3 and len(heard) == 3  # the stretch, then each sentence
+    assert "brother" in found[0].text.lower() and "thank" in found[1].text.lower()
+    assert found[0].end == found[1].start and spans[0][1] - 0.3 < found[0].end < spans[1][0] + 0.3
+    assert_predicts_each_alone(recognizer, found, heard[1:3])
 
 
 MARGIN = 0.1  # "classified correctly on its own": right, and not by a hair (the utterance cut from
@@ -355,6 +445,26 @@ def test_live_points_never_queue_up(recognizer, speech):
     times = [p.time for p in live.points]
     assert times == sorted(times) and times[-1] <= live.duration
     assert len(live.points) <= int(live.duration) + 1
+
+
+def test_live_feed_waits_for_the_point_it_started(recognizer, speech):
+    """With `wait` (the app waits less than the time between chunks), a point is handed out by
+    the chunk that started it, not by the next one; it is what `predict` says of the same 3 s."""
+    from ser_demo.live import LiveTimeline
+
+    audio, _ = join([speech, speech], pause=0.5)
+    live = LiveTimeline(recognizer, None)
+    points = []
+    for k in range(0, len(audio), 8000):
+        points += live.feed(audio[k:k + 8000], RATE, wait=120)
+        assert points == live.points  # nothing left in flight
+    live.finish()
+    spoken = [p for p in points if p.probabilities is not None]
+    assert len(points) >= 3 and spoken
+    last = spoken[-1]
+    window = live.waveform[int((last.time - live.window) * RATE):int(last.time * RATE)]
+    alone = recognizer.predict(window, RATE, modality="audio").probabilities
+    assert all(last.probabilities[k] == pytest.approx(alone[k], abs=1e-4) for k in alone)
 
 
 def test_live_limits(recognizer, speech):

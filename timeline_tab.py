@@ -37,6 +37,7 @@ TIMELINE_MAX_SECONDS = float(os.environ.get("SER_APP_TIMELINE_MAX_SECONDS", "300
 LIVE_MAX_SECONDS = float(os.environ.get("SER_APP_LIVE_MAX_SECONDS", "120"))
 LIVE_CONCURRENCY = int(os.environ.get("SER_APP_LIVE_CONCURRENCY", "4"))
 STREAM_EVERY = 0.5  # seconds of microphone audio per chunk sent to the server
+POINT_WAIT = 0.3  # a chunk's handler waits this long for the point in flight (< STREAM_EVERY)
 LIVE_HISTORY_SECONDS = 30.0  # the live chart shows the last half minute
 CHART_POINTS = 600  # the full timeline's curve is thinned to this many points per emotion
 BOUNDARY = "segment boundary"
@@ -200,7 +201,7 @@ def build_timeline_tab(service, tabs: gr.Tabs, step_tab: str, step_audio: gr.Aud
                 live = LiveTimeline(recognizer, service.transcriber, max_seconds=LIVE_MAX_SECONDS)
             words = live.transcript
             rate, samples = chunk
-            new = live.feed(samples, rate)
+            new = live.feed(samples, rate, wait=POINT_WAIT)
             latest = live.transcript
             if not new:
                 return live, gr.skip(), latest if latest != words else gr.skip(), gr.skip()

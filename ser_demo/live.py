@@ -8,12 +8,16 @@ once a second out, and a transcript that grows as Whisper catches up.
         show(live.transcript)
     final = live.finish()                     # the whole recording, for `timeline.timeline`
 
-Each point classifies the last few seconds with the audio branch alone (no transcription),
-through the recognizer's own stages, on a background thread: `feed` only stores audio and hands
-out finished points, so a machine slower than real time gets fewer points, never a growing lag.
+Each point is exactly what `predict` says of the last few seconds with the audio branch alone
+(no transcription): for a checkpoint that reads Whisper's encoder that is one encoder pass (a
+padded 30 s window) per point, since the encoder's states of a clip depend on the whole window
+and a pass shared by several points would give them other features than the model was trained
+on. Points are computed on a background thread: `feed` stores audio, starts a point when one is
+due and none is in flight, and hands out finished points (waiting up to `wait` seconds for the
+one in flight), so a machine slower than real time gets fewer points, never a growing lag.
 Whisper runs on another background thread, shared by every stream: it transcribes each stretch
-of speech once a pause ends it, so a slow transcription delays the words, never the chart.
-No UI code here.
+of speech once a pause ends it, starting between points (both use the same encoder, which runs
+one job at a time), so a slow transcription delays the words, never the chart. No UI code here.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from typing import Optional
 
@@ -38,6 +43,30 @@ LIVE_MAX_SECONDS = 120.0  # longest stream kept (memory: 7.7 MB of float32 at 16
 
 _whisper_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-whisper")
 _point_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-points")
+
+
+class _PointsInFlight:
+    """How many points, over all streams, are queued or being computed: Whisper's transcriptions
+    wait for none (a bounded while), so that a point never queues behind one on the encoder."""
+
+    def __init__(self):
+        self._count, self._changed = 0, threading.Condition()
+
+    def add(self) -> None:
+        with self._changed:
+            self._count += 1
+
+    def done(self) -> None:
+        with self._changed:
+            self._count -= 1
+            self._changed.notify_all()
+
+    def wait_for_none(self, timeout: float) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self._count == 0, timeout)
+
+
+_points_in_flight = _PointsInFlight()
 
 
 @dataclass
@@ -86,10 +115,12 @@ class LiveTimeline:
         with self._lock:
             return " ".join(text for _, _, text in self.phrases).strip()
 
-    def feed(self, chunk, rate: int) -> list[LivePoint]:
+    def feed(self, chunk, rate: int, wait: float = 0.0) -> list[LivePoint]:
         """Add one chunk of the stream (any rate, int or float samples, mono or not); returns the
-        points it completed (at most one per chunk, so a stream that fell behind catches up at
-        the cost of one classification per chunk)."""
+        points finished since the last call (at most one per chunk, so a stream that fell behind
+        catches up at the cost of one classification per chunk). `wait`: seconds to wait for the
+        point in flight, so that it is handed out when ready rather than with the next chunk (the
+        app waits less than the time between chunks)."""
         if self.full:
             return []
         rate = check_sample_rate(rate)
@@ -109,9 +140,13 @@ class LiveTimeline:
             end, audio = self.duration, self._window(self.duration)
             self._next_point = end + self.step * 0.9  # chunk edges never push a point a whole step
             if self.background:
-                self._classifying = _point_worker.submit(self._point, end, audio)
+                _points_in_flight.add()
+                self._classifying = _point_worker.submit(self._point_in_flight, end, audio)
             else:
                 new.append(self._point(end, audio))
+        if wait > 0 and self._classifying is not None and not new:
+            futures_wait([self._classifying], timeout=wait)
+            new = self._finished_point()
         self._transcribe(final=self.full)
         return new
 
@@ -142,6 +177,13 @@ class LiveTimeline:
                 break
             self._collect()
         return self.waveform
+
+    def _point_in_flight(self, end: float, audio: np.ndarray) -> LivePoint:
+        """`_point`, counted in flight from its submission (`feed`) to its end."""
+        try:
+            return self._point(end, audio)
+        finally:
+            _points_in_flight.done()
 
     def _point(self, end: float, audio: np.ndarray) -> LivePoint:
         point = LivePoint(end, None)
@@ -198,6 +240,7 @@ class LiveTimeline:
         self._transcribed += cut
 
         def run():
+            _points_in_flight.wait_for_none(timeout=self.step)
             result = self.transcriber.transcribe(stretch)
             return offset, offset + len(stretch) / SAMPLE_RATE, result.text.strip()
 

@@ -1,5 +1,5 @@
 """Benchmark of emotion over time: `python bench/bench_timeline.py [--live-seconds 120] [--minutes 5]
-[--files 100] [--whisper-files 20] [--only live|long|batch]`.
+[--files 100] [--whisper-files 20] [--only live|long|batch|stages]`.
 
 Prints
   - live: a microphone stream fed in real time (0.5 s chunks at 48 kHz, as the browser sends
@@ -13,7 +13,10 @@ Prints
   - batch: `python -m ser_demo predict FOLDER --modality audio`'s loop over 5-second files,
     files per second, without Whisper and (on fewer files) with it. Target: >= 20 files/s.
 Network and browser time are not included in the live figure (the browser test shows the chart
-does update while speaking); the machine's load average is printed with each figure.
+does update while speaking). Each figure comes with the CPU time it took (all threads of this
+process) and the machine's load average, since the machine is shared; where the checkpoint reads
+Whisper's encoder, the encoder passes are counted (each is one padded 30 s window), and `stages`
+prints where one file's time goes.
 """
 
 from __future__ import annotations
@@ -35,6 +38,44 @@ RATE = 16000
 
 def load() -> str:
     return "load average %.1f" % os.getloadavg()[0]
+
+
+class Clock:
+    """Wall and CPU seconds (all threads of this process) since it was made."""
+
+    def __init__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def seconds(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+class CountingEncoder:
+    """Stands in for a faster-whisper model's CTranslate2 model and counts its encoder passes
+    (the emotion model's and Whisper's own)."""
+
+    def __init__(self, model):
+        self.model, self.passes = model, 0
+
+    def encode(self, features, *args, **kwargs):
+        self.passes += int(features.shape[0])  # one per 30 s window in the batch
+        return self.model.encode(features, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+
+def count_encoder_passes(recognizer) -> CountingEncoder | None:
+    whisper = recognizer.encoder.whisper if recognizer.encoder is not None else None
+    if whisper is None:
+        return None
+    if not isinstance(whisper.model, CountingEncoder):
+        whisper.model = CountingEncoder(whisper.model)
+    return whisper.model
+
+
+def passes(counter, before: int = 0) -> str:
+    return "" if counter is None else f", {counter.passes - before} encoder passes"
 
 
 def sentences() -> list:
@@ -65,45 +106,90 @@ def bench_live(recognizer, transcriber, seconds: float) -> None:
     import soxr
 
     from ser_demo.live import LiveTimeline
+    from timeline_tab import POINT_WAIT
 
     mic = (soxr.resample(recording(seconds, pause=1.2), RATE, 48000) * 20000).astype(np.int16)
     chunk = 24000  # 0.5 s at 48 kHz, what Gradio's stream_every=0.5 delivers
     warm_up = LiveTimeline(recognizer, None)  # one-off set-up (librosa's compiled kernels), as the app's start-up does
     for k in range(0, 6 * 48000, chunk):
-        warm_up.feed(mic[k:k + chunk], 48000)
+        warm_up.feed(mic[k:k + chunk], 48000, wait=POINT_WAIT)
+    warm_up.finish()
+    counter = count_encoder_passes(recognizer)
+    before = counter.passes if counter else 0
     live = LiveTimeline(recognizer, transcriber, max_seconds=seconds + 1)
-    lags, start = [], time.perf_counter()
+    lags, clock = [], Clock()
+    start = clock.wall
     for k in range(0, len(mic), chunk):
         arrives = start + (k + chunk) / 48000  # the chunk is complete in the browser at this moment
         time.sleep(max(0.0, arrives - time.perf_counter()))
-        for point in live.feed(mic[k:k + chunk], 48000):
+        for point in live.feed(mic[k:k + chunk], 48000, wait=POINT_WAIT):  # as the app's handler calls it
             lags.append((point.time, time.perf_counter() - (start + point.time)))
     live.finish(timeout=60)
+    wall, cpu = clock.seconds()
     first = [lag for t, lag in lags if t <= 30]
     last = [lag for t, lag in lags if t > seconds - 30]
 
     def stats(values):
         values = sorted(values)
+        if not values:
+            return "none"
         return (f"median {statistics.median(values) * 1000:.0f} ms, p95 {values[int(0.95 * (len(values) - 1))] * 1000:.0f} ms, "
                 f"max {values[-1] * 1000:.0f} ms")
 
     print(f"live, {seconds:.0f} s stream, {len(lags)} points: all {stats([l for _, l in lags])}; "
           f"first 30 s {stats(first)}; last 30 s {stats(last)}; "
-          f"{sum(l > 1.0 for _, l in lags)} points over 1 s; transcript {len(live.transcript.split())} words ({load()})")
+          f"{sum(l > 1.0 for _, l in lags)} points over 1 s; transcript {len(live.transcript.split())} words; "
+          f"{cpu:.1f} s CPU in {wall:.1f} s{passes(counter, before)} ({load()})", flush=True)
 
 
 def bench_long(recognizer, minutes: float) -> None:
     from ser_demo.timeline import timeline
 
     audio = recording(minutes * 60)
-    calls = []
-    start = time.perf_counter()
+    counter = count_encoder_passes(recognizer)
+    before = counter.passes if counter else 0
+    calls, clock = [], Clock()
     result = timeline(recognizer, audio, RATE, modality="both", progress=lambda f, m: calls.append(f))
-    elapsed = time.perf_counter() - start
+    wall, cpu = clock.seconds()
     speech = [s for s in result.segments if s.kind == "speech"]
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
-    print(f"long, {result.duration:.0f} s recording with Whisper: {elapsed:.1f} s = {elapsed / result.duration:.3f} x real time "
-          f"({timings}); {len(speech)} utterances, {len(calls)} progress updates ({load()})")
+    print(f"long, {result.duration:.0f} s recording with Whisper: {wall:.1f} s = {wall / result.duration:.3f} x real time, "
+          f"{cpu:.1f} s CPU ({timings}); {len(speech)} utterances{passes(counter, before)}, "
+          f"{len(calls)} progress updates ({load()})", flush=True)
+
+
+def bench_stages(recognizer, path: str, repeats: int = 5) -> None:
+    """Where one file's time goes in `predict --modality audio`, stage by stage (CPU seconds)."""
+    import torch
+
+    from ser_demo.audio import mfcc_features
+    from ser_demo.ingest import load_audio
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as predict_rows runs
+    audio = load_audio(path, trim_silence=True)
+    encoded = recognizer.encoder.encode(audio) if recognizer.encoder is not None else None
+    inputs = recognizer.prepare(audio, None, "audio", encoded)
+    stages = {
+        "decode + trim": lambda: load_audio(path, trim_silence=True),
+        "Whisper encoder pass": (lambda: recognizer.encoder.encode(audio)) if encoded is not None else None,
+        "MFCC": lambda: mfcc_features(audio, recognizer.feature_params),
+        "speaker embedding": (lambda: recognizer.speaker_embedder.embed(audio)) if recognizer.speaker_embedder else None,
+        "features -> batch (all of prepare)": lambda: recognizer.prepare(audio, None, "audio", encoded),
+        "model forward": lambda: recognizer.forward(inputs),
+    }
+    figures = []
+    for name, run in stages.items():
+        if run is None:
+            continue
+        run()
+        clock = Clock()
+        for _ in range(repeats):
+            run()
+        wall, cpu = clock.seconds()
+        figures.append(f"{name} {cpu / repeats * 1000:.0f} ms CPU ({wall / repeats * 1000:.0f} ms wall)")
+    torch.set_num_threads(threads)
+    print(f"stages of one {len(audio) / RATE:.1f} s file, --modality audio: " + "; ".join(figures) + f" ({load()})", flush=True)
 
 
 def bench_batch(recognizer, n_files: int, n_whisper: int) -> None:
@@ -121,16 +207,20 @@ def bench_batch(recognizer, n_files: int, n_whisper: int) -> None:
         sf.write(folder / f"clip{i:04d}.wav", clip, RATE, subtype="PCM_16")
     files = audio_files([str(folder)])
     list(predict_rows(recognizer, files[:3], modality="audio"))  # warm-up
+    bench_stages(recognizer, str(files[0]))
+    counter = count_encoder_passes(recognizer)
     for modality, subset in (("audio", files), ("both", files[:n_whisper])):
         if modality == "both" and recognizer.transcriber is None:
             continue
-        start = time.perf_counter()
+        before = counter.passes if counter else 0
+        clock = Clock()
         rows = list(predict_rows(recognizer, subset, modality=modality))
-        elapsed = time.perf_counter() - start
+        wall, cpu = clock.seconds()
         failed = sum(bool(r[-1]) for r in rows)
         what = "--modality audio (no Whisper)" if modality == "audio" else "--modality both (Whisper)"
-        print(f"batch, {len(subset)} five-second files, {what}: {len(subset) / elapsed:.1f} files/s "
-              f"({elapsed:.1f} s, {failed} failed) ({load()})")
+        print(f"batch, {len(subset)} five-second files, {what}: {len(subset) / wall:.2f} files/s "
+              f"({wall:.1f} s, {cpu:.1f} s CPU = {cpu / len(subset):.2f} s CPU per file, {failed} failed"
+              f"{passes(counter, before)}) ({load()})", flush=True)
 
 
 def main() -> None:
@@ -139,13 +229,15 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--files", type=int, default=100)
     parser.add_argument("--whisper-files", type=int, default=20)
-    parser.add_argument("--only", choices=("live", "long", "batch"), default=None)
+    parser.add_argument("--only", choices=("live", "long", "batch", "stages"), default=None)
     args = parser.parse_args()
 
     from ser_demo import load_recognizer
 
     recognizer = load_recognizer()
     print(f"checkpoint labels {recognizer.labels}; {os.cpu_count()} CPUs; {load()}")
+    if args.only == "stages":
+        bench_stages(recognizer, str(ROOT / "tests" / "fixtures" / "speech.wav"))
     if args.only in (None, "batch"):
         bench_batch(recognizer, args.files, args.whisper_files)
     if args.only in (None, "long"):

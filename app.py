@@ -479,7 +479,8 @@ def build_demo(service: Service) -> gr.Blocks:
                 gr.Examples(rows, inputs, outputs, fn=analyze, run_on_click=True, cache_examples=False,
                             example_labels=example_labels,
                             label="Examples: synthetic speech made with espeak-ng (the model, trained on human voices, "
-                                  "hears these robot voices as angry; switch to text only to see the words' branch). "
+                                  "hears the happy robot voice as neutral and the other three as meant; switch to "
+                                  "text only to see the words' branch). "
                                   "Click one to analyse it.")
         gr.Markdown(
             "<small>MSCNN-SPU-ATT: Peng, Lu, Pan, Liu, *Efficient Speech Emotion Recognition Using Multi-Scale "

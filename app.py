@@ -319,7 +319,7 @@ def make_analyze(service: Service, explanations: Optional[bool] = None):
             modality: what the model may use: "both" (voice and words, the default), "audio" (voice only) or "text" (words only).
             checkpoint_name: which trained model to use, one of the names this app lists; leave it out for the app's default.
         Returns:
-            1. the four emotion probabilities; 2. a summary table (HTML); 3. bars of the probabilities (HTML); 4. the transcript used; 5. an image of the MFCC features (and Whisper encoder states) over time with the moments that drive the decision; 6. an image of the SPU statistics; 7. a table of attention weights and leave-one-word-out influence per word (HTML); 8. the transcript highlighted by attention (HTML); 9. the prediction with uniform attention; 10. deletion curves of the words (an SVG chart in HTML) and 11. what they say; 12. deletion curves of the audio windows (SVG in HTML) and 13. what they say; 14. time per stage; 15. notes (e.g. words without a word vector); 16. all numbers as JSON: label, probabilities, transcript, tokens, attention, word_influence, uniform_attention_probabilities, audio_relevance, faithfulness, token_times, timings.
+            1. the four emotion probabilities; 2. a summary table (HTML); 3. bars of the probabilities (HTML); 4. the transcript used; 5. an image of the MFCC features (and Whisper encoder states) over time with the moments that drive the decision; 6. heat maps of the SPU statistics (HTML); 7. a table of attention weights and leave-one-word-out influence per word (HTML); 8. the transcript highlighted by attention (HTML); 9. the prediction with uniform attention; 10. deletion curves of the words (an SVG chart in HTML) and 11. what they say; 12. deletion curves of the audio windows (SVG in HTML) and 13. what they say; 14. time per stage; 15. notes (e.g. words without a word vector); 16. all numbers as JSON: label, probabilities, transcript, tokens, attention, word_influence, uniform_attention_probabilities, audio_relevance, faithfulness, token_times, timings.
         """
         checkpoint_name = checkpoint_name or service.default
         try:
@@ -450,8 +450,7 @@ def build_demo(service: Service) -> gr.Blocks:
                                 elem_id="window-curves-plot")
         window_faithfulness = gr.Markdown(label="audio faithfulness", elem_id="window-faithfulness")
         gr.Markdown("### 3. Statistical pooling (SPU): three views of the same filters\n" + EXPLAIN["spu"])
-        spu = gr.Image(label="SPU statistics per kernel size", format="png", elem_id="spu-plot", buttons=[], show_label=False,
-                       interactive=False)
+        spu = gr.HTML(label="SPU statistics per kernel size", show_label=False, elem_id="spu-plot")
         gr.Markdown("### 4. Attention over the words, and what the words really do\n" + EXPLAIN["attention"])
         attention = gr.HTML(label="Attention weights and leave-one-word-out", show_label=False,
                             elem_id="attention-plot")

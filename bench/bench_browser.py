@@ -47,7 +47,7 @@ ALL_VISIBLE = """() => {
   const loaded = id => { const img = q(`#${id} img`); return img && img.complete && img.naturalWidth > 100; };
   const timings = q('#timings');
   const done = q('#summary td.probability') && q('#probabilities-plot .ser-probabilities')
-    && loaded('mfcc-plot') && loaded('spu-plot') && q('#attention-plot table') && q('#attention-text span')
+    && loaded('mfcc-plot') && q('#spu-plot .ser-spu img') && q('#attention-plot table') && q('#attention-text span')
     && q('#word-curves-plot svg polyline') && q('#window-curves-plot svg polyline')
     && timings && timings.innerText.includes('total');
   return done ? performance.now() - window.__clicked : false;

@@ -3,9 +3,9 @@
 Runs the app's own handler (app.make_analyze, in this process) on a 5 s recording and prints, as
 medians over the runs, the CPU time (time.process_time: every thread of this process) and the wall
 time of each piece of work it does: Whisper's encoder, the decoder (ASR), MFCCs, the GE2E speaker
-embedding, the model, leave-one-word-out and uniform attention, occlusion, the deletion curves, the
-two matplotlib figures, the HTML views, and what Gradio then does with the outputs (PNG encoding
-of the figures, in `gr.Image.postprocess`). On a machine shared with other work wall time is
+embedding, leave-one-word-out, occlusion, the deletion curves, the MFCC figure (matplotlib), the
+SPU heat maps and the other HTML views, and what Gradio then does with the outputs (PNG encoding
+of the MFCC figure, in `gr.Image.postprocess`). On a machine shared with other work wall time is
 inflated; CPU time is the fair figure. The load average is printed with it.
 Targets (issue 12): click -> all visible <= 0.9 s; figures <= 150 ms of the handler.
 """
@@ -77,8 +77,8 @@ def main() -> None:
     clock.wrap(explain, "occlusion_relevance", "occlusion")
     clock.wrap(faithfulness, "measure", "deletion curves")
     clock.wrap(plotting, "plot_mfcc", "MFCC figure: update")
-    clock.wrap(plotting, "plot_spu", "SPU figure: update")
-    clock.wrap(plotting, "render", "figures: draw (both)")
+    clock.wrap(plotting, "spu_html", "SPU heat maps (HTML)")
+    clock.wrap(plotting, "render", "MFCC figure: draw")
     clock.wrap(app, "_probabilities_html", "HTML views")
     clock.wrap(plotting, "attention_html", "HTML views")
     clock.wrap(plotting, "attention_table_html", "HTML views")
@@ -94,8 +94,7 @@ def main() -> None:
         out = handler(clip, transcript, "both", service.default)
         handler_cpu, handler_wall = time.process_time() - c, time.perf_counter() - w
         c, w = time.process_time(), time.perf_counter()
-        for figure in (out[4], out[5]):  # what Gradio does with the two figures after the handler
-            image.postprocess(figure)
+        image.postprocess(out[4])  # what Gradio does with the MFCC figure after the handler
         clock.cpu["Gradio: PNG encoding"] += time.process_time() - c
         clock.wall["Gradio: PNG encoding"] += time.perf_counter() - w
         clock.cpu["handler (total)"], clock.wall["handler (total)"] = handler_cpu, handler_wall
@@ -108,7 +107,7 @@ def main() -> None:
     rows = [(name, statistics.median(cpu[name]), statistics.median(wall[name])) for name in cpu]
     for name, c, w in rows:
         print(f"  {name:<34} {c * 1000:7.0f} ms CPU {w * 1000:7.0f} ms wall")
-    figures = sum(statistics.median(cpu[n]) for n in cpu if n.startswith(("MFCC figure", "SPU figure", "figures")))
+    figures = sum(statistics.median(cpu[n]) for n in cpu if n.startswith(("MFCC figure", "SPU heat", "figures")))
     print(f"figures (update + draw) {figures * 1000:.0f} ms CPU of the handler (target <= 150 ms); "
           f"+ PNG encoding in Gradio {statistics.median(cpu['Gradio: PNG encoding']) * 1000:.0f} ms CPU")
 

@@ -1,16 +1,17 @@
-"""The pictures the app shows, for a classroom: two figures drawn by matplotlib and three HTML views.
+"""The pictures the app shows, for a classroom: one figure drawn by matplotlib and HTML views.
 
-The heat maps (MFCC + delta + delta-delta with the audio relevance under them; the SPU
-statistics) are matplotlib figures made with the object-oriented API (Agg canvas, no pyplot, no UI
-toolkit). Building a figure costs about as much as drawing it twice, so each layout is built once
-and later calls only replace its data (`plot_mfcc`, `plot_spu` return that shared figure): a
-figure is valid until the next call for the same layout, so callers hold `LOCK` (matplotlib is
-not thread-safe either) from the plot call until `render` has copied the pixels.
+The MFCC + delta + delta-delta heat maps (and Whisper's encoder states) with the audio relevance
+under them are a matplotlib figure made with the object-oriented API (Agg canvas, no pyplot, no
+UI toolkit). Building a figure costs about as much as drawing it twice, so each layout is built
+once and later calls only replace its data (`plot_mfcc` returns that shared figure): a figure is
+valid until the next call for the same layout, so callers hold `LOCK` (matplotlib is not
+thread-safe either) from the plot call until `render` has copied the pixels.
 
 What is a table or a bar chart in spirit is HTML, drawn by the browser, crisp at any zoom and free
 on the server: the class probabilities (`probabilities_html`), the attention weights with each
 word's leave-one-word-out influence (`attention_table_html`), and the transcript shaded by them
-(`attention_html`); the deletion curves are inline SVG (`charts.deletion_curves_svg`).
+(`attention_html`); the SPU statistics (`charts.spu_html`: heat maps of one pixel per value that
+the browser scales) and the deletion curves (`charts.deletion_curves_svg`, inline SVG).
 """
 
 from __future__ import annotations
@@ -28,11 +29,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from .charts import deletion_curves_svg  # noqa: E402
+from .charts import STAT_NAMES, deletion_curves_svg, spu_html  # noqa: E402
 
 LOCK = threading.RLock()
 DPI = 100
-STAT_NAMES = {"max": "max", "avg": "mean", "std": "std"}
 LABEL_COLORS = {"angry": "#d62728", "happy": "#ff9f1c", "sad": "#1f77b4", "neutral": "#7f7f7f"}
 
 
@@ -273,55 +273,6 @@ def _draw_relevance(layout: dict, ax, relevance: np.ndarray, frame_seconds: floa
     ax.set_ylim(low - margin, high + margin)
 
 
-# --- 3. the SPU statistics -------------------------------------------------------------------
-
-
-def kernel_label(kernel, frame_seconds: float = 0.01) -> str:
-    """A row of the SPU plot: a kernel size in MFCC frames, or (front-end, size) from
-    `ModelConfig.audio_kernels` (a Whisper encoder state spans two MFCC frames)."""
-    frontend, k = kernel if isinstance(kernel, (tuple, list)) else ("mfcc", kernel)
-    step = frame_seconds * (2 if frontend == "whisper" else 1)
-    return f"{'Whisper' if frontend == 'whisper' else 'MFCC'} {k}\n({k * step * 1000:.0f} ms)"
-
-
-def _build_spu(kernel_sizes: tuple, statistics: tuple, frame_seconds: float, n_filters: int) -> dict:
-    fig = _figure(10.0, 1.2 + 0.4 * len(kernel_sizes))
-    _margins(fig, left=1.1, right=1.0, top=0.35, bottom=0.5, wspace=0.08)
-    axes = fig.subplots(1, len(statistics), sharey=True, squeeze=False)[0]
-    images = []
-    for ax, s in zip(axes, statistics):
-        images.append(ax.imshow(np.zeros((len(kernel_sizes), n_filters)), aspect="auto", cmap="viridis",
-                                vmin=0, vmax=1, interpolation="nearest"))
-        ax.text(0.5, 1.03, f"{STAT_NAMES.get(s, s)} over time", transform=ax.transAxes, fontsize=10,
-                ha="center", va="bottom")
-        ax.set_xticks([])  # filter numbers mean nothing once sorted
-        ax.set_xlabel(f"{n_filters} filters, sorted by mean output", fontsize=9)
-        _fix_label(ax.xaxis, -0.08)
-        _fix_label(ax.yaxis, -0.75)
-    axes[0].set_yticks(range(len(kernel_sizes)), [kernel_label(k, frame_seconds) for k in kernel_sizes], fontsize=8)
-    axes[0].set_ylabel("kernel size")
-    return {"fig": fig, "images": images, "bar": _colorbar(fig, axes[-1], "viridis", "filter output")}
-
-
-def plot_spu(audio_statistics: np.ndarray, kernel_sizes: Sequence, statistics: Sequence[str],
-             frame_seconds: float = 0.01) -> Figure:
-    """One heat map per pooling view (max, mean, std), kernel sizes as rows and the filters as
-    columns, on one shared colour scale so the three views can be compared directly. Filters are
-    sorted by their mean value so the pattern is easier to read. Returns the shared figure of this
-    layout (valid until the next call; hold LOCK until it is rendered)."""
-    stats = np.asarray(audio_statistics, dtype=float)  # (Ka, S, F)
-    order = np.argsort(stats.mean(axis=(0, 1)))[::-1]
-    vmax = float(stats.max()) or 1.0
-    kernels = tuple(tuple(k) if isinstance(k, list) else k for k in kernel_sizes)  # a layout key: hashable
-    key = ("spu", kernels, tuple(statistics), float(frame_seconds), stats.shape[2])
-    with LOCK:
-        layout = _layout(key, lambda: _build_spu(kernels, tuple(statistics), frame_seconds, stats.shape[2]))
-        for j, im in enumerate(layout["images"]):
-            im.set_data(stats[:, j, order])
-            _set_colors(im, layout["bar"], 0.0, vmax)
-        return layout["fig"]
-
-
 # --- 4. attention and word influence (HTML) --------------------------------------------------
 
 
@@ -426,9 +377,10 @@ def attention_html(
 
 
 def draw_analysis(analysis) -> dict:
-    """The pictures of an `explain.Analysis`: "mfcc" and "spu" as RGB arrays (when there is audio),
-    the deletion curves "word_curves" / "window_curves" as SVG (when faithfulness was measured),
-    and "probabilities" and "attention" as HTML (the latter says so when there are no words)."""
+    """The pictures of an `explain.Analysis`: "mfcc" as an RGB array and "spu" as HTML (when there
+    is audio), the deletion curves "word_curves" / "window_curves" as SVG (when faithfulness was
+    measured), and "probabilities" and "attention" as HTML (the latter says so when there are no
+    words)."""
     e = analysis.explanation
     images = {"probabilities": probabilities_html(e.labels, e.probabilities, e.uniform_probabilities)}
     with LOCK:
@@ -437,8 +389,8 @@ def draw_analysis(analysis) -> dict:
             images["mfcc"] = render(plot_mfcc(analysis.mfcc, e.frame_seconds, e.frame_relevance,
                                               e.relevance_method, e.tokens, analysis.token_times,
                                               encoder_states))
-        if e.audio_statistics is not None:
-            images["spu"] = render(plot_spu(e.audio_statistics, e.kernel_sizes, e.statistics, e.frame_seconds))
+    if e.audio_statistics is not None:
+        images["spu"] = spu_html(e.audio_statistics, e.kernel_sizes, e.statistics, e.frame_seconds)
     faithful = getattr(analysis, "faithfulness", None)
     if faithful is not None and faithful.words is not None:
         images["word_curves"] = deletion_curves_svg(faithful.words, e.label)

@@ -161,8 +161,8 @@ def test_a_recording_is_transcribed_classified_and_drawn(client, server):
     assert len(d["word_influence"]) == len(d["tokens"]) and set(d["attention"]) == {"max", "avg", "std"}
     assert d["uniform_attention_probabilities"] and d["audio_relevance"]["method"] == "occlusion"
     assert set(d["timings"]) >= {"ingest", "asr", "features", "model", "explanations", "faithfulness", "plots", "total"}
-    for key in ("mfcc_plot", "spu_plot"):
-        assert_png(out[key])
+    assert_png(out["mfcc_plot"])
+    assert 'class="ser-spu"' in out["spu_plot"] and out["spu_plot"].count("data:image/png;base64,") == 3
     for key in ("word_curves_plot", "window_curves_plot"):  # inline SVG charts
         assert out[key].startswith("<svg") and "<polyline" in out[key] and f"p({d['label']})" in out[key]
     assert "Prediction: <b>" in out["probabilities_plot"] and "hatched" in out["probabilities_plot"]

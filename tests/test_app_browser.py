@@ -84,9 +84,9 @@ def test_record_analyse_and_show_everything(microphone_file):
         page.wait_for_function(
             "ids => ids.every(id => { const img = document.querySelector(`#${id} img`);"
             " return img && img.complete && img.naturalWidth > 100; })",
-            arg=["mfcc-plot", "spu-plot"], timeout=30_000,
+            arg=["mfcc-plot"], timeout=30_000,
         )
-        for chart in ("#word-curves-plot svg polyline", "#window-curves-plot svg polyline"):
+        for chart in ("#spu-plot .ser-spu img", "#word-curves-plot svg polyline", "#window-curves-plot svg polyline"):
             page.locator(chart).first.wait_for(timeout=10_000)
         page.locator("#probabilities-plot .ser-probabilities").wait_for(timeout=10_000)
         attention_cells = page.locator("#attention-plot td").count()

@@ -60,7 +60,6 @@ def test_every_figure_function_returns_a_figure_that_renders():
         lambda: plotting.plot_mfcc(a.mfcc, 0.01),
         lambda: plotting.plot_mfcc(None, 0.01, e.frame_relevance, encoder_states=STATES),  # encoder checkpoint
         lambda: plotting.plot_mfcc(a.mfcc, 0.01, e.frame_relevance, encoder_states=STATES),  # both front-ends
-        lambda: plotting.plot_spu(e.audio_statistics, e.kernel_sizes, e.statistics),
     ]
     for make in draw:
         with plotting.LOCK:
@@ -90,12 +89,6 @@ def test_a_figure_updated_in_place_looks_exactly_like_a_fresh_one(monkeypatch):
     np.testing.assert_array_equal(_render_mfcc(first), fresh)  # nothing of `other` is left over
     monkeypatch.setattr(plotting, "_FIGURES", {})
     np.testing.assert_array_equal(_render_mfcc(other), fresh_other)
-    e = first.explanation
-    with plotting.LOCK:
-        spu = plotting.render(plotting.plot_spu(e.audio_statistics, e.kernel_sizes, e.statistics))
-        plotting.render(plotting.plot_spu(e.audio_statistics * 5, e.kernel_sizes, e.statistics))
-        np.testing.assert_array_equal(
-            plotting.render(plotting.plot_spu(e.audio_statistics, e.kernel_sizes, e.statistics)), spu)
 
 
 def test_layouts_are_built_once_and_their_number_is_bounded(monkeypatch):
@@ -138,7 +131,7 @@ def test_no_pyplot_and_no_global_figures():
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "no pyplot"
     # and in this process: drawing leaves no figure in pyplot's registry, if another test loaded it
-    plotting.render(plotting.plot_spu(explanation().audio_statistics, (3, 5, 7, 9), ("max", "avg", "std")))
+    plotting.draw_analysis(analysis())
     if "matplotlib.pyplot" in sys.modules:
         assert sys.modules["matplotlib.pyplot"].get_fignums() == []
 
@@ -147,6 +140,7 @@ def test_draw_analysis_gives_one_view_per_section():
     images = plotting.draw_analysis(analysis())
     assert set(images) == {"probabilities", "mfcc", "spu", "attention"}
     assert isinstance(images["mfcc"], np.ndarray) and isinstance(images["probabilities"], str)
+    assert isinstance(images["spu"], str)
     text_only = plotting.draw_analysis(analysis(audio=False))
     assert set(text_only) == {"probabilities", "attention"} and "<table" in text_only["attention"]
     audio_only = plotting.draw_analysis(analysis(tokens=[]))
@@ -269,3 +263,31 @@ def test_word_influence_tooltip_has_the_sign_of_the_change_without_the_word():
     page = plotting.attention_html(["good", "bad"], None, (), np.array([0.2, -0.05]))
     assert "change in probability without this word: -0.2000" in page
     assert "change in probability without this word: +0.0500" in page
+
+
+def test_spu_heat_maps_are_html_with_one_pixel_per_value_on_one_colour_scale():
+    import base64
+    import io
+    import re
+
+    from matplotlib import colormaps
+    from PIL import Image
+
+    from ser_demo import charts
+
+    rng = np.random.default_rng(0)
+    stats = rng.random((7, 3, 16))
+    stats[2, 1, 5] = 3.0  # the largest value, in the "mean" view: the top of the shared scale
+    kernels = [("mfcc", 3), ("mfcc", 5), ("mfcc", 7), ("mfcc", 9), ("whisper", 1), ("whisper", 3), ("whisper", 5)]
+    page = charts.spu_html(stats, kernels, ("max", "avg", "std"))
+    images = [np.asarray(Image.open(io.BytesIO(base64.b64decode(uri))))
+              for uri in re.findall(r'src="data:image/png;base64,([^"]+)"', page)]
+    assert len(images) == 3 and all(im.shape == (7, 16, 3) for im in images)
+    order = np.argsort(stats.mean(axis=(0, 1)))[::-1]  # filters sorted by their mean output
+    expected = (colormaps["viridis"](stats[:, 1, order] / 3.0)[..., :3] * 255).round().astype(np.uint8)
+    np.testing.assert_array_equal(images[1], expected)
+    assert tuple(images[1][2, list(order).index(5)]) == tuple(
+        (np.array(colormaps["viridis"](1.0)[:3]) * 255).round().astype(np.uint8))
+    for text in ("max over time", "mean over time", "std over time", "MFCC 9 (90 ms)", "Whisper 5 (100 ms)",
+                 "16 filters, sorted by mean output", "filter output", ">3<"):
+        assert text in page, text

@@ -15,6 +15,7 @@ nothing can be loaded it raises `TranscriptionUnavailable`, and callers fall bac
 transcript.
 """
 
+import inspect
 import os
 import threading
 import warnings
@@ -359,7 +360,15 @@ def load_transcriber(backend: str | None = None, model: str | None = None, **set
             f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)} ({BACKEND_ENV})"
         )
     settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
-    key = (backend, model, tuple(sorted(settings.items())))
+    # The key holds every setting, defaults filled in: load_transcriber() and the Whisper encoder's
+    # load_transcriber(compute_type="int8") are one model, so the app's ASR decodes from the
+    # encoder pass the emotion model already made instead of running the encoder again.
+    try:
+        bound = inspect.signature(_BACKEND_CLASSES[backend]).bind(model, **settings)
+    except TypeError as error:
+        raise TypeError(f"load_transcriber({backend!r}): {error}") from None
+    bound.apply_defaults()
+    key = (backend, tuple(sorted(bound.arguments.items())))
     with _loading:  # one load per model, even when requests arrive together
         if key not in _loaded:
             _loaded[key] = _BACKEND_CLASSES[backend](model, **settings)

@@ -103,6 +103,12 @@ def test_models_are_loaded_once(offline_whisper, monkeypatch):
     assert load_transcriber("faster-whisper", None) is offline_whisper
     assert load_transcriber(beam_size=2) is not offline_whisper  # other settings, other model
     assert load_transcriber(beam_size=2) is load_transcriber(beam_size=2)
+    # a setting given at its default value is the same model: the encoder the emotion model reads
+    # is the ASR's own, so one encoder pass serves both
+    assert load_transcriber(compute_type="int8", beam_size=1) is offline_whisper
+    from ser_demo.encoder import WhisperEncoder
+
+    assert WhisperEncoder.load().whisper is offline_whisper.model
 
 
 def test_concurrent_first_loads_share_one_model(tmp_path):

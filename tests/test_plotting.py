@@ -4,12 +4,13 @@ as a fresh figure would look, safe from two threads) and the HTML views."""
 from __future__ import annotations
 
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
+
+from conftest import run_in_threads
 
 from ser_demo import plotting
 from ser_demo.explain import Analysis, Explanation
@@ -172,21 +173,14 @@ def test_attention_table():
 
 
 def test_drawing_from_two_threads_at_once():
-    a, results, errors = analysis(), [], []
+    a, results = analysis(), []
 
-    def work():
-        try:
-            for _ in range(2):
-                results.append(plotting.draw_analysis(a))
-        except Exception as err:  # pragma: no cover - reported below
-            errors.append(err)
+    def work(_):
+        for _ in range(2):
+            results.append(plotting.draw_analysis(a))
 
-    threads = [threading.Thread(target=work) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors and len(results) == 4
+    run_in_threads(work, 2)
+    assert len(results) == 4
     for r in results[1:]:
         np.testing.assert_array_equal(r["mfcc"], results[0]["mfcc"])
 

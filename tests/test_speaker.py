@@ -4,11 +4,12 @@ layout of the Hub's speechbrain/spkrec-xvect-voxceleb, loaded exactly as users l
 from __future__ import annotations
 
 import shutil
-import threading
 
 import numpy as np
 import pytest
 import torch
+
+from conftest import run_in_threads
 
 from ser_demo.audio import SAMPLE_RATE
 from ser_demo.model import MSCNN_SPU_ATT, ModelConfig
@@ -155,11 +156,7 @@ def test_short_empty_and_concurrent_calls(embedder):
         for _ in range(2):
             results[i] = embedder.embed(clips[i])
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(clips))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(run, len(clips))
     # Concurrent calls share no state: each result is its clip's own. (Not bit-equal: with several
     # threads in flight the BLAS splits its sums differently, ~3e-8 apart; a shared-state bug
     # would give another clip's embedding, orders of magnitude further.)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -716,3 +716,22 @@ def test_a_shared_folder_lacking_a_corpus_skips_with_its_name(tmp_path, monkeypa
     (tmp_path / "data" / "ravdess" / "Actor_01" / "03-01-01-01-01-01-01.flac").write_bytes(b"x")
     assert conftest.missing_shared_data(("ravdess",)) is None
     assert conftest.missing_shared_data(("ravdess", "tess", "goemotions")) == f"{tmp_path / 'data'} lacks tess, goemotions"
+
+
+def test_only_clips_without_words_of_their_own_are_sent_to_the_recogniser():
+    from train.transcripts import with_missing_transcripts
+
+    utterances = [Utterance(Path("a.wav"), "Kids are talking by the door", "sad", "r1", "ravdess", "a"),
+                  Utterance(Path("b.wav"), None, "happy", "s1", "savee", "b"),
+                  Utterance(None, None, "happy", "", "manifest", "c"),  # no audio: nothing to hear
+                  Utterance(Path("d.wav"), "", "angry", "s1", "savee", "d")]
+    asked = []
+
+    def asr(items):
+        asked.append([u.utterance_id for u in items])
+        return [replace(u, transcript=f"heard {u.utterance_id}") for u in items], "fake-asr"
+
+    filled, name, heard = with_missing_transcripts(utterances, asr)
+    assert asked == [["b", "d"]] and name == "fake-asr" and heard == 2
+    assert [u.transcript for u in filled] == ["Kids are talking by the door", "heard b", None, "heard d"]
+    assert with_missing_transcripts(filled[:1], asr) == (filled[:1], None, 0) and len(asked) == 1

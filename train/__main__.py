@@ -161,6 +161,7 @@ def text_corpora_of(items) -> list[tuple[str, str]]:
 
 def data_of(args):
     from train.experiment import load_data
+    from train.transcripts import with_missing_transcripts
 
     audio = []
     for item in args.audio:
@@ -186,12 +187,9 @@ def data_of(args):
     elif args.transcripts == "own+asr":
         # Clips of corpora without transcripts hear Whisper's words, so that "own words" in
         # training covers their sentences too, as a user's recording would carry them.
-        missing = [i for i, u in enumerate(data.utterances) if u.audio_path is not None and not u.transcript]
-        if missing:
-            heard, recogniser = with_asr([data.utterances[i] for i in missing], args)
-            for i, u in zip(missing, heard):
-                data.utterances[i] = u
-            data.reports.append(f"transcripts: own, and ASR ({recogniser}) for the {len(missing)} clips without one")
+        data.utterances, recogniser, heard = with_missing_transcripts(data.utterances, lambda us: with_asr(us, args))
+        if heard:
+            data.reports.append(f"transcripts: own, and ASR ({recogniser}) for the {heard} clips without one")
     return data
 
 

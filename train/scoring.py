@@ -24,6 +24,7 @@ from train.datasets import AUDIO_CORPORA, Utterance, load_corpus
 from train.pairing import BimodalSample, LabelMatchedPairing, natural_pairs, text_samples
 from train.protocol import Fold, FoldResult, evaluate
 from train.text_corpora import TEXT_CORPORA, load_text_corpus
+from train.transcripts import with_missing_transcripts
 
 LABEL_MATCHED_WARNING = (
     "each clip is paired with a text of its own class, so the text carries the answer: this measures "
@@ -110,12 +111,8 @@ def audio_corpus_set(
         if give_text and transcripts == "asr":
             utterances, recogniser = asr(utterances)
             words = f"Whisper's transcript ({recogniser}) of the trimmed clip, as in the app"
-        elif give_text and transcripts == "own+asr" and any(u.transcript is None for u in utterances):
-            missing = [i for i, u in enumerate(utterances) if u.transcript is None]
-            heard, recogniser = asr([utterances[i] for i in missing])
-            utterances = list(utterances)
-            for i, u in zip(missing, heard):
-                utterances[i] = u
+        elif give_text and transcripts == "own+asr" and any(not u.transcript for u in utterances):
+            utterances, recogniser, _ = with_missing_transcripts(utterances, asr)
             words = f"the clip's own transcript, or Whisper's ({recogniser}) where the corpus has none"
         elif give_text:
             lacking = sum(u.transcript is None for u in utterances)

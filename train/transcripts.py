@@ -81,3 +81,21 @@ def with_transcripts(utterances: Sequence[Utterance], texts: Sequence[str]) -> l
     if len(texts) != len(utterances):
         raise ValueError(f"{len(texts)} transcripts for {len(utterances)} utterances")
     return [replace(u, transcript=t) for u, t in zip(utterances, texts)]
+
+
+def with_missing_transcripts(
+    utterances: Sequence[Utterance],
+    asr: Callable[[list[Utterance]], tuple[list[Utterance], str]],
+) -> tuple[list[Utterance], str | None, int]:
+    """The own-or-ASR setting: clips with no transcript of their own (SAVEE) get the recogniser's
+    words, the others keep theirs. ``asr(utterances)`` -> (those utterances carrying its words,
+    its name). Returns the utterances in their order, the recogniser's name (None when nothing
+    was missing, and nothing was transcribed) and how many clips it heard."""
+    missing = [i for i, u in enumerate(utterances) if u.audio_path is not None and not u.transcript]
+    out = list(utterances)
+    if not missing:
+        return out, None, 0
+    heard, recogniser = asr([out[i] for i in missing])
+    for i, u in zip(missing, heard):
+        out[i] = u
+    return out, recogniser, len(missing)

@@ -70,6 +70,7 @@ class ModelConfig:
     # Inference-side settings, stored so that a checkpoint describes itself
     feature_params: dict = field(default_factory=lambda: FeatureParams().to_dict())
     normalizer: Optional[dict] = None  # {"mean": [...], "std": [...]} of training frames
+    encoder_context: str = "window"  # "window": 30 s zero-padded, shared with ASR; "clip": 25x cheaper
     encoder: Optional[dict] = None  # which Whisper encoder made the states (encoder.spec())
     encoder_normalizer: Optional[dict] = None  # mean/std of the training encoder states
     embeddings: str = DEFAULT_EMBEDDINGS
@@ -91,6 +92,8 @@ class ModelConfig:
             raise ValueError(f"utterance_norm {self.utterance_norm} names front-ends not in audio_frontends {self.audio_frontends}")
         if not self.audio_frontends or set(self.audio_frontends) - set(FRONTENDS):
             raise ValueError(f"audio_frontends must be a non-empty subset of {FRONTENDS}, got {self.audio_frontends}")
+        if self.encoder_context not in ("window", "clip"):
+            raise ValueError(f"encoder_context must be 'window' or 'clip', got {self.encoder_context!r}")
         if not (self.use_audio or self.use_text):
             raise ValueError("a model needs audio, text or both")
         for name in ("audio_pooling", "text_pooling"):

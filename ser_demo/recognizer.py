@@ -19,6 +19,7 @@ import torch
 
 from .audio import FeatureParams, Normalizer, mfcc_features
 from .devices import resolve_device, to_device
+from .encoder import WhisperEncoder
 from .model import MSCNN_SPU_ATT, ModelConfig, ModelOutput, collate
 from .text import Tokens, load_word_vectors, tokenize
 
@@ -172,7 +173,7 @@ class EmotionRecognizer:
         self.encoder = self.encoder_normalizer = None
         if self.config.use_audio and "whisper" in self.config.audio_frontends:
             # Features of another encoder would be noise to this model: check() refuses them.
-            self.encoder = encoder or _encoder_for(transcriber, self.config.encoder)
+            self.encoder = encoder or WhisperEncoder.for_spec(self.config.encoder, transcriber)
             self.encoder.check(self.config.encoder)
             self.encoder_normalizer = Normalizer.encoder_from_config(self.config)
         if self.config.use_text and word_vectors is None:
@@ -296,7 +297,8 @@ class EmotionRecognizer:
                 )
             else:
                 start = time.perf_counter()
-                shares_encoder = self.encoder is not None and getattr(transcriber, "model", None) is self.encoder.whisper
+                shares_encoder = (self.encoder is not None and self.encoder.shares_with_decoder
+                                  and getattr(transcriber, "model", None) is self.encoder.whisper)
                 result = transcriber.transcribe(heard.waveform, encoded=heard.encoded) if shares_encoder else transcriber.transcribe(heard.waveform)
                 heard.timings["asr"] = time.perf_counter() - start
                 heard.transcript, heard.words, heard.source = result.text.strip(), list(result.words), "asr"
@@ -365,21 +367,6 @@ class EmotionRecognizer:
             notes=notes,
             encoder_states=inputs.encoder_states,
         )
-
-
-def _encoder_for(transcriber, spec: Optional[dict]):
-    """The transcriber's own encoder when it is the checkpoint's (one pass then serves both),
-    else the offline default Whisper's."""
-    from .encoder import EncoderMismatchError, WhisperEncoder
-
-    if getattr(transcriber, "name", None) == "faster-whisper":
-        encoder = WhisperEncoder.from_transcriber(transcriber)
-        try:
-            encoder.check(spec)
-            return encoder
-        except EncoderMismatchError:
-            pass
-    return WhisperEncoder.load(compute_type=(spec or {}).get("compute_type", "int8"))
 
 
 def unknown_words_note(tokens: Tokens) -> str:

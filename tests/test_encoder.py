@@ -88,6 +88,45 @@ def test_a_checkpoint_refuses_another_encoders_features(transcriber, tmp_path):
         encoder.check(other)
 
 
+def test_clip_context_reads_only_the_clip_and_leaves_whisper_its_own_pass(transcriber, clip, monkeypatch):
+    """Context "clip": states for the same frames, close to the window pass's (same encoder, no
+    padding to attend to), and no output handed to the decoder, which needs a padded window."""
+    window = WhisperEncoder.from_transcriber(transcriber).encode(clip)
+    encoder = WhisperEncoder.from_transcriber(transcriber, context="clip")
+    encoded = encoder.encode(clip)
+    assert encoded.states.shape == window.states.shape == (384, num_states(len(clip)))
+    assert encoded.output is None and not encoder.shares_with_decoder
+    a, b = encoded.states, window.states
+    cosine = (a * b).sum(0) / np.linalg.norm(a, axis=0) / np.linalg.norm(b, axis=0)
+    assert 0.8 < cosine.mean() < 0.999  # related, not the same features
+    odd = clip[: 160 * 301]  # an odd number of log-mel frames still gives one state per 2
+    assert encoder.encode(odd).states.shape == (384, num_states(len(odd)))
+    assert encoder.encode(np.concatenate([clip] * 12)).states.shape[1] == num_states(12 * len(clip))
+
+    reference = transcriber.transcribe(clip)
+    config = ModelConfig(**TINY, audio_frontends=("whisper",), encoder_context="clip", encoder=encoder.spec())
+    recognizer = EmotionRecognizer(MSCNN_SPU_ATT(config), transcriber=transcriber)
+    assert recognizer.encoder.context == "clip" and recognizer.encoder.whisper is transcriber.model
+    counter = CountingEncodes(transcriber.model, monkeypatch)
+    prediction = recognizer.predict(EXAMPLES / "happy.wav")
+    assert counter.calls == 2  # the model's clip pass, and Whisper's own window
+    assert prediction.transcript == reference.text
+
+
+def test_a_checkpoint_refuses_the_other_context(transcriber):
+    window, clip_only = WhisperEncoder.from_transcriber(transcriber), WhisperEncoder.from_transcriber(transcriber, context="clip")
+    assert "context" not in window.spec()  # as in checkpoints made before the choice existed
+    assert clip_only.spec()["context"] == "clip"
+    with pytest.raises(EncoderMismatchError, match="context"):
+        window.check(clip_only.spec())
+    with pytest.raises(EncoderMismatchError, match="context"):
+        clip_only.check(window.spec())
+    with pytest.raises(ValueError, match="context"):
+        WhisperEncoder.from_transcriber(transcriber, context="padded")
+    with pytest.raises(ValueError, match="encoder_context"):
+        ModelConfig(encoder_context="padded")
+
+
 def both_front_ends_batch(seed=0):
     torch.manual_seed(seed)
     model = MSCNN_SPU_ATT(ModelConfig(**TINY, audio_frontends=("mfcc", "whisper"), use_text=False)).eval()

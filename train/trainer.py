@@ -115,7 +115,8 @@ class FeatureBank:
         if self._encoder is None:
             from ser_demo.encoder import WhisperEncoder
 
-            self._encoder = WhisperEncoder.load(compute_type=(self.encoder_spec or {}).get("compute_type", "int8"))
+            self._encoder = WhisperEncoder.load(compute_type=(self.encoder_spec or {}).get("compute_type", "int8"),
+                                                context=self.config.encoder_context)
             self._encoder.check(self.encoder_spec)
         return self._encoder
 

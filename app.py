@@ -288,8 +288,10 @@ def _faithfulness_markdown(analysis, unit: str) -> str:
 
 
 def _timings_markdown(analysis, timings: dict) -> str:
-    names = {"ingest": "ingestion (decode, resample)", "asr": "speech recognition (Whisper)",
-             "features": "features (MFCC + GloVe)", "model": "model (MSCNN-SPU-ATT)",
+    names = {"ingest": "ingestion (decode, resample)", "encoder": "Whisper encoder (the model's pass)",
+             "asr": "speech recognition (Whisper)",
+             "audio features": "audio features (MFCC, speaker embedding)",
+             "features": "words (GloVe) and batch", "model": "model (MSCNN-SPU-ATT)",
              "explanations": "explanations (leave-one-out, uniform, occlusion)",
              "faithfulness": "faithfulness (deletion curves)", "plots": "plots",
              "total": "**total**"}
@@ -393,7 +395,8 @@ EXPLAIN = {
                     "only those words kept, stays high). Each ranking is compared with random orders.",
     "window_faithfulness": "The same test for the sound: hide the 0.25 s windows that occlusion found most "
                            "important first, or random ones, and watch the answer's probability.",
-    "timing": "Where the time goes, stage by stage.",
+    "timing": "Where the time goes, stage by stage. Whisper transcribes while the audio features are computed, "
+              "so those two stages overlap.",
 }
 
 

@@ -1,21 +1,27 @@
-"""Where the page's handler spends its CPU: `python bench/bench_handler.py [--runs 5] [--typed]`.
+"""Where the page's handler spends its time: `python bench/bench_handler.py [--runs 5] [--typed]`.
 
-Runs the app's own handler (app.make_analyze, in this process) on a 5 s recording and prints, as
-medians over the runs, the CPU time (time.process_time: every thread of this process) and the wall
-time of each piece of work it does: Whisper's encoder, the decoder (ASR), MFCCs, the GE2E speaker
-embedding, leave-one-word-out, occlusion, the deletion curves, the MFCC figure (matplotlib), the
-SPU heat maps and the other HTML views, and what Gradio then does with the outputs (PNG encoding
-of the MFCC figure, in `gr.Image.postprocess`). On a machine shared with other work wall time is
-inflated; CPU time is the fair figure. The load average is printed with it.
+Runs the app's own handler (app.make_analyze, in this process) on a 5 s recording, twice per run:
+one after the other (Whisper, then the audio features: `EmotionRecognizer.transcribe_alongside`
+off) and as the app runs it (Whisper in a thread of its own while the audio features are
+computed). From the first it prints, as medians over the runs, the CPU time (time.process_time:
+every thread of this process) and the wall time of each piece of work: ingestion, the model's
+Whisper encoder pass, Whisper's ASR (its own 30 s window pass, then decoding with word times),
+MFCCs, the GE2E speaker embedding, the model, leave-one-word-out, occlusion, the deletion curves,
+the figures and HTML views, and what Gradio then does with the outputs (PNG encoding, in
+`gr.Image.postprocess`), and the size of what goes to the browser. For both it prints the
+handler's CPU and wall time. On a machine shared with other work wall time is inflated; CPU time
+is the fair figure. The load average is printed with it.
 Targets (issue 12): click -> all visible <= 0.9 s; figures <= 150 ms of the handler.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -35,19 +41,44 @@ class Clock:
 
     def __init__(self):
         self.cpu, self.wall = defaultdict(float), defaultdict(float)
+        self.inside = threading.local()  # names of the wrapped calls this thread is in
+        self.names: list[str] = []  # in the order they were wrapped: the order printed
 
-    def wrap(self, owner, attribute: str, name: str) -> None:
+    def wrap(self, owner, attribute: str, name: str, only_inside: str | None = None) -> None:
+        """Time owner.attribute under `name`; with `only_inside`, only calls made from within the
+        wrapped call of that name (e.g. the encoder pass Whisper's transcribe makes itself)."""
         original = getattr(owner, attribute)
+        self.names += [name] if name not in self.names else []
 
         def timed(*args, **kwargs):
+            stack = self.inside.__dict__.setdefault("names", [])
+            if only_inside is not None and only_inside not in stack:
+                return original(*args, **kwargs)
             c, w = time.process_time(), time.perf_counter()
+            stack.append(name)
             try:
                 return original(*args, **kwargs)
             finally:
+                stack.pop()
                 self.cpu[name] += time.process_time() - c
                 self.wall[name] += time.perf_counter() - w
 
         setattr(owner, attribute, timed)
+
+
+ASR = "Whisper (ASR), in all"
+ASR_WINDOW = "  of it: its own 30 s window pass"
+
+
+def payload_bytes(out, image) -> int:
+    """What goes to the browser: the PNG file of the MFCC figure plus the JSON of everything else."""
+    size = 0
+    for value in out:
+        if hasattr(value, "shape"):  # the figure: Gradio writes a PNG the browser then fetches
+            size += Path(image.postprocess(value).path).stat().st_size
+        elif value is not None:
+            size += len(json.dumps(value))
+    return size
 
 
 def main() -> None:
@@ -60,15 +91,20 @@ def main() -> None:
     import torch
 
     import app
-    from ser_demo import explain, faithfulness, plotting, recognizer
+    from ser_demo import explain, faithfulness, ingest, plotting, recognizer
 
+    load_before = os.getloadavg()
     service = app.Service.load()
     rec = service.recognizers[service.default]
     clock = Clock()
+    clock.wrap(ingest, "load_audio", "ingestion")
     if rec.encoder is not None:
-        clock.wrap(rec.encoder, "encode", "Whisper encoder")
+        clock.wrap(rec.encoder, "encode", f"Whisper encoder, the model's pass ({rec.encoder.context})")
     if service.transcriber is not None:
-        clock.wrap(service.transcriber, "transcribe", "Whisper decoder (ASR)")
+        clock.wrap(service.transcriber, "transcribe", ASR)
+        model = getattr(service.transcriber, "model", None)
+        if model is not None and hasattr(type(model), "__mro__") and len(type(model).__mro__) > 1:
+            clock.wrap(type(model).__mro__[1], "encode", ASR_WINDOW, only_inside=ASR)  # WhisperModel's own
     if rec.speaker_embedder is not None:
         clock.wrap(rec.speaker_embedder, "embed", "speaker embedding (GE2E)")
     clock.wrap(recognizer, "mfcc_features", "MFCC")
@@ -87,29 +123,40 @@ def main() -> None:
     image = gr.Image(format="png")
     transcript = TRANSCRIPT if args.typed else ""
     handler(clip, transcript, "both", service.default)  # warm-up
-    cpu, wall = defaultdict(list), defaultdict(list)
+    cpu, wall, totals, payload = defaultdict(list), defaultdict(list), defaultdict(list), []
     for _ in range(args.runs):
-        clock.cpu.clear(), clock.wall.clear()
-        c, w = time.process_time(), time.perf_counter()
-        out = handler(clip, transcript, "both", service.default)
-        handler_cpu, handler_wall = time.process_time() - c, time.perf_counter() - w
-        c, w = time.process_time(), time.perf_counter()
-        image.postprocess(out[4])  # what Gradio does with the MFCC figure after the handler
-        clock.cpu["Gradio: PNG encoding"] += time.process_time() - c
-        clock.wall["Gradio: PNG encoding"] += time.perf_counter() - w
-        clock.cpu["handler (total)"], clock.wall["handler (total)"] = handler_cpu, handler_wall
-        for name in clock.cpu:
-            cpu[name].append(clock.cpu[name])
-            wall[name].append(clock.wall[name])
-    print(f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, load average "
-          f"{os.getloadavg()[0]:.1f}; 5 s recording, transcript {'typed' if args.typed else 'by Whisper'}; "
-          f"median of {args.runs} runs (CPU = time.process_time, all threads)")
-    rows = [(name, statistics.median(cpu[name]), statistics.median(wall[name])) for name in cpu]
-    for name, c, w in rows:
-        print(f"  {name:<34} {c * 1000:7.0f} ms CPU {w * 1000:7.0f} ms wall")
-    figures = sum(statistics.median(cpu[n]) for n in cpu if n.startswith(("MFCC figure", "SPU heat", "figures")))
+        for alongside in (False, True):
+            rec.transcribe_alongside = alongside
+            clock.cpu.clear(), clock.wall.clear()
+            c, w = time.process_time(), time.perf_counter()
+            out = handler(clip, transcript, "both", service.default)
+            totals[alongside].append((time.process_time() - c, time.perf_counter() - w))
+            if alongside:
+                continue
+            c, w = time.process_time(), time.perf_counter()
+            image.postprocess(out[4])  # what Gradio does with the MFCC figure after the handler
+            clock.cpu["Gradio: PNG encoding"] += time.process_time() - c
+            clock.wall["Gradio: PNG encoding"] += time.perf_counter() - w
+            for name in clock.cpu:
+                cpu[name].append(clock.cpu[name])
+                wall[name].append(clock.wall[name])
+            payload.append(payload_bytes(out, image))
+    rec.transcribe_alongside = True
+    print(f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads; load average "
+          f"{load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after; 5 s recording, transcript "
+          f"{'typed' if args.typed else 'by Whisper'}; checkpoint {app.default_checkpoint() or 'bundled'}")
+    print(f"median of {args.runs} runs (CPU = time.process_time, all threads). Stage by stage, one after the other:")
+    for name in [n for n in clock.names + ["Gradio: PNG encoding"] if n in cpu]:
+        c, w = statistics.median(cpu[name]), statistics.median(wall[name])
+        print(f"  {name:<44} {c * 1000:7.0f} ms CPU {w * 1000:7.0f} ms wall")
+    figures = sum(statistics.median(cpu[n]) for n in cpu if n.startswith(("MFCC figure", "SPU heat")))
     print(f"figures (update + draw) {figures * 1000:.0f} ms CPU of the handler (target <= 150 ms); "
           f"+ PNG encoding in Gradio {statistics.median(cpu['Gradio: PNG encoding']) * 1000:.0f} ms CPU")
+    print(f"to the browser: {statistics.median(payload) / 1000:.0f} kB (JSON of the outputs + the figure's PNG)")
+    for alongside, what in ((False, "one after the other"), (True, "Whisper alongside the audio features (as served)")):
+        c = statistics.median(x for x, _ in totals[alongside])
+        w = statistics.median(x for _, x in totals[alongside])
+        print(f"handler, {what:<48} {c * 1000:6.0f} ms CPU {w * 1000:6.0f} ms wall")
 
 
 if __name__ == "__main__":

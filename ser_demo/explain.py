@@ -372,15 +372,15 @@ def analyze(
     relevance: str = "occlusion",
     word_memory=None,
 ) -> Analysis:
-    """ingest -> ASR (only when the text branch needs words and none were typed) -> features ->
-    model -> explanations. Raises AudioInputError / PredictionError with a message for the user.
+    """ingest -> ASR (only when the text branch needs words and none were typed), alongside it the
+    audio features -> the words' features -> model -> explanations. Raises AudioInputError / PredictionError with a message for the user.
 
     transcriber: anything with .transcribe(float32 16 kHz) -> Transcript; None = no ASR, and
     `asr_unavailable` (the reason) is then reported in the notes when a transcript was needed.
     word_memory: an `asr.RecentWords`; Whisper's words are kept there, and a typed transcript of
     a recording heard before is aligned to them."""
     heard = recognizer.listen(audio, sample_rate, transcript, modality, max_seconds=max_seconds,
-                              transcriber=transcriber, asr_unavailable=asr_unavailable)
+                              transcriber=transcriber, asr_unavailable=asr_unavailable, features=True)
     timings, notes = heard.timings, heard.notes
     if word_memory is not None and heard.waveform is not None:
         if heard.source == "asr" and heard.words:
@@ -388,7 +388,7 @@ def analyze(
         elif heard.source == "typed":
             heard.words = word_memory.recall(heard.waveform)
     start = time.perf_counter()
-    inputs = recognizer.prepare(heard.waveform_for_model, heard.transcript, modality, heard.encoded)
+    inputs = recognizer.prepare(heard.waveform_for_model, heard.transcript, modality, heard.encoded, heard.features)
     timings["features"] = time.perf_counter() - start
     explanation = explain(
         recognizer, inputs, relevance=relevance if explanations else "none",

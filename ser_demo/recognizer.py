@@ -1,8 +1,10 @@
 """From a recording (and optionally its transcript) to an emotion, with everything worth drawing.
 
 `EmotionRecognizer` composes the library: ingestion -> (Whisper) -> MFCC / Whisper encoder states
-+ GloVe (+ speaker embedding) -> MSCNN-SPU-ATT. A checkpoint that reads Whisper encoder states
-runs the encoder once per recording: Whisper's decoder reuses that pass for the transcript.
++ GloVe (+ speaker embedding) -> MSCNN-SPU-ATT. A checkpoint that reads Whisper encoder states of
+context "window" runs the encoder once per recording: Whisper's decoder reuses that pass for the
+transcript. The audio features do not depend on the words, so while Whisper transcribes (in a
+thread of its own) the calling thread computes them: on two cores the two overlap.
 It holds no UI code; the app and the command line only call `predict`.
 """
 
@@ -10,9 +12,10 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -137,6 +140,16 @@ class ModelInputs:
 
 
 @dataclass
+class AudioFeatures:
+    """What the audio branch reads of one waveform. None of it depends on the words, so it can
+    be computed while Whisper transcribes."""
+
+    mfcc: Optional[np.ndarray] = None  # raw (96, frames); None when the model reads no MFCCs
+    encoded: object = None  # ser_demo.encoder.Encoded, when the model reads Whisper encoder states
+    speaker: Optional[np.ndarray] = None  # speaker embedding, when the model uses one
+
+
+@dataclass
 class Heard:
     """What `EmotionRecognizer.listen` got from a request: the audio and the words."""
 
@@ -145,7 +158,8 @@ class Heard:
     source: str = "none"  # "typed", "asr" or "none"
     words: list = field(default_factory=list)  # ASR word timestamps
     phrases: list = field(default_factory=list)  # Whisper's segments (asr.Phrase), when it ran
-    encoded: object = None  # ser_demo.encoder.Encoded: the one encoder pass, shared with ASR
+    encoded: object = None  # ser_demo.encoder.Encoded: the model's encoder pass (shared with ASR in context "window")
+    features: Optional[AudioFeatures] = None  # listen(features=True): computed while Whisper transcribed
     timings: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
     audio_used: bool = True  # False when the audio was read only for Whisper (text-only mode)
@@ -161,6 +175,9 @@ _OWN = object()  # listen(transcriber=...) default: the recognizer's own transcr
 class EmotionRecognizer:
     max_transcript_words: Optional[int] = MAX_TRANSCRIPT_WORDS
     max_transcript_characters: Optional[int] = MAX_TRANSCRIPT_CHARACTERS
+    # listen(features=True): Whisper transcribes in a thread of its own while this thread computes
+    # the audio features. False runs one after the other (the same results, on one core's time).
+    transcribe_alongside: bool = True
 
     def __init__(self, model: MSCNN_SPU_ATT, word_vectors=None, speaker_embedder=None, transcriber=None,
                  encoder=None, device: Optional[str] = None):
@@ -229,22 +246,33 @@ class EmotionRecognizer:
 
     # --- stages ----------------------------------------------------------------------------
 
+    def audio_features(self, audio: np.ndarray, encoded=None) -> AudioFeatures:
+        """What the audio branch reads of `audio` (float32 16 kHz mono, ingested); `encoded`, its
+        Whisper encoder pass if `listen` already ran it."""
+        c = self.config
+        return AudioFeatures(
+            mfcc=mfcc_features(audio, self.feature_params) if "mfcc" in c.audio_frontends else None,
+            encoded=(encoded or self.encoder.encode(audio)) if self.encoder is not None else None,
+            speaker=self.speaker_embedder.embed(audio) if c.use_speaker else None,
+        )
+
     def prepare(self, audio: Optional[np.ndarray], transcript: Optional[str], modality: str = "both",
-                encoded=None) -> ModelInputs:
+                encoded=None, features: Optional[AudioFeatures] = None) -> ModelInputs:
         """Features of one utterance as a batch of one. `audio` is float32 16 kHz mono (ingested);
-        `encoded`, its Whisper encoder pass if `listen` already ran it."""
+        `encoded`, its Whisper encoder pass, or `features`, its audio features, if `listen`
+        already computed them."""
         c = self.config
         use_audio, use_text = self.branches(modality)
         if use_audio and audio is None:
             raise PredictionError("this mode needs audio: record or upload a clip")
-        mfcc = mfcc_features(audio, self.feature_params) if use_audio and "mfcc" in c.audio_frontends else None
-        states = None
-        if use_audio and self.encoder is not None:
-            states = (encoded or self.encoder.encode(audio)).states
         tokens = self.word_vectors.encode(transcript if use_text else None) if c.use_text else Tokens([], np.zeros((0, 0), np.float32), [])
         if not use_audio and not tokens.words:
             raise PredictionError("text-only mode needs a transcript with at least one word")
-        speaker = self.speaker_embedder.embed(audio) if use_audio and c.use_speaker else None
+        mfcc = states = speaker = None
+        if use_audio:
+            features = features or self.audio_features(audio, encoded)
+            mfcc, speaker = features.mfcc, features.speaker
+            states = features.encoded.states if features.encoded is not None else None
         batch = collate(c, [None if mfcc is None else self.normalizer(mfcc)], [tokens.vectors], [speaker],
                         [None if states is None else self.encoder_normalizer(states)])
         return ModelInputs(mfcc, tokens, to_device(batch, self.device), states)
@@ -264,11 +292,17 @@ class EmotionRecognizer:
         max_seconds: Optional[float] = 30.0,
         transcriber=_OWN,
         asr_unavailable: Optional[str] = None,
+        features: bool = False,
+        alongside: Optional[Callable[[Heard], None]] = None,
     ) -> Heard:
         """Ingest the recording and find the words: the steps before the features, shared by
         `predict` and the app's analysis. A blank transcript asks Whisper (`transcriber`, by
         default the recognizer's own) when the text branch is used. Raises AudioInputError /
-        PredictionError with a message for the user."""
+        PredictionError with a message for the user.
+
+        features: also compute the audio features (`heard.features`, for `prepare`); then
+        `alongside(heard)`, more work on the audio that needs no words. Both run in this thread
+        while Whisper transcribes in another (`transcribe_alongside`)."""
         from .ingest import load_audio
 
         wants_audio, wants_text = self.branches(modality)
@@ -284,28 +318,53 @@ class EmotionRecognizer:
         elif wants_audio:
             raise PredictionError("no audio: record with the microphone or upload a clip (or choose text only)")
         heard.source = "typed" if heard.transcript else "none"
-        if wants_audio and self.encoder is not None:  # one encoder pass: the model's, and Whisper's
+        if wants_audio and self.encoder is not None:
+            # First, and not alongside Whisper: both run on one CTranslate2 model, which serves
+            # one call at a time; in context "window" the decoder also needs this pass.
             start = time.perf_counter()
             heard.encoded = self.encoder.encode(heard.waveform)
             heard.timings["encoder"] = time.perf_counter() - start
-        if needs_asr and heard.waveform is not None:
-            if transcriber is None:
-                heard.notes.append(
-                    "speech recognition is not available"
-                    + (f" ({asr_unavailable})" if asr_unavailable else "")
-                    + ": type what was said in the transcript box"
-                )
-            else:
+        asr = needs_asr and heard.waveform is not None and transcriber is not None
+        if needs_asr and heard.waveform is not None and transcriber is None:
+            heard.notes.append(
+                "speech recognition is not available"
+                + (f" ({asr_unavailable})" if asr_unavailable else "")
+                + ": type what was said in the transcript box"
+            )
+
+        def hear_audio():
+            if features and wants_audio:
                 start = time.perf_counter()
-                shares_encoder = (self.encoder is not None and self.encoder.shares_with_decoder
-                                  and getattr(transcriber, "model", None) is self.encoder.whisper)
-                result = transcriber.transcribe(heard.waveform, encoded=heard.encoded) if shares_encoder else transcriber.transcribe(heard.waveform)
-                heard.timings["asr"] = time.perf_counter() - start
-                heard.transcript, heard.words, heard.source = result.text.strip(), list(result.words), "asr"
-                heard.phrases = list(result.phrases)
-                self.check_transcript(heard.transcript, heard_by=" Whisper heard")
-                if not heard.transcript:
-                    heard.notes.append("speech recognition heard no words")
+                heard.features = self.audio_features(heard.waveform, heard.encoded)
+                heard.timings["audio features"] = time.perf_counter() - start
+                if alongside is not None:
+                    alongside(heard)
+
+        def transcribe():
+            start = time.perf_counter()
+            shares_encoder = (self.encoder is not None and self.encoder.shares_with_decoder
+                              and getattr(transcriber, "model", None) is self.encoder.whisper)
+            result = transcriber.transcribe(heard.waveform, encoded=heard.encoded) if shares_encoder else transcriber.transcribe(heard.waveform)
+            heard.timings["asr"] = time.perf_counter() - start
+            return result
+
+        result = None
+        if asr and features and wants_audio and self.transcribe_alongside:
+            with ThreadPoolExecutor(1, thread_name_prefix="whisper") as pool:
+                transcribing = pool.submit(transcribe)
+                try:
+                    hear_audio()
+                finally:  # Whisper's own error, if any, wins: it is the visitor's to read
+                    result = transcribing.result()
+        else:
+            hear_audio()
+            result = transcribe() if asr else None
+        if result is not None:
+            heard.transcript, heard.words, heard.source = result.text.strip(), list(result.words), "asr"
+            heard.phrases = list(result.phrases)
+            self.check_transcript(heard.transcript, heard_by=" Whisper heard")
+            if not heard.transcript:
+                heard.notes.append("speech recognition heard no words")
         if wants_text and not heard.transcript:
             if not wants_audio:
                 raise PredictionError(
@@ -334,10 +393,10 @@ class EmotionRecognizer:
         """Classify one utterance. `audio`: a path, a Gradio (rate, array) pair, or an array with
         `sample_rate`. A missing transcript is filled in by the transcriber, if there is one."""
         start = time.perf_counter()
-        heard = self.listen(audio, sample_rate, transcript, modality, max_seconds=max_seconds)
+        heard = self.listen(audio, sample_rate, transcript, modality, max_seconds=max_seconds, features=True)
         timings, notes = heard.timings, heard.notes
         t = time.perf_counter()
-        inputs = self.prepare(heard.waveform_for_model, heard.transcript, modality, heard.encoded)
+        inputs = self.prepare(heard.waveform_for_model, heard.transcript, modality, heard.encoded, heard.features)
         timings["features"] = time.perf_counter() - t
         t = time.perf_counter()
         probs, out = self.forward(inputs)

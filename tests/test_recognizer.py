@@ -223,3 +223,109 @@ def test_from_pretrained_with_a_hub_id_from_the_offline_cache(checkpoint, speech
     expected = from_folder.predict(str(speech_file), transcript="this is wonderful").probabilities
     for label, p in json.loads(result.stdout)["probabilities"].items():
         assert p == pytest.approx(expected[label], abs=1e-5)
+
+
+# --- Whisper alongside the audio features ------------------------------------------------------
+
+TINY = dict(audio_kernel_sizes=(3,), encoder_kernel_sizes=(1, 3), text_kernel_sizes=(1, 2), n_filters=8, n_hidden=8)
+
+
+class WaitingTranscriber:
+    """Stands in for Whisper; it transcribes only once the audio features are being computed,
+    which can happen only when the two run at the same time (else it gives up and says so)."""
+
+    name = "waiting"
+
+    def __init__(self, fail: bool = False):
+        import threading
+
+        self.features_started, self.met, self.finished, self.fail = threading.Event(), None, False, fail
+        self.thread = None
+
+    def transcribe(self, audio):
+        import threading
+
+        from ser_demo.asr import Transcript, TranscriptionUnavailable, Word
+
+        self.thread = threading.get_ident()
+        self.met = self.features_started.wait(timeout=60)  # a guard against a deadlock, not a timing
+        self.finished = True
+        if self.fail:
+            raise TranscriptionUnavailable("scripted failure")
+        return Transcript("what wonderful news", [Word("what", 0.0, 0.3)], "en", "scripted", "none")
+
+
+def test_whisper_transcribes_while_the_audio_features_are_computed(checkpoint, speech, monkeypatch):
+    import threading
+
+    from ser_demo import recognizer as module
+
+    whisper = WaitingTranscriber()
+    seen = {}
+    original = module.mfcc_features
+
+    def mfcc_features(*args, **kwargs):
+        seen["thread"] = threading.get_ident()
+        whisper.features_started.set()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, "mfcc_features", mfcc_features)
+    r = EmotionRecognizer.from_pretrained(str(checkpoint), transcriber=whisper)
+    p = r.predict(speech, 16000)
+    assert whisper.met and seen["thread"] == threading.get_ident() != whisper.thread
+    assert p.transcript == "what wonderful news" and {"asr", "audio features"} <= set(p.timings)
+
+    one_by_one = WaitingTranscriber()
+    one_by_one.features_started.set()  # nothing to wait for: Whisper runs first, then the features
+    r = EmotionRecognizer.from_pretrained(str(checkpoint), transcriber=one_by_one)
+    r.transcribe_alongside = False
+    assert r.predict(speech, 16000).transcript == "what wonderful news" and one_by_one.thread == threading.get_ident()
+
+
+def test_an_error_on_either_side_is_raised_once_whisper_is_done(checkpoint, speech, monkeypatch):
+    from ser_demo import recognizer as module
+    from ser_demo.asr import TranscriptionUnavailable
+
+    whisper = WaitingTranscriber(fail=True)
+    whisper.features_started.set()
+    r = EmotionRecognizer.from_pretrained(str(checkpoint), transcriber=whisper)
+    with pytest.raises(TranscriptionUnavailable, match="scripted failure"):
+        r.predict(speech, 16000)
+
+    def broken(*args, **kwargs):
+        raise ValueError("features failed")
+
+    monkeypatch.setattr(module, "mfcc_features", broken)
+    whisper = WaitingTranscriber()
+    whisper.features_started.set()
+    r = EmotionRecognizer.from_pretrained(str(checkpoint), transcriber=whisper)
+    with pytest.raises(ValueError, match="features failed"):
+        r.predict(speech, 16000)
+    assert whisper.finished  # joined: no Whisper left running behind the error
+
+
+def test_alongside_or_one_after_the_other_the_analysis_is_the_same(speech):
+    """Real Whisper, a model that reads MFCCs, clip-context encoder states and GE2E: the
+    concurrent path gives exactly what the sequential one does."""
+    from ser_demo.asr import load_transcriber
+    from ser_demo.encoder import WhisperEncoder
+    from ser_demo.explain import analyze
+
+    whisper = load_transcriber()
+    encoder = WhisperEncoder.from_transcriber(whisper, context="clip")
+    torch.manual_seed(0)
+    config = ModelConfig(**TINY, audio_frontends=("mfcc", "whisper"), encoder_context="clip", encoder=encoder.spec(),
+                         use_speaker=True)
+    r = EmotionRecognizer(MSCNN_SPU_ATT(config), transcriber=whisper)
+    results = {}
+    for alongside in (False, True):
+        r.transcribe_alongside = alongside
+        results[alongside] = analyze(r, speech, sample_rate=16000, transcriber=whisper), r.predict(speech, 16000)
+    (a, p), (b, q) = results[False], results[True]
+    assert a.transcript == b.transcript and "wonderful" in a.transcript.lower()
+    assert [vars(w) for w in a.words] == [vars(w) for w in b.words]
+    for x, y in ((a.mfcc, b.mfcc), (a.encoder_states, b.encoder_states)):
+        np.testing.assert_array_equal(x, y)
+    for name in ("probabilities", "attention", "word_influence", "window_relevance", "audio_statistics"):
+        np.testing.assert_array_equal(getattr(a.explanation, name), getattr(b.explanation, name))
+    assert p.probabilities == q.probabilities and p.transcript == q.transcript == a.transcript

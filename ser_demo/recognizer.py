@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -293,16 +293,14 @@ class EmotionRecognizer:
         transcriber=_OWN,
         asr_unavailable: Optional[str] = None,
         features: bool = False,
-        alongside: Optional[Callable[[Heard], None]] = None,
     ) -> Heard:
         """Ingest the recording and find the words: the steps before the features, shared by
         `predict` and the app's analysis. A blank transcript asks Whisper (`transcriber`, by
         default the recognizer's own) when the text branch is used. Raises AudioInputError /
         PredictionError with a message for the user.
 
-        features: also compute the audio features (`heard.features`, for `prepare`); then
-        `alongside(heard)`, more work on the audio that needs no words. Both run in this thread
-        while Whisper transcribes in another (`transcribe_alongside`)."""
+        features: also compute the audio features (`heard.features`, for `prepare`), in this
+        thread while Whisper transcribes in another (`transcribe_alongside`)."""
         from .ingest import load_audio
 
         wants_audio, wants_text = self.branches(modality)
@@ -337,8 +335,6 @@ class EmotionRecognizer:
                 start = time.perf_counter()
                 heard.features = self.audio_features(heard.waveform, heard.encoded)
                 heard.timings["audio features"] = time.perf_counter() - start
-                if alongside is not None:
-                    alongside(heard)
 
         def transcribe():
             start = time.perf_counter()

@@ -299,7 +299,8 @@ def describe_model(config) -> str:
     from train.hub import PAPER
 
     fronts = {"mfcc": "32 MFCCs with deltas (the paper's features)",
-              "whisper": f"Whisper encoder states ({(config.encoder or {}).get('model', 'Whisper')}, {config.n_encoder_features}-d, 50 per second)"}
+              "whisper": f"Whisper encoder states ({(config.encoder or {}).get('model', 'Whisper')}, {config.n_encoder_features}-d, 50 per second, "
+                         + ("each clip encoded alone)" if config.encoder_context == "clip" else "from zero-padded 30 s windows)")}
     audio = " and ".join(fronts[f] for f in config.audio_frontends)
     parts = [f"An open implementation of MSCNN-SPU-ATT ({PAPER}): a multi-scale CNN per audio front-end over {audio}"]
     if config.use_speaker:
@@ -308,7 +309,7 @@ def describe_model(config) -> str:
         parts.append("a multi-scale CNN over GloVe word vectors of the transcript, statistical pooling units and attention from the audio statistics to the words")
     return ("; ".join(parts) + ". It classifies an utterance as angry, happy, sad or neutral, from audio and "
             "transcript together, audio alone or text alone. Checkpoints that read Whisper encoder states need "
-            "the same Whisper model and compute type (recorded in config.json) and refuse another.")
+            "the same Whisper model, compute type and context (recorded in config.json) and refuse another.")
 
 
 def baselines_of(args) -> list[str]:

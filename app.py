@@ -230,17 +230,26 @@ class Service:
 def run_analysis(service: Service, audio, transcript, modality, checkpoint_name, explanations: Optional[bool] = None):
     """The library pipeline and the figures; returns (analysis, images, timings)."""
     from ser_demo.explain import analyze as analyze_utterance
-    from ser_demo.plotting import draw_analysis
+    from ser_demo.plotting import draw_analysis, draw_heat_maps
 
     start = time.perf_counter()
     recognizer = service.recognizers[checkpoint_name]
+    explanations = EXPLANATIONS if explanations is None else explanations
+    drawn = {}
+
+    def draw_while_whisper_transcribes(heard):  # the heat maps need no words; the relevance row does
+        sound = heard.features
+        drawn["heat_maps"] = draw_heat_maps(
+            sound.mfcc, recognizer.feature_params.hop_length / recognizer.feature_params.sample_rate,
+            None if sound.encoded is None else sound.encoded.states, relevance=explanations and RELEVANCE != "none")
+
     analysis = analyze_utterance(
         recognizer, audio, transcript, modality, transcriber=service.transcriber,
         asr_unavailable=service.asr_error, max_seconds=MAX_SECONDS, relevance=RELEVANCE,
-        explanations=EXPLANATIONS if explanations is None else explanations, word_memory=service.words,
+        explanations=explanations, word_memory=service.words, alongside=draw_while_whisper_transcribes,
     )
     t = time.perf_counter()
-    images = draw_analysis(analysis)
+    images = draw_analysis(analysis, drawn.get("heat_maps"))
     timings = dict(analysis.timings)
     timings["plots"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start

@@ -371,6 +371,7 @@ def analyze(
     explanations: bool = True,
     relevance: str = "occlusion",
     word_memory=None,
+    alongside=None,
 ) -> Analysis:
     """ingest -> ASR (only when the text branch needs words and none were typed), alongside it the
     audio features -> the words' features -> model -> explanations. Raises AudioInputError / PredictionError with a message for the user.
@@ -378,9 +379,12 @@ def analyze(
     transcriber: anything with .transcribe(float32 16 kHz) -> Transcript; None = no ASR, and
     `asr_unavailable` (the reason) is then reported in the notes when a transcript was needed.
     word_memory: an `asr.RecentWords`; Whisper's words are kept there, and a typed transcript of
-    a recording heard before is aligned to them."""
+    a recording heard before is aligned to them.
+    alongside(heard): work on the audio that needs no words, done while Whisper transcribes
+    (`EmotionRecognizer.listen`)."""
     heard = recognizer.listen(audio, sample_rate, transcript, modality, max_seconds=max_seconds,
-                              transcriber=transcriber, asr_unavailable=asr_unavailable, features=True)
+                              transcriber=transcriber, asr_unavailable=asr_unavailable, features=True,
+                              alongside=alongside)
     timings, notes = heard.timings, heard.notes
     if word_memory is not None and heard.waveform is not None:
         if heard.source == "asr" and heard.words:

@@ -5,7 +5,9 @@ under them are a matplotlib figure made with the object-oriented API (Agg canvas
 UI toolkit). Building a figure costs about as much as drawing it twice, so each layout is built
 once and later calls only replace its data (`plot_mfcc` returns that shared figure): a figure is
 valid until the next call for the same layout, so callers hold `LOCK` (matplotlib is not
-thread-safe either) from the plot call until `render` has copied the pixels.
+thread-safe either) from the plot call until `render` has copied the pixels. Drawing is mostly
+text, and most of the text is the heat maps': `draw_heat_maps` draws them before the words are
+known (while Whisper transcribes), and `finish_mfcc` then draws only the relevance row over them.
 
 What is a table or a bar chart in spirit is HTML, drawn by the browser, crisp at any zoom and free
 on the server: the class probabilities (`probabilities_html`), the attention weights with each
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import html
 import threading
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import matplotlib
@@ -219,6 +222,23 @@ def _build_mfcc(spec: tuple, relevance: bool, frame_seconds: float) -> dict:
     return layout
 
 
+def _heat_maps(mfcc, frame_seconds: float, encoder_states, relevance: bool) -> tuple[tuple, dict, float]:
+    """The layout for these heat maps (with or without the relevance row), their data set in;
+    -> (layout key, layout, duration in seconds). Hold LOCK."""
+    blocks = _audio_blocks(mfcc, frame_seconds, encoder_states)
+    duration = max(block.shape[1] * step for _, block, step, _, _ in blocks)
+    spec = tuple((name, block.shape[0], step, cmap) for name, block, step, cmap, _ in blocks)
+    key = ("mfcc", spec, relevance, float(frame_seconds))
+    layout = _layout(key, lambda: _build_mfcc(spec, relevance, frame_seconds))
+    for ax, im, bar, (_, block, step, _, (low, high)) in zip(layout["axes"], layout["images"], layout["bars"], blocks):
+        im.set_data(block)
+        im.set_extent((0.0, block.shape[1] * step, -0.5, block.shape[0] - 0.5))
+        _set_colors(im, bar, low, high)
+        ax.set_xlim(0, duration)
+    layout["axes"][-1].set_xlim(0, duration)
+    return key, layout, duration
+
+
 def plot_mfcc(
     mfcc: Optional[np.ndarray],
     frame_seconds: float,
@@ -232,23 +252,62 @@ def plot_mfcc(
     maps and/or the Whisper encoder states (one column per 20 ms); under them, when given, how
     much each moment pushed the decision towards the predicted class. Returns the shared figure
     of this layout (valid until the next call; hold LOCK until it is rendered)."""
-    blocks = _audio_blocks(mfcc, frame_seconds, encoder_states)
-    duration = max(block.shape[1] * step for _, block, step, _, _ in blocks)
-    spec = tuple((name, block.shape[0], step, cmap) for name, block, step, cmap, _ in blocks)
-    key = ("mfcc", spec, relevance is not None, float(frame_seconds))
     with LOCK:
-        layout = _layout(key, lambda: _build_mfcc(spec, relevance is not None, frame_seconds))
-        axes = layout["axes"]
-        for ax, im, bar, (_, block, step, _, (low, high)) in zip(axes, layout["images"], layout["bars"], blocks):
-            im.set_data(block)
-            im.set_extent((0.0, block.shape[1] * step, -0.5, block.shape[0] - 0.5))
-            _set_colors(im, bar, low, high)
-            ax.set_xlim(0, duration)
+        _, layout, _ = _heat_maps(mfcc, frame_seconds, encoder_states, relevance is not None)
         if relevance is not None:
-            _draw_relevance(layout, axes[-1], np.asarray(relevance, dtype=float), frame_seconds,
+            _draw_relevance(layout, layout["axes"][-1], np.asarray(relevance, dtype=float), frame_seconds,
                             relevance_method, tokens, token_times)
-        axes[-1].set_xlim(0, duration)
         return layout["fig"]
+
+
+@dataclass
+class HeatMaps:
+    """The MFCC figure drawn before the words are known (`draw_heat_maps`): its pixels, with the
+    relevance row left blank for `finish_mfcc` to draw in."""
+
+    key: tuple  # the layout's
+    pixels: object  # the whole canvas (matplotlib BufferRegion)
+    duration: float
+    frame_seconds: float
+    relevance: bool  # whether the layout has a relevance row
+
+
+def draw_heat_maps(mfcc: Optional[np.ndarray], frame_seconds: float, encoder_states: Optional[np.ndarray] = None,
+                   relevance: bool = True) -> Optional[HeatMaps]:
+    """Draw everything of the MFCC figure but the relevance row, which needs the words (the app
+    draws this while Whisper transcribes); None when there is no audio to draw. Text is what costs
+    (glyphs, measured on every draw), and most of it is here."""
+    if not any(x is not None and x.shape[1] > 0 for x in (mfcc, encoder_states)):
+        return None
+    with LOCK:
+        key, layout, duration = _heat_maps(mfcc, frame_seconds, encoder_states, relevance)
+        fig, row = layout["fig"], layout["axes"][-1]
+        row.set_visible(not relevance)
+        try:
+            fig.canvas.draw()
+        finally:
+            row.set_visible(True)
+        return HeatMaps(key, fig.canvas.copy_from_bbox(fig.bbox), duration, frame_seconds, relevance)
+
+
+def finish_mfcc(heat_maps: HeatMaps, relevance: Optional[np.ndarray] = None, relevance_method: str = "occlusion",
+                tokens: Optional[Sequence[str]] = None, token_times: Optional[Sequence] = None) -> Optional[np.ndarray]:
+    """The MFCC figure of `heat_maps` with its relevance row drawn in: the same pixels as `render`
+    of `plot_mfcc` with the same data. None when the layout has left the cache meanwhile, or when
+    `relevance` does not match the layout (draw the whole figure then)."""
+    with LOCK:
+        layout = _FIGURES.get(heat_maps.key)
+        if layout is None or heat_maps.relevance != (relevance is not None):
+            return None
+        canvas = layout["fig"].canvas
+        canvas.restore_region(heat_maps.pixels)
+        if relevance is not None:
+            ax = layout["axes"][-1]
+            ax.set_xlim(0, heat_maps.duration)
+            _draw_relevance(layout, ax, np.asarray(relevance, dtype=float), heat_maps.frame_seconds,
+                            relevance_method, tokens, token_times)
+            layout["fig"].draw_artist(ax)
+        return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def _draw_relevance(layout: dict, ax, relevance: np.ndarray, frame_seconds: float, method: str,
@@ -376,16 +435,19 @@ def attention_html(
 # --- everything for one analysis -------------------------------------------------------------
 
 
-def draw_analysis(analysis) -> dict:
+def draw_analysis(analysis, heat_maps: Optional[HeatMaps] = None) -> dict:
     """The pictures of an `explain.Analysis`: "mfcc" as an RGB array and "spu" as HTML (when there
     is audio), the deletion curves "word_curves" / "window_curves" as SVG (when faithfulness was
     measured), and "probabilities" and "attention" as HTML (the latter says so when there are no
-    words)."""
+    words). `heat_maps`: this analysis's `draw_heat_maps`, if it was drawn already."""
     e = analysis.explanation
     images = {"probabilities": probabilities_html(e.labels, e.probabilities, e.uniform_probabilities)}
     with LOCK:
         encoder_states = getattr(analysis, "encoder_states", None)
-        if any(x is not None and x.shape[1] > 0 for x in (analysis.mfcc, encoder_states)):
+        if heat_maps is not None:
+            images["mfcc"] = finish_mfcc(heat_maps, e.frame_relevance, e.relevance_method, e.tokens,
+                                         analysis.token_times)
+        if images.get("mfcc") is None and any(x is not None and x.shape[1] > 0 for x in (analysis.mfcc, encoder_states)):
             images["mfcc"] = render(plot_mfcc(analysis.mfcc, e.frame_seconds, e.frame_relevance,
                                               e.relevance_method, e.tokens, analysis.token_times,
                                               encoder_states))

@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -293,6 +293,7 @@ class EmotionRecognizer:
         transcriber=_OWN,
         asr_unavailable: Optional[str] = None,
         features: bool = False,
+        alongside: Optional[Callable[[Heard], None]] = None,
     ) -> Heard:
         """Ingest the recording and find the words: the steps before the features, shared by
         `predict` and the app's analysis. A blank transcript asks Whisper (`transcriber`, by
@@ -300,7 +301,8 @@ class EmotionRecognizer:
         PredictionError with a message for the user.
 
         features: also compute the audio features (`heard.features`, for `prepare`), in this
-        thread while Whisper transcribes in another (`transcribe_alongside`)."""
+        thread while Whisper transcribes in another (`transcribe_alongside`); then, only when
+        Whisper does run alongside, `alongside(heard)`: more work that needs no words."""
         from .ingest import load_audio
 
         wants_audio, wants_text = self.branches(modality)
@@ -350,6 +352,8 @@ class EmotionRecognizer:
                 transcribing = pool.submit(transcribe)
                 try:
                     hear_audio()
+                    if alongside is not None:
+                        alongside(heard)
                 finally:  # Whisper's own error, if any, wins: it is the visitor's to read
                     result = transcribing.result()
         else:

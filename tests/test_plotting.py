@@ -285,3 +285,39 @@ def test_spu_heat_maps_are_html_with_one_pixel_per_value_on_one_colour_scale():
     for text in ("max over time", "mean over time", "std over time", "MFCC 9 (90 ms)", "Whisper 5 (100 ms)",
                  "16 filters, sorted by mean output", "filter output", ">3<"):
         assert text in page, text
+
+
+def test_heat_maps_first_and_the_relevance_row_later_look_exactly_like_the_whole_figure(monkeypatch):
+    """What the app draws while Whisper transcribes, finished once the relevance is known, is the
+    figure `render` draws in one go: for every front-end, with another recording drawn in the same
+    layout in between (two requests at once), and without a relevance row."""
+    monkeypatch.setattr(plotting, "_FIGURES", {})
+    first, other = analysis(), analysis(tokens=["so", "sad"])
+    other.mfcc = other.mfcc[:, :120] * 3 + 5
+    other.explanation.frame_relevance = -other.explanation.frame_relevance[:120] * 4
+    for mfcc, states in ((True, None), (False, STATES), (True, STATES)):
+        def inputs(a):
+            return (a.mfcc if mfcc else None), 0.01, (states[:, : a.mfcc.shape[1] // 2] if states is not None else None)
+
+        def whole(a, relevance=True):
+            e = a.explanation
+            with plotting.LOCK:
+                return plotting.render(plotting.plot_mfcc(*inputs(a)[:2], e.frame_relevance if relevance else None,
+                                                          "occlusion", e.tokens, a.token_times, inputs(a)[2]))
+
+        expected, expected_other = whole(first), whole(other)
+        heat_maps = plotting.draw_heat_maps(*inputs(first))
+        assert not np.array_equal(whole(other), expected)  # another request draws in between
+        e = first.explanation
+        np.testing.assert_array_equal(plotting.finish_mfcc(heat_maps, e.frame_relevance, "occlusion", e.tokens,
+                                                           first.token_times), expected)
+        np.testing.assert_array_equal(plotting.draw_analysis(first, plotting.draw_heat_maps(*inputs(first)))["mfcc"],
+                                      expected)
+        np.testing.assert_array_equal(whole(other), expected_other)
+        bare = plotting.draw_heat_maps(*inputs(first), relevance=False)
+        np.testing.assert_array_equal(plotting.finish_mfcc(bare), whole(first, relevance=False))
+        assert plotting.finish_mfcc(bare, e.frame_relevance) is None  # not this layout: draw it whole
+    heat_maps = plotting.draw_heat_maps(first.mfcc, 0.01)
+    plotting._FIGURES.clear()  # the layout left the cache meanwhile: draw_analysis draws it whole
+    np.testing.assert_array_equal(plotting.draw_analysis(first, heat_maps)["mfcc"], plotting.draw_analysis(first)["mfcc"])
+    assert plotting.draw_heat_maps(None, 0.01, None) is None

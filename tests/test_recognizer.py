@@ -329,3 +329,24 @@ def test_alongside_or_one_after_the_other_the_analysis_is_the_same(speech):
     for name in ("probabilities", "attention", "word_influence", "window_relevance", "audio_statistics"):
         np.testing.assert_array_equal(getattr(a.explanation, name), getattr(b.explanation, name))
     assert p.probabilities == q.probabilities and p.transcript == q.transcript == a.transcript
+
+
+def test_alongside_work_runs_only_while_whisper_transcribes(checkpoint, speech):
+    import threading
+
+    whisper = WaitingTranscriber()
+    r = EmotionRecognizer.from_pretrained(str(checkpoint), transcriber=whisper)
+    calls = []
+
+    def alongside(heard):  # sees the audio features, in the caller's thread, while Whisper waits for it
+        calls.append((threading.get_ident(), heard.features.mfcc.shape, whisper.finished))
+        whisper.features_started.set()
+
+    r.audio_features(speech)  # librosa compiles its kernels on the first call: not while Whisper waits
+    heard = r.listen(speech, 16000, features=True, alongside=alongside)
+    assert heard.transcript == "what wonderful news" and whisper.met
+    assert calls == [(threading.get_ident(), heard.features.mfcc.shape, False)]
+    r.listen(speech, 16000, "typed words", features=True, alongside=alongside)  # no Whisper: nothing to overlap
+    r.transcribe_alongside = False
+    r.listen(speech, 16000, features=True, alongside=alongside)
+    assert len(calls) == 1

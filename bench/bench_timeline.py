@@ -161,12 +161,14 @@ def bench_long(recognizer, minutes: float) -> None:
 def bench_stages(recognizer, path: str, repeats: int = 5) -> None:
     """Where one file's time goes in `predict --modality audio`, stage by stage (CPU seconds)."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     from ser_demo.audio import mfcc_features
     from ser_demo.ingest import load_audio
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as predict_rows runs
+    blas = threadpool_limits(1)
     audio = load_audio(path, trim_silence=True)
     encoded = recognizer.encoder.encode(audio) if recognizer.encoder is not None else None
     inputs = recognizer.prepare(audio, None, "audio", encoded)
@@ -189,37 +191,40 @@ def bench_stages(recognizer, path: str, repeats: int = 5) -> None:
         wall, cpu = clock.seconds()
         figures.append(f"{name} {cpu / repeats * 1000:.0f} ms CPU ({wall / repeats * 1000:.0f} ms wall)")
     torch.set_num_threads(threads)
+    blas.restore_original_limits()
     print(f"stages of one {len(audio) / RATE:.1f} s file, --modality audio: " + "; ".join(figures) + f" ({load()})", flush=True)
 
 
-def bench_batch(recognizer, n_files: int, n_whisper: int) -> None:
+def bench_batch(recognizer, n_files: int, n_whisper: int, workers: list[int]) -> None:
     import numpy as np
     import soundfile as sf
 
     from ser_demo.batch import audio_files, predict_rows
 
     folder = Path(tempfile.mkdtemp(prefix="ser-bench-batch-"))
-    clips = sentences()
-    for i in range(n_files):
-        clip = np.zeros(5 * RATE, np.float32)
-        source = clips[i % len(clips)][: 5 * RATE]
-        clip[: len(source)] = source
-        sf.write(folder / f"clip{i:04d}.wav", clip, RATE, subtype="PCM_16")
+    clips, gap = sentences(), np.zeros(int(0.3 * RATE), np.float32)
+    for i in range(n_files):  # five seconds of speech each (sentences 0.3 s apart): the most work a 5 s file holds
+        parts, k = [], i
+        while sum(map(len, parts)) < 5 * RATE:
+            parts += [clips[k % len(clips)], gap]
+            k += 7
+        sf.write(folder / f"clip{i:04d}.wav", np.concatenate(parts)[: 5 * RATE], RATE, subtype="PCM_16")
     files = audio_files([str(folder)])
     list(predict_rows(recognizer, files[:3], modality="audio"))  # warm-up
     bench_stages(recognizer, str(files[0]))
     counter = count_encoder_passes(recognizer)
-    for modality, subset in (("audio", files), ("both", files[:n_whisper])):
-        if modality == "both" and recognizer.transcriber is None:
+    runs = [("audio", files, n) for n in workers] + [("both", files[:n_whisper], workers[-1])]
+    for modality, subset, n in runs:
+        if modality == "both" and (recognizer.transcriber is None or not subset):
             continue
         before = counter.passes if counter else 0
         clock = Clock()
-        rows = list(predict_rows(recognizer, subset, modality=modality))
+        rows = list(predict_rows(recognizer, subset, modality=modality, workers=n))
         wall, cpu = clock.seconds()
         failed = sum(bool(r[-1]) for r in rows)
         what = "--modality audio (no Whisper)" if modality == "audio" else "--modality both (Whisper)"
-        print(f"batch, {len(subset)} five-second files, {what}: {len(subset) / wall:.2f} files/s "
-              f"({wall:.1f} s, {cpu:.1f} s CPU = {cpu / len(subset):.2f} s CPU per file, {failed} failed"
+        print(f"batch, {len(subset)} five-second files, {what}, {n} worker{'s' * (n > 1)}: {len(subset) / wall:.2f} files/s "
+              f"({wall:.1f} s, {cpu:.1f} s CPU = {cpu / len(subset) * 1000:.0f} ms CPU per file, {failed} failed"
               f"{passes(counter, before)}) ({load()})", flush=True)
 
 
@@ -229,6 +234,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--files", type=int, default=100)
     parser.add_argument("--whisper-files", type=int, default=20)
+    parser.add_argument("--workers", type=int, nargs="+", default=None,
+                        help="batch: worker counts to time in turn (default: 1, then one per core)")
     parser.add_argument("--only", choices=("live", "long", "batch", "stages"), default=None)
     args = parser.parse_args()
 
@@ -239,7 +246,9 @@ def main() -> None:
     if args.only == "stages":
         bench_stages(recognizer, str(ROOT / "tests" / "fixtures" / "speech.wav"))
     if args.only in (None, "batch"):
-        bench_batch(recognizer, args.files, args.whisper_files)
+        from ser_demo.batch import default_workers
+
+        bench_batch(recognizer, args.files, args.whisper_files, args.workers or sorted({1, default_workers()}))
     if args.only in (None, "long"):
         bench_long(recognizer, args.minutes)
     if args.only in (None, "live"):

@@ -28,6 +28,8 @@ def main(argv=None) -> int:
     predict.add_argument("--transcript", default=None, help="what was said (one file only); omitted = Whisper transcribes")
     predict.add_argument("--csv", default=None, metavar="OUT", help="write one row per file to OUT ('-' = stdout)")
     predict.add_argument("--max-seconds", type=float, default=60.0)
+    predict.add_argument("--workers", type=int, default=None, metavar="N",
+                         help="files scored at once (default: one per CPU core)")
     predict.add_argument("--max-words", type=int, default=None,
                          help="longest transcript read, in words (default 100; 0 = no limit)")
     predict.add_argument("--max-characters", type=int, default=None,
@@ -52,6 +54,8 @@ def main(argv=None) -> int:
     batch = args.command == "predict" and (args.csv is not None or len(args.files) > 1 or _is_folder(args.files[0]))
     if batch and args.transcript is not None:
         parser.error("--transcript applies to one file; drop it to let Whisper transcribe each file")
+    if getattr(args, "workers", None) is not None and args.workers < 1:
+        parser.error("--workers must be at least 1")
     typed = args.command == "predict" and args.transcript is not None
     asr = None if args.asr == "none" or typed or args.modality == "audio" else args.asr
     given_words, given_characters = getattr(args, "max_words", None), getattr(args, "max_characters", None)
@@ -101,7 +105,8 @@ def _predict_many(recognizer, args) -> int:
     try:
         writer = csv.writer(out)
         writer.writerow(csv_header(recognizer.labels))
-        rows = predict_rows(recognizer, files, modality=args.modality, max_seconds=args.max_seconds)
+        rows = predict_rows(recognizer, files, modality=args.modality, max_seconds=args.max_seconds,
+                            workers=args.workers)
         for row in tqdm(rows, total=len(files), unit="file", file=sys.stderr, disable=None):
             writer.writerow(row)
             failed += bool(row[-1])

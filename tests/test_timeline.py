@@ -400,6 +400,28 @@ def test_cli_predict_folder_to_csv_reports_a_corrupt_file_and_goes_on(tmp_path, 
     assert rows[0]["label"] == rows[2]["label"]  # the same audio, the same answer
 
 
+def test_batch_workers_score_every_file_in_order_as_one_does(recognizer, speech, tmp_path):
+    """Files scored side by side come back in the files' order, each with the answer it gets
+    when scored alone, a bad one reported on its own row between good ones."""
+    from ser_demo.batch import predict_rows
+
+    other, _ = sf.read(FIXTURES / "children.flac", dtype="float32")
+    files = []
+    for i in range(7):
+        files.append(tmp_path / f"{i}.wav")
+        if i == 3:
+            files[-1].write_bytes(b"RIFF not audio")
+        else:
+            sf.write(files[-1], (speech, other)[i % 2][: (2 + i % 3) * RATE], RATE)
+    one = list(predict_rows(recognizer, files, modality="audio", workers=1))
+    two = list(predict_rows(recognizer, files, modality="audio", workers=3))
+    assert [row[0] for row in two] == [str(f) for f in files]
+    assert "corrupt or not in an audio format" in two[3][-1] and two[3][1] == ""
+    assert two == one and len({row[1] for row in one if row[1]}) >= 1
+    alone = recognizer.predict(str(files[2]), modality="audio", max_seconds=60.0)
+    assert float(two[2][2 + recognizer.labels.index(alone.label)]) == pytest.approx(alone.probabilities[alone.label], abs=1e-4)
+
+
 # --- live ----------------------------------------------------------------------------------
 
 

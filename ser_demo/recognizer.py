@@ -340,9 +340,8 @@ class EmotionRecognizer:
 
         def transcribe():
             start = time.perf_counter()
-            shares_encoder = (self.encoder is not None and self.encoder.shares_with_decoder
-                              and getattr(transcriber, "model", None) is self.encoder.whisper)
-            result = transcriber.transcribe(heard.waveform, encoded=heard.encoded) if shares_encoder else transcriber.transcribe(heard.waveform)
+            result = (transcriber.transcribe(heard.waveform, encoded=heard.encoded) if self.shares_encoder_with(transcriber)
+                      else transcriber.transcribe(heard.waveform))
             heard.timings["asr"] = time.perf_counter() - start
             return result
 
@@ -376,6 +375,12 @@ class EmotionRecognizer:
             heard.transcript, heard.source = "", "none"
         heard.audio_used = wants_audio
         return heard
+
+    def shares_encoder_with(self, transcriber) -> bool:
+        """Whether `transcriber` decodes from the encoder pass the model reads (context "window"
+        of the transcriber's own Whisper): then one pass per recording serves both."""
+        return (self.encoder is not None and self.encoder.shares_with_decoder
+                and getattr(transcriber, "model", None) is self.encoder.whisper)
 
     def check_transcript(self, transcript: str, heard_by: str = "") -> None:
         """Refuse a transcript longer than this recognizer's limits (PredictionError)."""

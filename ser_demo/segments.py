@@ -5,10 +5,12 @@ first split where people pause:
 
 - voice-activity detection finds the pauses: runs of frames above the recording's noise floor
   (`ingest.active_frames`, the same test that rejects silent uploads), short pauses bridged;
-- with speech recognition, Whisper transcribes each utterance found so (from the same encoder pass
-  the model reads) and its own segments (about a sentence each) cut it further, each part keeping
-  its words. Whisper's word times drift over silence and over repeated sentences, so pauses are
-  taken from the audio rather than from them.
+- with speech recognition, Whisper transcribes the utterances found so, and its own segments
+  (about a sentence each) cut them further, each part keeping its words: one utterance at a time
+  where the model's encoder pass serves Whisper's decoder too, else consecutive utterances
+  together, one of Whisper's windows at a time (`transcription_windows`), their words shared
+  out by time (`phrases_by_piece`). Whisper's word times drift over silence and over repeated
+  sentences, so pauses are taken from the audio rather than from them.
 
 Pieces too short to classify are merged into the nearest neighbour, pieces too long are split,
 and the gaps become "silence" segments so that the segments tile the whole recording.
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .asr import Word
+from .asr import Phrase, Word
 from .audio import SAMPLE_RATE
 from .ingest import FRAME_SECONDS, HOP_SECONDS, active_frames
 
@@ -31,6 +33,7 @@ MAX_MERGE_GAP_SECONDS = 2.0  # ... unless the neighbour is further away than thi
 MAX_SEGMENT_SECONDS = 12.0  # longer stretches of speech are split (one label per ~sentence)
 MIN_SILENCE_SECONDS = 0.5  # shorter gaps are shared between the neighbours, not labelled silence
 WINDOW_SECONDS = 28.0  # audio handed to Whisper at once (its window is 30 s)
+MAX_WORD_DRIFT_SECONDS = 1.0  # a word further than this from every utterance was heard in a silence
 
 
 @dataclass
@@ -150,3 +153,36 @@ def tile(pieces: list[Piece], duration: float, min_silence: float = MIN_SILENCE_
     else:
         spans[-1][1] = duration
     return [(float(s), float(e), p) for s, e, p in spans if e > s]
+
+
+def transcription_windows(pieces: list[Piece], window_seconds: float = WINDOW_SECONDS,
+                          padding: float = 0.0) -> list[list[Piece]]:
+    """Consecutive utterances grouped so that each group, from its first start to its last end
+    with `padding` on both sides, fits in one of Whisper's windows: each group is transcribed at
+    once, and no utterance (at most MAX_SEGMENT_SECONDS) is cut between two windows."""
+    groups: list[list[Piece]] = []
+    for piece in pieces:
+        if groups and piece.end - groups[-1][0].start + 2 * padding <= window_seconds:
+            groups[-1].append(piece)
+        else:
+            groups.append([piece])
+    return groups
+
+
+def phrases_by_piece(phrases: list, pieces: list[Piece], max_drift: float = MAX_WORD_DRIFT_SECONDS) -> list[list]:
+    """Whisper's segments (asr.Phrase, recording times) shared out among `pieces`: each word goes
+    to the utterance that holds its middle, else to the nearest one within `max_drift` (else it
+    was heard in a silence and is dropped); a segment spanning a pause becomes one phrase in each
+    utterance it reaches. Returns one list of phrases per piece."""
+    out: list[list] = [[] for _ in pieces]
+    for phrase in phrases:
+        words = phrase.words or ([Word(phrase.text.strip(), phrase.start, phrase.end)] if phrase.text.strip() else [])
+        mine: dict[int, list] = {}
+        for word in words:
+            middle = (word.start + word.end) / 2
+            distance, i = min((max(p.start - middle, middle - p.end, 0.0), i) for i, p in enumerate(pieces))
+            if distance <= max_drift:
+                mine.setdefault(i, []).append(word)
+        for i, mine_words in sorted(mine.items()):
+            out[i].append(Phrase(" ".join(w.text for w in mine_words), mine_words[0].start, mine_words[-1].end, mine_words))
+    return out

@@ -13,6 +13,12 @@ cut into utterances (`segments`: at pauses found by voice activity, and where th
 recognition further at Whisper's segments, each with its words), and each utterance is classified with its own
 audio and its own words through the recognizer's stages, exactly as `predict` classifies a clip.
 Stretches without speech are labelled "silence" and never classified. No UI code here.
+
+Whisper's cost: a checkpoint whose encoder reads Whisper's padded 30 s window (context "window")
+makes one pass per utterance, and Whisper decodes from that same pass. One that reads the clip
+alone (context "clip", 25 times cheaper per utterance) cannot lend its pass to the decoder, so
+Whisper transcribes the utterances together, one 30 s window pass per ~28 s of speech instead of
+one per utterance, and each utterance gets the words heard during it.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ import numpy as np
 from .audio import SAMPLE_RATE
 from .ingest import TRIM_PADDING_SECONDS, AudioInputError, load_audio, speech_bounds
 from .recognizer import EmotionRecognizer, PredictionError
-from .segments import Piece, merge_short, split_at_phrases, split_long, tile, voice_activity
+from .segments import (Piece, merge_short, phrases_by_piece, split_at_phrases, split_long, tile,
+                       transcription_windows, voice_activity)
 
 TIMELINE_MAX_SECONDS = 600.0  # a single clip stops at 30 s; a timeline takes minutes
 CURVE_STEP_SECONDS = 0.1
@@ -147,20 +154,24 @@ def timeline(
                      + (f" ({asr_unavailable})" if asr_unavailable else "")
                      + ": the text branch saw no words")
     # Utterances are cut at pauses before Whisper runs, so that one encoder pass per utterance
-    # serves both its transcription and the model (see `classify`).
+    # serves both its transcription and the model where it can (see `classify`).
     spans = tile(merge_short(split_long(merge_short(voice_activity(waveform)))), duration)
-    n_utterances = sum(piece is not None for _, _, piece in spans)
-    segments, unknown, work, done = [], {}, {"unclassified": 0}, 0
+    pieces = [piece for _, _, piece in spans if piece is not None]
+    segments, unknown, work, done = [], {}, {"unclassified": 0}, -1
+    heard, first = None, 0.0  # Whisper's segments per utterance, when it transcribed them apart
+    if asr and not recognizer.shares_encoder_with(transcriber):
+        heard, first = transcribe_in_windows(transcriber, waveform, pieces, work, report), 0.5
     for i, (begin, end, piece) in enumerate(spans):
         if piece is not None:
-            report(done / n_utterances, f"utterance {done + 1} of {n_utterances}")
             done += 1
+            report(first + (1 - first) * done / len(pieces), f"utterance {done + 1} of {len(pieces)}")
         # An utterance may reach into the silence beside it for the soft onset and decay that
         # trimming keeps around a clip (silences are >= 0.5 s: no other speech is in reach).
         lo = spans[i - 1][0] if i > 0 and spans[i - 1][2] is None else begin
         hi = spans[i + 1][1] if i + 1 < len(spans) and spans[i + 1][2] is None else end
         segments += classify(recognizer, waveform, begin, end, piece, modality, unknown, work,
-                             transcriber if asr else None, reach=(lo, hi))
+                             transcriber if asr and heard is None else None, reach=(lo, hi),
+                             phrases=None if heard is None or piece is None else heard[done])
     unclassified = work.pop("unclassified")
     timings.update(work)
     if unclassified:
@@ -175,18 +186,44 @@ def timeline(
                     times, curve, timings, notes, waveform)
 
 
+def transcribe_in_windows(transcriber, waveform: np.ndarray, pieces: list[Piece], work: dict,
+                          report: Callable[[float, str], None]) -> list[list]:
+    """Whisper's segments (recording times) heard during each of `pieces`, from one transcription
+    per group of utterances that fits Whisper's window; progress runs from 0 to 0.5."""
+    from .asr import Phrase
+
+    heard = []
+    windows = transcription_windows(pieces, padding=TRIM_PADDING_SECONDS)
+    for k, group in enumerate(windows):
+        report(0.5 * k / len(windows), f"speech recognition, window {k + 1} of {len(windows)}")
+        first = int(max(0.0, group[0].start - TRIM_PADDING_SECONDS) * SAMPLE_RATE)
+        last = int((group[-1].end + TRIM_PADDING_SECONDS) * SAMPLE_RATE)
+        t = time.perf_counter()
+        result = transcriber.transcribe(waveform[first:last])
+        work["asr"] = work.get("asr", 0.0) + time.perf_counter() - t
+        found = result.phrases or [Phrase(result.text, 0.0, (min(last, len(waveform)) - first) / SAMPLE_RATE, result.words)]
+        heard += phrases_by_piece([p.shifted(first / SAMPLE_RATE) for p in found], group)
+    return heard
+
+
 def classify(recognizer: EmotionRecognizer, waveform: np.ndarray, begin: float, end: float,
              piece: Optional[Piece], modality: str, unknown: dict, work: dict, transcriber=None,
-             reach: Optional[tuple[float, float]] = None) -> list[Segment]:
+             reach: Optional[tuple[float, float]] = None, phrases: Optional[list] = None) -> list[Segment]:
     """One span of the timeline: silence as it is, speech through the recognizer's own stages
     (listen -> prepare -> forward) with its own audio and its own words, as `predict` classifies
     a clip. With a `transcriber`, Whisper decodes the words from the encoder pass that the model
-    reads; where Whisper's segments cut the utterance further (sentences without a pause between
-    them), each part is classified alone, with its own pass and its segment's words. `work`
-    gathers seconds per stage; `reach` bounds the audio around the speech that listen may trim
-    (default: the span itself)."""
+    reads; or `phrases` are what Whisper heard during it (recording times). Where Whisper's
+    segments cut the utterance further (sentences without a pause between them), each part is
+    classified alone, with its own pass and its segment's words. `work` gathers seconds per
+    stage; `reach` bounds the audio around the speech that listen may trim (default: the span
+    itself)."""
     if piece is None:
         return [Segment(begin, end, SILENCE)]
+    if phrases is not None:
+        parts = split_at_phrases(piece, phrases)
+        if len(parts) > 1:
+            return split(recognizer, waveform, begin, end, parts, modality, unknown, work)
+        piece = parts[0]
     use_audio, use_text = recognizer.branches(modality)
     # A little audio around the speech, as ingestion keeps around trimmed clips; listen trims it.
     lo, hi = reach or (begin, end)
@@ -202,9 +239,7 @@ def classify(recognizer: EmotionRecognizer, waveform: np.ndarray, begin: float, 
             offset = (first + speech_bounds(audio)[0]) / SAMPLE_RATE  # Whisper's times are the trimmed clip's
             parts = split_at_phrases(piece, [p.shifted(offset) for p in heard.phrases])
             if len(parts) > 1:
-                edges = [begin, *(part.start for part in parts[1:]), end]
-                return [segment for part, b, e in zip(parts, edges[:-1], edges[1:])
-                        for segment in classify(recognizer, waveform, b, e, part, modality, unknown, work)]
+                return split(recognizer, waveform, begin, end, parts, modality, unknown, work)
             piece, text = parts[0], heard.transcript
         t = time.perf_counter()
         inputs = recognizer.prepare(heard.waveform_for_model, heard.transcript, modality, heard.encoded)
@@ -217,6 +252,14 @@ def classify(recognizer: EmotionRecognizer, waveform: np.ndarray, begin: float, 
     labels = recognizer.labels
     return [Segment(begin, end, labels[int(np.argmax(probabilities))],
                     {label: float(p) for label, p in zip(labels, probabilities)}, text, piece.words)]
+
+
+def split(recognizer: EmotionRecognizer, waveform: np.ndarray, begin: float, end: float, parts: list[Piece],
+          modality: str, unknown: dict, work: dict) -> list[Segment]:
+    """The span [begin, end) cut into `parts`, each classified alone with its own words."""
+    edges = [begin, *(part.start for part in parts[1:]), end]
+    return [segment for part, b, e in zip(parts, edges[:-1], edges[1:])
+            for segment in classify(recognizer, waveform, b, e, part, modality, unknown, work)]
 
 
 def probability_curve(segments: list[Segment], duration: float, labels, step: float = CURVE_STEP_SECONDS,

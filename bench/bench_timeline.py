@@ -1,5 +1,5 @@
 """Benchmark of emotion over time: `python bench/bench_timeline.py [--live-seconds 120] [--minutes 5]
-[--files 100] [--whisper-files 20] [--only live|long|batch|stages]`.
+[--files 100] [--whisper-files 20] [--workers 1 2] [--only live|long|batch|stages] [--checkpoint DIR]`.
 
 Prints
   - live: a microphone stream fed in real time (0.5 s chunks at 48 kHz, as the browser sends
@@ -14,9 +14,10 @@ Prints
     files per second, without Whisper and (on fewer files) with it. Target: >= 20 files/s.
 Network and browser time are not included in the live figure (the browser test shows the chart
 does update while speaking). Each figure comes with the CPU time it took (all threads of this
-process) and the machine's load average, since the machine is shared; where the checkpoint reads
-Whisper's encoder, the encoder passes are counted (each is one padded 30 s window), and `stages`
-prints where one file's time goes.
+process) and the machine's load average, since the machine is shared; the encoder passes are
+counted (Whisper's own padded 30 s windows, and the passes over a clip alone of a checkpoint
+with encoder context "clip"), and `stages` prints where one file's time goes. `--checkpoint DIR` (else $SER_CHECKPOINT, else the bundled one)
+chooses the checkpoint.
 """
 
 from __future__ import annotations
@@ -52,13 +53,21 @@ class Clock:
 
 class CountingEncoder:
     """Stands in for a faster-whisper model's CTranslate2 model and counts its encoder passes
-    (the emotion model's and Whisper's own)."""
+    (the emotion model's and Whisper's own): padded 30 s windows, and clip-context passes over
+    the clip's own frames."""
 
     def __init__(self, model):
-        self.model, self.passes = model, 0
+        self.model, self.windows, self.clips = model, 0, 0
+
+    @property
+    def passes(self) -> tuple[int, int]:
+        return self.windows, self.clips
 
     def encode(self, features, *args, **kwargs):
-        self.passes += int(features.shape[0])  # one per 30 s window in the batch
+        if int(features.shape[-1]) == 3000:
+            self.windows += int(features.shape[0])
+        else:
+            self.clips += int(features.shape[0])
         return self.model.encode(features, *args, **kwargs)
 
     def __getattr__(self, name):
@@ -74,8 +83,11 @@ def count_encoder_passes(recognizer) -> CountingEncoder | None:
     return whisper.model
 
 
-def passes(counter, before: int = 0) -> str:
-    return "" if counter is None else f", {counter.passes - before} encoder passes"
+def passes(counter, before: tuple[int, int] = (0, 0)) -> str:
+    if counter is None:
+        return ""
+    windows, clips = counter.windows - before[0], counter.clips - before[1]
+    return f", encoder passes: {windows} over a 30 s window, {clips} over a clip alone"
 
 
 def sentences() -> list:
@@ -115,7 +127,7 @@ def bench_live(recognizer, transcriber, seconds: float) -> None:
         warm_up.feed(mic[k:k + chunk], 48000, wait=POINT_WAIT)
     warm_up.finish()
     counter = count_encoder_passes(recognizer)
-    before = counter.passes if counter else 0
+    before = counter.passes if counter else (0, 0)
     live = LiveTimeline(recognizer, transcriber, max_seconds=seconds + 1)
     lags, clock = [], Clock()
     start = clock.wall
@@ -147,7 +159,7 @@ def bench_long(recognizer, minutes: float) -> None:
 
     audio = recording(minutes * 60)
     counter = count_encoder_passes(recognizer)
-    before = counter.passes if counter else 0
+    before = counter.passes if counter else (0, 0)
     calls, clock = [], Clock()
     result = timeline(recognizer, audio, RATE, modality="both", progress=lambda f, m: calls.append(f))
     wall, cpu = clock.seconds()
@@ -217,7 +229,7 @@ def bench_batch(recognizer, n_files: int, n_whisper: int, workers: list[int]) ->
     for modality, subset, n in runs:
         if modality == "both" and (recognizer.transcriber is None or not subset):
             continue
-        before = counter.passes if counter else 0
+        before = counter.passes if counter else (0, 0)
         clock = Clock()
         rows = list(predict_rows(recognizer, subset, modality=modality, workers=n))
         wall, cpu = clock.seconds()
@@ -236,13 +248,16 @@ def main() -> None:
     parser.add_argument("--whisper-files", type=int, default=20)
     parser.add_argument("--workers", type=int, nargs="+", default=None,
                         help="batch: worker counts to time in turn (default: 1, then one per core)")
+    parser.add_argument("--checkpoint", default=None, help="folder (default: $SER_CHECKPOINT, else the bundled one)")
     parser.add_argument("--only", choices=("live", "long", "batch", "stages"), default=None)
     args = parser.parse_args()
 
     from ser_demo import load_recognizer
 
-    recognizer = load_recognizer()
-    print(f"checkpoint labels {recognizer.labels}; {os.cpu_count()} CPUs; {load()}")
+    recognizer = load_recognizer(args.checkpoint)
+    encoder = recognizer.encoder.context if recognizer.encoder is not None else "none"
+    print(f"checkpoint {args.checkpoint or os.environ.get('SER_CHECKPOINT') or 'bundled'}: labels {recognizer.labels}, "
+          f"Whisper encoder context {encoder}; {os.cpu_count()} CPUs; {load()}", flush=True)
     if args.only == "stages":
         bench_stages(recognizer, str(ROOT / "tests" / "fixtures" / "speech.wav"))
     if args.only in (None, "batch"):

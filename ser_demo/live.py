@@ -9,14 +9,16 @@ once a second out, and a transcript that grows as Whisper catches up.
     final = live.finish()                     # the whole recording, for `timeline.timeline`
 
 Each point is exactly what `predict` says of the last few seconds with the audio branch alone
-(no transcription): for a checkpoint that reads Whisper's encoder that is one encoder pass (a
-padded 30 s window) per point, since the encoder's states of a clip depend on the whole window
-and a pass shared by several points would give them other features than the model was trained
-on. Points are computed on a background thread: `feed` stores audio, starts a point when one is
+(no transcription): for a checkpoint that reads Whisper's encoder, one encoder pass per point,
+as the checkpoint was trained: over the 3 s alone for context "clip" (about 20 ms of CPU), over
+a zero-padded 30 s window for context "window" (about 0.5 s). Either way a pass serves one
+point only: the states of a clip depend on all the audio the pass reads, so states cut out of a
+pass shared by several points would not be the features the model was trained on. Points are
+computed on a background thread: `feed` stores audio, starts a point when one is
 due and none is in flight, and hands out finished points (waiting up to `wait` seconds for the
 one in flight), so a machine slower than real time gets fewer points, never a growing lag.
 Whisper runs on another background thread, shared by every stream: it transcribes each stretch
-of speech once a pause ends it, starting between points (both use the same encoder, which runs
+of speech once a pause ends it, starting between points (both use the same Whisper model, which runs
 one job at a time), so a slow transcription delays the words, never the chart. No UI code here.
 """
 

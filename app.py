@@ -479,8 +479,10 @@ def build_demo(service: Service) -> gr.Blocks:
         outputs = [label, summary, probabilities, transcript, mfcc, spu, attention, highlighted,
                    uniform, word_curves, word_faithfulness, window_curves, window_faithfulness, timings, notes, details]
         inputs = [audio, transcript, modality, checkpoint]
-        button.click(analyze, inputs, outputs, api_name="analyze", concurrency_limit="default")
-        transcript.submit(analyze, inputs, outputs, api_visibility="private")
+        # Progress shows on the answer alone: a timer animating over all 16 outputs cost the
+        # visitor's browser CPU that, on a small machine, the analysis needs.
+        button.click(analyze, inputs, outputs, api_name="analyze", concurrency_limit="default", show_progress_on=label)
+        transcript.submit(analyze, inputs, outputs, api_visibility="private", show_progress_on=label)
         # A new recording gets a new transcript: clear the old one (examples set both themselves).
         for event in (audio.stop_recording, audio.upload, audio.clear):
             event(lambda: "", None, transcript, api_visibility="private", queue=False)

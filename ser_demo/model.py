@@ -36,6 +36,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from .audio import FeatureParams
+from .encoder import CONTEXTS, spec_context
 from .text import DEFAULT_EMBEDDINGS
 
 LABELS = ("angry", "happy", "sad", "neutral")
@@ -92,8 +93,12 @@ class ModelConfig:
             raise ValueError(f"utterance_norm {self.utterance_norm} names front-ends not in audio_frontends {self.audio_frontends}")
         if not self.audio_frontends or set(self.audio_frontends) - set(FRONTENDS):
             raise ValueError(f"audio_frontends must be a non-empty subset of {FRONTENDS}, got {self.audio_frontends}")
-        if self.encoder_context not in ("window", "clip"):
-            raise ValueError(f"encoder_context must be 'window' or 'clip', got {self.encoder_context!r}")
+        if self.encoder_context not in CONTEXTS:
+            raise ValueError(f"encoder_context must be one of {CONTEXTS}, got {self.encoder_context!r}")
+        # The request (encoder_context) and the record of what made the features (encoder) must agree.
+        if self.encoder is not None and spec_context(self.encoder) != self.encoder_context:
+            raise ValueError(f"encoder_context {self.encoder_context!r} contradicts the encoder that made the "
+                             f"features ({spec_context(self.encoder)!r} in {self.encoder})")
         if not (self.use_audio or self.use_text):
             raise ValueError("a model needs audio, text or both")
         for name in ("audio_pooling", "text_pooling"):

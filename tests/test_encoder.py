@@ -125,6 +125,8 @@ def test_a_checkpoint_refuses_the_other_context(transcriber):
         WhisperEncoder.from_transcriber(transcriber, context="padded")
     with pytest.raises(ValueError, match="encoder_context"):
         ModelConfig(encoder_context="padded")
+    with pytest.raises(ValueError, match="contradicts"):
+        ModelConfig(encoder_context="clip", encoder=window.spec())
 
 
 def both_front_ends_batch(seed=0):

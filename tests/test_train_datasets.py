@@ -594,6 +594,14 @@ def test_neutral_words_pair_clips_of_every_class_with_neutral_texts():
         assert all(s.text.startswith(("neutral", label)) for s in mine)
     assert all(s.text.startswith("neutral") for s in samples if s.label == "neutral")
     assert LabelMatchedPairing(utterances, fake_texts(), seed=2).epoch(0) != samples
+    # only label-matched texts carry the label; the neutral sentences were drawn whatever the class
+    assert {s.text_carries_label for s in samples if s.text_corpus == "goemotions" and s.text.startswith(s.label)
+            and s.label != "neutral"} == {True}
+    with_own = LabelMatchedPairing(utterances, fake_texts(), seed=2, neutral_words=0.25, own_words=0.3).epoch(0)
+    own = [s for s in with_own if s.text == "Kids are talking by the door"]
+    assert abs(len(own) / len(with_own) - 0.3) < 0.05 and not any(s.text_carries_label for s in own)
+    carrying = sum(s.text_carries_label for s in with_own)
+    assert abs(carrying / len(with_own) - 0.7 * 0.75) < 0.05  # neither own script nor neutral draw
     with pytest.raises(ValueError, match="neutral texts"):
         LabelMatchedPairing([u for u in fake_audio() if u.label != "neutral"],
                             [t for t in fake_texts() if t.label != "neutral"], neutral_words=0.2)

@@ -256,6 +256,44 @@ def test_training_with_the_speaker_embedding(corpus, tmp_path_factory, tmp_path)
     assert (batch["speaker"][1] == 0).all() and batch["audio_lengths"].tolist()[1] == 0
 
 
+def test_words_that_carry_no_label_are_asked_to_leave_the_voice_alone(corpus, tmp_path):
+    """--consistency: on samples whose words say nothing of the class (own script, neutral
+    sentence), KL(p(audio alone) || p(audio + words)) joins the loss, summed over those samples and
+    divided by the batch; label-carrying texts and samples without words add nothing."""
+    from train.trainer import words_consistency
+
+    utterances, texts = corpus
+    config = ModelConfig(**TINY)
+    bank = FeatureBank(config, tmp_path)
+    pairs = LabelMatchedPairing(utterances, texts, seed=0)
+    matched = pairs.epoch(0)[:2]
+    scripts = [replace(s, text=utterances[i].transcript, text_carries_label=False) for i, s in enumerate(pairs.epoch(0)[2:5])]
+    no_words = replace(scripts[0], text="")
+    chunk = matched + scripts + [no_words]
+    normalizer = Normalizer.fit([bank.mfcc(u.audio_path) for u in utterances])
+    config = replace(config, normalizer=normalizer.to_dict())
+    model = MSCNN_SPU_ATT(config).eval()
+    inputs = make_batch(chunk, bank, config, normalizer)
+    out = model(**inputs)
+    term = words_consistency(model, inputs, out, chunk)
+    assert not model.training  # the mode it was called in
+
+    alone = model(**make_batch([replace(s, text="") for s in scripts], bank, config, normalizer)).logits.log_softmax(-1)
+    fused = out.logits[2:5].log_softmax(-1)
+    expected = (alone.exp() * (alone - fused)).sum() / len(chunk)
+    torch.testing.assert_close(term, expected, rtol=1e-4, atol=1e-6)
+    assert term > 0
+    term.backward()  # the gradient reaches the text branch: the words learn to say nothing
+    assert model.text_cnn.convs[0].weight.grad.abs().sum() > 0
+    assert words_consistency(model, inputs, out, matched + [no_words] * 5) == 0
+
+    with_scripts = LabelMatchedPairing(utterances, texts, seed=0, own_words=0.5)
+    assert not all(s.text_carries_label for s in with_scripts.epoch(0))
+    model, info = fit(config, with_scripts.epoch, pairs.epoch(0)[:4], bank,
+                      TrainSettings(epochs=1, progress=False, consistency=1.0), log=lambda m: None)
+    assert len(info["history"]) == 1
+
+
 def test_set_switches_parse_booleans_and_ablation_rows_win():
     import argparse
 

@@ -40,6 +40,10 @@ class BimodalSample:
     corpus: str  # where the audio came from
     utterance_id: str
     text_corpus: str  # where the text came from: the same corpus (natural pair) or another one
+    # False where the words say nothing about this clip's class (an acted corpus's neutral script,
+    # a neutral sentence paired with any class): the trainer may then ask the words to leave the
+    # voice's answer alone (TrainSettings.consistency).
+    text_carries_label: bool = True
 
 
 def _epoch_rng(purpose: str, seed: int, epoch: int) -> random.Random:
@@ -83,7 +87,7 @@ def natural_pairs(
     return dropout.apply(samples, seed=seed, epoch=epoch)
 
 
-def pair(utterance: Utterance, text: str, text_corpus: str) -> BimodalSample:
+def pair(utterance: Utterance, text: str, text_corpus: str, carries_label: bool = True) -> BimodalSample:
     """The utterance's audio, label and speaker with `text` (its own, or another corpus's)."""
     return BimodalSample(
         audio_path=utterance.audio_path,
@@ -93,6 +97,7 @@ def pair(utterance: Utterance, text: str, text_corpus: str) -> BimodalSample:
         corpus=utterance.corpus,
         utterance_id=utterance.utterance_id,
         text_corpus=text_corpus,
+        text_carries_label=carries_label,
     )
 
 
@@ -169,11 +174,11 @@ class LabelMatchedPairing:
         neutral_rng = _epoch_rng("neutral-words", self.seed, epoch)
         for utterance, text_index in zip(self.utterances, self.text_indices(epoch)):
             if rng.random() < self.own_words and utterance.audio_path is not None:
-                samples.append(pair(utterance, utterance.transcript or "", utterance.corpus))
+                samples.append(pair(utterance, utterance.transcript or "", utterance.corpus, carries_label=False))
                 continue
             if self.neutral_words and neutral_rng.random() < self.neutral_words and utterance.audio_path is not None:
                 text = neutral_rng.choice(self.texts_by_label["neutral"])
-                samples.append(pair(utterance, text.text, text.corpus))
+                samples.append(pair(utterance, text.text, text.corpus, carries_label=False))
                 continue
             text = self.texts_by_label[utterance.label][text_index]
             samples.append(pair(utterance, text.text, text.corpus))

@@ -52,6 +52,10 @@ class TrainSettings:
     # The recipe for new speakers (each measured by speaker-independent CV, see README):
     weight_decay: float = 0.0  # L2 on every weight (Adam's weight_decay)
     label_smoothing: float = 0.0
+    # Weight of a KL term that keeps words carrying no emotion (an acted script, a neutral sentence
+    # paired with any class) from moving the voice's answer: on those samples the prediction with
+    # the words is pulled towards the same model's prediction from the audio alone.
+    consistency: float = 0.0
     time_masks: int = 0  # SpecAugment: masked spans per clip, each up to `time_mask_fraction` of it
     time_mask_fraction: float = 0.125
     feature_masks: int = 0  # SpecAugment: masked feature bands per clip and front-end
@@ -360,9 +364,11 @@ def fit(
             heard = [rng.choice(variants) if variants and rng.random() < settings.augment_share else None for _ in chunk]
             inputs = to_device(make_batch(chunk, bank, config, normalizer, rng, settings, encoder_normalizer, heard), device)
             with autocast(device, settings.mixed_precision):
-                logits = trainable(**inputs).logits
-            loss = F.cross_entropy(logits.float(), label_tensor(chunk, config.labels).to(device),
-                                   label_smoothing=settings.label_smoothing)
+                out = trainable(**inputs)
+                loss = F.cross_entropy(out.logits.float(), label_tensor(chunk, config.labels).to(device),
+                                       label_smoothing=settings.label_smoothing)
+                if settings.consistency:
+                    loss = loss + settings.consistency * words_consistency(model, inputs, out, chunk)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip_norm)
@@ -387,6 +393,25 @@ def fit(
             break
     model.load_state_dict(best_state)
     return model.eval(), {"history": history, "best_dev": best_score, "select_on": settings.select_on}
+
+
+def words_consistency(model: MSCNN_SPU_ATT, inputs: dict, out, samples: Sequence[BimodalSample]) -> torch.Tensor:
+    """Sum over the samples whose words carry no label of KL(p(audio alone) || p(audio + words)),
+    divided by the batch size. The target is the same model's answer without the words, from the
+    very audio statistics of this pass (same masks), without dropout and without gradient."""
+    rows = [i for i, s in enumerate(samples) if s.audio_path is not None and s.text and not s.text_carries_label]
+    if not rows or not (model.config.use_audio and model.config.use_text):
+        return out.logits.new_zeros(())
+    rows = torch.tensor(rows, device=out.logits.device)
+    was_training = model.training
+    with torch.no_grad():
+        model.eval()
+        alone = model(audio_statistics=out.audio_statistics[rows],
+                      speaker=inputs["speaker"][rows] if "speaker" in inputs else None,
+                      words=inputs["words"][rows], word_lengths=torch.zeros_like(inputs["word_lengths"][rows])).logits
+        model.train(was_training)
+    return F.kl_div(out.logits[rows].float().log_softmax(-1), alone.float().log_softmax(-1),
+                    log_target=True, reduction="sum") / len(samples)
 
 
 def ema_update(decay: float):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import difflib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional, Sequence
 
@@ -372,6 +373,7 @@ def analyze(
     relevance: str = "occlusion",
     word_memory=None,
     alongside=None,
+    while_measuring=None,
 ) -> Analysis:
     """ingest -> ASR (only when the text branch needs words and none were typed), alongside it the
     audio features -> the words' features -> model -> explanations. Raises AudioInputError / PredictionError with a message for the user.
@@ -381,7 +383,9 @@ def analyze(
     word_memory: an `asr.RecentWords`; Whisper's words are kept there, and a typed transcript of
     a recording heard before is aligned to them.
     alongside(heard): work on the audio that needs no words, done while Whisper transcribes
-    (`EmotionRecognizer.listen`)."""
+    (`EmotionRecognizer.listen`). while_measuring(analysis): work on the finished analysis that
+    needs no deletion curves (the page's figures), done while another thread measures them;
+    `analysis.faithfulness` is filled in when both are done."""
     heard = recognizer.listen(audio, sample_rate, transcript, modality, max_seconds=max_seconds,
                               transcriber=transcriber, asr_unavailable=asr_unavailable, features=True,
                               alongside=alongside)
@@ -399,18 +403,12 @@ def analyze(
         words=explanations, uniform=explanations,
     )
     timings["model"] = explanation.timings["model"]
-    faithfulness = None
     if explanations:
         timings["explanations"] = explanation.timings["words"] + explanation.timings["audio"]
-        from .faithfulness import measure  # it builds on this module's explanations
-
-        start = time.perf_counter()
-        faithfulness = measure(recognizer.model, inputs.batch, explanation)
-        timings["faithfulness"] = time.perf_counter() - start
     if inputs.tokens.unknown_words:
         notes.append(unknown_words_note(inputs.tokens))
     waveform = heard.waveform
-    return Analysis(
+    analysis = Analysis(
         modality=modality,
         transcript=heard.transcript,
         transcript_source=heard.source,
@@ -422,5 +420,28 @@ def analyze(
         explanation=explanation,
         timings=timings,
         notes=notes,
-        faithfulness=faithfulness,
     )
+    if not explanations:
+        if while_measuring is not None:
+            while_measuring(analysis)
+        return analysis
+    from .faithfulness import measure  # it builds on this module's explanations
+
+    def measure_faithfulness():
+        start = time.perf_counter()
+        result = measure(recognizer.model, inputs.batch, explanation)
+        timings["faithfulness"] = time.perf_counter() - start
+        return result
+
+    if while_measuring is None:
+        analysis.faithfulness = measure_faithfulness()
+        return analysis
+    # The deletion curves are forward passes (torch releases the GIL); the figures are mostly
+    # Python: on two cores they overlap.
+    with ThreadPoolExecutor(1, thread_name_prefix="faithfulness") as pool:
+        measuring = pool.submit(measure_faithfulness)
+        try:
+            while_measuring(analysis)
+        finally:
+            analysis.faithfulness = measuring.result()
+    return analysis

@@ -453,11 +453,16 @@ def draw_analysis(analysis, heat_maps: Optional[HeatMaps] = None) -> dict:
                                               encoder_states))
     if e.audio_statistics is not None:
         images["spu"] = spu_html(e.audio_statistics, e.kernel_sizes, e.statistics, e.frame_seconds)
-    faithful = getattr(analysis, "faithfulness", None)
-    if faithful is not None and faithful.words is not None:
-        images["word_curves"] = deletion_curves_svg(faithful.words, e.label)
-    if faithful is not None and faithful.windows is not None:
-        images["window_curves"] = deletion_curves_svg(faithful.windows, e.label)
+    images |= draw_deletion_curves(analysis)
     images["attention"] = attention_table_html(e.tokens, e.attention, e.statistics, e.word_influence,
                                                analysis.token_times)
     return images
+
+
+def draw_deletion_curves(analysis) -> dict:
+    """"word_curves" / "window_curves" as SVG, for the curves the analysis's faithfulness has."""
+    faithful, label = getattr(analysis, "faithfulness", None), analysis.explanation.label
+    if faithful is None:
+        return {}
+    curves = {"word_curves": faithful.words, "window_curves": faithful.windows}
+    return {name: deletion_curves_svg(c, label) for name, c in curves.items() if c is not None}

@@ -235,6 +235,32 @@ def test_analyze_transcribes_only_when_words_are_needed(rec, audio):
     assert d["transcript"] == asr.text and d["words"][0] == {"text": "I", "start": 0.0, "end": 0.3}
 
 
+def test_work_done_while_the_deletion_curves_are_measured_changes_nothing(rec, audio):
+    """while_measuring(analysis) runs on the finished analysis before its faithfulness is in, in
+    the caller's thread, while another thread measures it; the curves are those of a plain run."""
+    import threading
+
+    seen = []
+
+    def while_measuring(analysis):
+        seen.append((analysis.faithfulness, analysis.label, threading.current_thread() is threading.main_thread()))
+
+    plain = analyze(rec, audio, "so happy", "both", sample_rate=16000)
+    overlapped = analyze(rec, audio, "so happy", "both", sample_rate=16000, while_measuring=while_measuring)
+    assert seen == [(None, plain.label, True)]
+    assert overlapped.faithfulness.to_dict() == plain.faithfulness.to_dict()
+    assert overlapped.faithfulness.words is not None and overlapped.faithfulness.windows is not None
+    assert "faithfulness" in overlapped.timings
+    fast = analyze(rec, audio, "so happy", "both", sample_rate=16000, explanations=False, while_measuring=while_measuring)
+    assert seen[-1] == (None, fast.label, True) and fast.faithfulness is None
+
+    def broken(analysis):
+        raise RuntimeError("a figure failed")
+
+    with pytest.raises(RuntimeError, match="a figure failed"):  # its error reaches the caller
+        analyze(rec, audio, "so happy", "both", sample_rate=16000, while_measuring=broken)
+
+
 def test_word_times_of_a_recording_survive_a_typed_rerun(rec, audio):
     from ser_demo.asr import RecentWords
 

@@ -134,9 +134,9 @@ def call(client, audio, transcript="", modality="both", checkpoint=None, server=
     return dict(zip(names, result))
 
 
-def assert_png(path) -> None:
+def assert_jpeg(path) -> None:
     assert path and Path(path).is_file()
-    assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert Path(path).read_bytes()[:3] == b"\xff\xd8\xff"
 
 
 # --- the API ---------------------------------------------------------------------------------
@@ -161,7 +161,7 @@ def test_a_recording_is_transcribed_classified_and_drawn(client, server):
     assert len(d["word_influence"]) == len(d["tokens"]) and set(d["attention"]) == {"max", "avg", "std"}
     assert d["uniform_attention_probabilities"] and d["audio_relevance"]["method"] == "occlusion"
     assert set(d["timings"]) >= {"ingest", "asr", "features", "model", "explanations", "faithfulness", "plots", "total"}
-    assert_png(out["mfcc_plot"])
+    assert_jpeg(out["mfcc_plot"])
     assert 'class="ser-spu"' in out["spu_plot"] and out["spu_plot"].count("data:image/png;base64,") == 3
     for key in ("word_curves_plot", "window_curves_plot"):  # inline SVG charts
         assert out[key].startswith("<svg") and "<polyline" in out[key] and f"p({d['label']})" in out[key]

@@ -229,7 +229,7 @@ class Service:
 
 def run_analysis(service: Service, audio, transcript, modality, checkpoint_name, explanations: Optional[bool] = None):
     """The library pipeline and the figures; returns (analysis, images, timings)."""
-    from ser_demo.explain import analyze as analyze_utterance
+    from ser_demo.analysis import analyze as analyze_utterance
     from ser_demo.plotting import draw_analysis, draw_deletion_curves, draw_heat_maps
 
     start = time.perf_counter()

@@ -33,8 +33,9 @@ def main() -> None:
     import torch
 
     from ser_demo import faithfulness as F
-    from ser_demo.explain import analyze, explain
+    from ser_demo.analysis import analyze
     from ser_demo.charts import deletion_curves_svg
+    from ser_demo.explain import explain
     from ser_demo.recognizer import EmotionRecognizer
 
     recognizer = EmotionRecognizer.from_pretrained(checkpoint(args.checkpoint))

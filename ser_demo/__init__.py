@@ -7,7 +7,7 @@
 
 Modules, one concern each: audio (MFCC features), ingest (any recording -> 16 kHz mono),
 asr (Whisper), text (GloVe), model (the network), speaker (x-vectors), recognizer (the pipeline),
-explain and plotting (what the app draws).
+analysis (the staged pipeline the app runs), explain and plotting (what the app draws).
 """
 
 from __future__ import annotations

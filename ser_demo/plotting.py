@@ -436,7 +436,7 @@ def attention_html(
 
 
 def draw_analysis(analysis, heat_maps: Optional[HeatMaps] = None) -> dict:
-    """The pictures of an `explain.Analysis`: "mfcc" as an RGB array and "spu" as HTML (when there
+    """The pictures of an `analysis.Analysis`: "mfcc" as an RGB array and "spu" as HTML (when there
     is audio), the deletion curves "word_curves" / "window_curves" as SVG (when faithfulness was
     measured), and "probabilities" and "attention" as HTML (the latter says so when there are no
     words). `heat_maps`: this analysis's `draw_heat_maps`, if it was drawn already."""

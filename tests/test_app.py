@@ -279,7 +279,7 @@ def test_sixteen_clients_four_requests_each(server, tmp_path):
     from gradio_client import Client
     from gradio_client.utils import QueueError
 
-    from ser_demo.explain import analyze
+    from ser_demo.analysis import analyze
     from ser_demo.recognizer import EmotionRecognizer
 
     speech, rate = sf.read(SPEECH_FILE, dtype="float32")
@@ -479,7 +479,7 @@ def test_app_settings_from_the_environment(checkpoint, tmp_path):
     """A fresh app process reads SER_APP_CHECKPOINTS (a bad extra is skipped), SER_APP_NO_ASR,
     SER_APP_EXPLANATIONS=0 and SER_APP_RELEVANCE=gradient; the gradient relevance it returns is
     the library's, computed here in the test process."""
-    from ser_demo.explain import analyze
+    from ser_demo.analysis import analyze
     from ser_demo.plotting import draw_analysis
     from ser_demo.recognizer import EmotionRecognizer
 

@@ -127,7 +127,7 @@ def test_a_model_and_a_batch_round_trip_between_devices():
 
 
 def test_recognizer_runs_on_the_device_it_was_given(monkeypatch, speech):
-    from ser_demo.explain import analyze
+    from ser_demo.analysis import analyze
     from ser_demo.recognizer import EmotionRecognizer
 
     config = ModelConfig(**TINY, use_text=False)

@@ -1,5 +1,5 @@
-"""ser_demo.explain: leave-one-word-out, uniform attention, audio
-relevance, word-time alignment and the staged pipeline. Random weights; no network, no Whisper."""
+"""ser_demo.explain: leave-one-word-out, uniform attention, audio relevance; ser_demo.analysis:
+word-time alignment and the staged pipeline. Random weights; no network, no Whisper."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from ser_demo.analysis import align_tokens, analyze
 from ser_demo.asr import Transcript, Word
 from ser_demo.explain import (
-    align_tokens,
-    analyze,
     explain,
     gradient_x_input,
     leave_one_word_out,

@@ -13,7 +13,8 @@ from matplotlib.figure import Figure
 from conftest import run_in_threads
 
 from ser_demo import plotting
-from ser_demo.explain import Analysis, Explanation
+from ser_demo.analysis import Analysis
+from ser_demo.explain import Explanation
 
 LABELS = ("angry", "happy", "sad", "neutral")
 TOKENS = ["i", "ca", "n't", "<b>believe</b>"]

@@ -309,7 +309,7 @@ def test_alongside_or_one_after_the_other_the_analysis_is_the_same(speech):
     concurrent path gives exactly what the sequential one does."""
     from ser_demo.asr import load_transcriber
     from ser_demo.encoder import WhisperEncoder
-    from ser_demo.explain import analyze
+    from ser_demo.analysis import analyze
 
     whisper = load_transcriber()
     encoder = WhisperEncoder.from_transcriber(whisper, context="clip")

@@ -326,8 +326,8 @@ def make_analyze(service: Service, explanations: Optional[bool] = None):
     """The request handler, bound to the loaded service. Every failure reaches the page as a
     gr.Error with a message a visitor can act on; no stack trace is ever shown."""
     from ser_demo.asr import TranscriptionUnavailable
+    from ser_demo.charts import attention_html
     from ser_demo.ingest import AudioInputError
-    from ser_demo.plotting import attention_html
 
     def analyze(audio, transcript, modality, checkpoint_name):
         """Recognise the emotion in a speech recording (angry, happy, sad or neutral) with MSCNN-SPU-ATT, a multi-scale CNN over MFCCs with attention from the voice to the words (Peng et al., ICASSP 2021), and explain the answer: what Whisper heard, which words the model attends to, how much each word and each moment of audio changes the answer. English speech, up to 30 s.

@@ -28,7 +28,7 @@ import pandas as pd
 import soundfile as sf
 
 from ser_demo.audio import SAMPLE_RATE
-from ser_demo.plotting import LABEL_COLORS
+from ser_demo.charts import LABEL_COLORS
 from ser_demo.recognizer import PredictionError
 
 log = logging.getLogger("ser_demo.app")

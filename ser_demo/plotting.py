@@ -10,15 +10,11 @@ text, and most of the text is the heat maps': `draw_heat_maps` draws them before
 known (while Whisper transcribes), and `finish_mfcc` then draws only the relevance row over them.
 
 What is a table or a bar chart in spirit is HTML, drawn by the browser, crisp at any zoom and free
-on the server: the class probabilities (`probabilities_html`), the attention weights with each
-word's leave-one-word-out influence (`attention_table_html`), and the transcript shaded by them
-(`attention_html`); the SPU statistics (`charts.spu_html`: heat maps of one pixel per value that
-the browser scales) and the deletion curves (`charts.deletion_curves_svg`, inline SVG).
+on the server (`charts`); `draw_analysis` gathers the figure and those views of one analysis.
 """
 
 from __future__ import annotations
 
-import html
 import threading
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -32,11 +28,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from .charts import STAT_NAMES, deletion_curves_svg, spu_html  # noqa: E402
+from .charts import attention_table_html, deletion_curves_svg, probabilities_html, spu_html  # noqa: E402
 
 LOCK = threading.RLock()
 DPI = 100
-LABEL_COLORS = {"angry": "#d62728", "happy": "#ff9f1c", "sad": "#1f77b4", "neutral": "#7f7f7f"}
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -119,39 +114,7 @@ def _spoken_words(tokens: Sequence[str], token_times: Sequence) -> list[tuple[st
     return merged
 
 
-# --- 1. class probabilities (HTML) -----------------------------------------------------------
-
-
-def probabilities_html(labels: Sequence[str], probabilities: Sequence[float],
-                       uniform: Optional[Sequence[float]] = None) -> str:
-    """Horizontal bars of the class probabilities, the predicted class outlined; under each bar a
-    thin hatched grey one: the same recording with uniform attention (when given)."""
-    probabilities = np.asarray(probabilities, dtype=float)
-    top = int(np.argmax(probabilities))
-    rows = []
-    for i, (label, p) in enumerate(zip(labels, probabilities)):
-        name = html.escape(label)
-        outline = " outline: 2px solid currentColor;" if i == top else ""
-        bars = (f'<div title="{name}: {p:.1%}" style="width: {p * 100:.1f}%; height: 16px; '
-                f'background: {LABEL_COLORS.get(label, "#444444")};{outline}"></div>')
-        if uniform is not None:
-            bars += (f'<div title="{name} with uniform attention: {uniform[i]:.1%}" style="width: '
-                     f'{uniform[i] * 100:.1f}%; height: 6px; margin-top: 2px; background: '
-                     'repeating-linear-gradient(135deg, #bbbbbb 0 3px, #777777 3px 5px)"></div>')
-        weight = "bold" if i == top else "normal"
-        rows.append(
-            f'<div style="display: flex; align-items: center; gap: 8px; margin: 5px 0">'
-            f'<span style="width: 4.5em; text-align: right; font-weight: {weight}">{name}</span>'
-            f'<span style="flex: 1; background: rgba(127,127,127,0.12)">{bars}</span>'
-            f'<span class="bar-value" style="width: 3em; font-weight: {weight}">{p:.0%}</span></div>'
-        )
-    legend = ('<div style="font-size: 0.85em; opacity: 0.8">hatched: the prediction with uniform attention</div>'
-              if uniform is not None else "")
-    return (f'<div class="ser-probabilities"><div style="font-size: 1.1em">Prediction: '
-            f"<b>{html.escape(labels[top])}</b> ({probabilities[top]:.0%})</div>{''.join(rows)}{legend}</div>")
-
-
-# --- 2. MFCC + delta + delta-delta, with the audio relevance under it -------------------------
+# --- MFCC + delta + delta-delta, with the audio relevance under it ----------------------------
 
 _FIGURES: dict = {}  # layout key -> the figure and the artists that a new call updates
 _MAX_LAYOUTS = 12  # a few layouts per app (checkpoints, with/without relevance, curves); bounded anyway
@@ -330,106 +293,6 @@ def _draw_relevance(layout: dict, ax, relevance: np.ndarray, frame_seconds: floa
     low, high = min(0.0, float(relevance.min(initial=0.0))), max(0.0, float(relevance.max(initial=0.0)))
     margin = 0.05 * (high - low) or 1e-3
     ax.set_ylim(low - margin, high + margin)
-
-
-# --- 4. attention and word influence (HTML) --------------------------------------------------
-
-
-def attention_table_html(
-    tokens: Sequence[str],
-    attention: Optional[np.ndarray],
-    statistics: Sequence[str],
-    influence: Optional[np.ndarray] = None,
-    token_times: Optional[Sequence] = None,
-) -> str:
-    """A heat table: how much each audio context vector (rows max, mean, std; each row sums to 1)
-    looks at each word (columns, with the time Whisper heard it); under it, leave-one-word-out:
-    how much the predicted class's probability drops without the word (a bar up, green: the word
-    supports the answer; down, purple: it speaks against it)."""
-    tokens = list(tokens)
-    if not tokens or (attention is None and influence is None):
-        return "<p><em>No words to show (audio only, or an empty transcript).</em></p>"
-    cell = "padding: 2px 4px; text-align: center; min-width: 3.2em; border: none"
-    head = "".join(
-        f'<th style="{cell}; font-weight: normal">{html.escape(t)}'
-        + (f'<br><small style="opacity: 0.7">{tt[0]:.2f}s</small>' if tt else "") + "</th>"
-        for t, tt in zip(tokens, list(token_times or []) + [None] * len(tokens))
-    )
-    rows = []
-    if attention is not None:
-        att = np.asarray(attention, dtype=float)
-        peak = max(float(att.max()), 1e-9)
-        for j, s in enumerate(statistics):
-            cells = "".join(
-                f'<td style="{cell}; background: rgba(230,85,13,{w / peak:.2f}); '
-                f'color: {"white" if w > 0.6 * peak else "inherit"}">{w:.2f}</td>'
-                for w in att[j]
-            )
-            rows.append(f'<tr><th style="{cell}; text-align: right">{html.escape(STAT_NAMES.get(s, s))} context</th>'
-                        f"{cells}</tr>")
-    if influence is not None:
-        infl = np.asarray(influence, dtype=float)
-        peak = max(float(np.abs(infl).max()), 1e-9)
-        cells = []
-        for v in infl:
-            size = abs(v) / peak * 50
-            where = f"bottom: 50%; height: {size:.0f}%" if v >= 0 else f"top: 50%; height: {size:.0f}%"
-            color = "#2ca02c" if v >= 0 else "#9467bd"
-            cells.append(
-                f'<td style="{cell}"><div style="position: relative; height: 44px; border-bottom: none">'
-                f'<div style="position: absolute; left: 0; right: 0; top: 50%; border-top: 1px solid currentColor; '
-                f'opacity: 0.5"></div><div style="position: absolute; left: 25%; right: 25%; {where}; '
-                f'background: {color}"></div></div><small>{v:+.3f}</small></td>'
-            )
-        rows.append(f'<tr><th style="{cell}; text-align: right">leave one out<br><small style="font-weight: '
-                    f'normal">p lost without the word</small></th>{"".join(cells)}</tr>')
-    return ('<div class="ser-attention-table" style="overflow-x: auto"><table style="border-collapse: collapse; '
-            f'width: auto; margin: 0"><thead><tr><th style="{cell}"></th>{head}</tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table></div>")
-
-
-def attention_html(
-    tokens: Sequence[str],
-    attention: Optional[np.ndarray],
-    statistics: Sequence[str],
-    influence: Optional[np.ndarray] = None,
-    token_times: Optional[Sequence] = None,
-) -> str:
-    """The transcript once per context vector, each word shaded by its attention weight, and once
-    more coloured by its leave-one-word-out influence (green: supports the answer)."""
-    if not tokens:
-        return "<p><em>No words: audio only, or an empty transcript.</em></p>"
-
-    def word(tok: str, alpha: float, rgb: str, title: str) -> str:
-        return (f'<span title="{html.escape(title, quote=True)}" style="background: rgba({rgb},{alpha:.2f});'
-                f' padding: 1px 3px; margin: 1px; border-radius: 3px; display: inline-block">'
-                f"{html.escape(tok)}</span>")
-
-    def when(i: int) -> str:
-        tt = token_times[i] if token_times and i < len(token_times) else None
-        return f" at {tt[0]:.2f}-{tt[1]:.2f} s" if tt else ""
-
-    lines = []
-    if attention is not None:
-        att = np.asarray(attention, dtype=float)
-        for j, s in enumerate(statistics):
-            peak = max(float(att[j].max()), 1e-9)
-            spans = " ".join(word(t, float(att[j, i]) / peak, "255,127,14", f"weight {att[j, i]:.3f}{when(i)}")
-                             for i, t in enumerate(tokens))
-            lines.append(f'<div style="margin: 4px 0"><b style="display: inline-block; width: 9em">'
-                         f"{html.escape(STAT_NAMES.get(s, s))} context</b> {spans}</div>")
-    if influence is not None:
-        infl = np.asarray(influence, dtype=float)
-        peak = max(float(np.abs(infl).max()), 1e-9)
-        spans = " ".join(
-            word(t, abs(float(infl[i])) / peak, "44,160,44" if infl[i] >= 0 else "148,103,189",
-                 # influence = p(with) - p(without): the change without the word is its negative
-                 f"change in probability without this word: {-infl[i]:+.4f}{when(i)}")
-            for i, t in enumerate(tokens)
-        )
-        lines.append('<div style="margin: 4px 0"><b style="display: inline-block; width: 9em">'
-                     f"leave one out</b> {spans}</div>")
-    return '<div class="ser-highlight" style="line-height: 2">' + "".join(lines) + "</div>"
 
 
 # --- everything for one analysis -------------------------------------------------------------

@@ -1,5 +1,5 @@
 """ser_demo.plotting: the heat maps (Agg only, built once per layout and updated in place, exactly
-as a fresh figure would look, safe from two threads) and the HTML views."""
+as a fresh figure would look, safe from two threads) and the HTML views of ser_demo.charts."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from conftest import run_in_threads
 
-from ser_demo import plotting
+from ser_demo import charts, plotting
 from ser_demo.analysis import Analysis
 from ser_demo.explain import Explanation
 
@@ -151,26 +151,26 @@ def test_draw_analysis_gives_one_view_per_section():
 
 
 def test_probability_bars():
-    page = plotting.probabilities_html(LABELS, [0.1, 0.6, 0.2, 0.1], [0.25, 0.25, 0.4, 0.1])
+    page = charts.probabilities_html(LABELS, [0.1, 0.6, 0.2, 0.1], [0.25, 0.25, 0.4, 0.1])
     assert "Prediction: <b>happy</b> (60%)" in page
     assert 'width: 60.0%' in page and 'width: 40.0%' in page  # the bar, and the uniform-attention bar
     assert page.count("outline") == 1 and "hatched" in page
-    plain = plotting.probabilities_html(["<i>x</i>", "y"], [0.3, 0.7])
+    plain = charts.probabilities_html(["<i>x</i>", "y"], [0.3, 0.7])
     assert "<i>x</i>" not in plain and "&lt;i&gt;x&lt;/i&gt;" in plain and "hatched" not in plain
 
 
 def test_attention_table():
     e, a = explanation(), analysis()
-    page = plotting.attention_table_html(e.tokens, e.attention, e.statistics, e.word_influence, a.token_times)
+    page = charts.attention_table_html(e.tokens, e.attention, e.statistics, e.word_influence, a.token_times)
     assert "&lt;b&gt;believe&lt;/b&gt;" in page and "<b>believe</b>" not in page
     for name in ("max context", "mean context", "std context", "leave one out"):
         assert name in page
     assert page.count("<td") == 4 * len(TOKENS)  # 3 attention rows and the influence row
     assert f"{e.attention[0, 0]:.2f}</td>" in page and f"{e.word_influence[0]:+.3f}" in page
     assert "0.30s" in page  # when Whisper heard the word
-    only_influence = plotting.attention_table_html(e.tokens, None, e.statistics, e.word_influence)
+    only_influence = charts.attention_table_html(e.tokens, None, e.statistics, e.word_influence)
     assert "context" not in only_influence and "leave one out" in only_influence
-    assert "No words" in plotting.attention_table_html([], None, e.statistics)
+    assert "No words" in charts.attention_table_html([], None, e.statistics)
 
 
 def test_drawing_from_two_threads_at_once():
@@ -188,13 +188,13 @@ def test_drawing_from_two_threads_at_once():
 
 def test_attention_html_escapes_and_shades_words():
     e, a = explanation(), analysis()
-    page = plotting.attention_html(e.tokens, e.attention, e.statistics, e.word_influence, a.token_times)
+    page = charts.attention_html(e.tokens, e.attention, e.statistics, e.word_influence, a.token_times)
     assert "<b>believe</b>" not in page and "&lt;b&gt;believe&lt;/b&gt;" in page
     for name in ("max context", "mean context", "std context", "leave one out"):
         assert name in page
     assert page.count("<span") == 4 * len(TOKENS)
     assert "at 0.30-0.60 s" in page
-    assert "No words" in plotting.attention_html([], None, e.statistics)
+    assert "No words" in charts.attention_html([], None, e.statistics)
 
 
 def deletion_curves(unit="word", n=4):
@@ -212,8 +212,6 @@ def test_deletion_curves_chart_and_its_place_in_the_analysis():
     """The curves are an SVG chart: well-formed, one line per order through the measured points
     (y = 1 at the top of the plot, 0 at its bottom), a legend, a tooltip per point, text escaped."""
     import xml.etree.ElementTree as ET
-
-    from ser_demo import charts
 
     curves = deletion_curves()
     svg = charts.deletion_curves_svg(curves, "happy")
@@ -248,14 +246,14 @@ def test_a_long_transcript_scrolls_inside_the_attention_table():
     """The attention view never runs off the page: 30 words scroll sideways inside their table."""
     tokens = [f"word{i}" for i in range(30)]
     rng = np.random.default_rng(0)
-    page = plotting.attention_table_html(tokens, rng.random((3, 30)), ("max", "avg", "std"), rng.normal(size=30))
+    page = charts.attention_table_html(tokens, rng.random((3, 30)), ("max", "avg", "std"), rng.normal(size=30))
     assert page.startswith('<div class="ser-attention-table" style="overflow-x: auto">')
     assert all(f">{t}" in page for t in tokens) and "p lost without the word" in page
 
 
 def test_word_influence_tooltip_has_the_sign_of_the_change_without_the_word():
     """influence = p(with) - p(without): a word that supports the answer (+0.2) costs 0.2 when removed."""
-    page = plotting.attention_html(["good", "bad"], None, (), np.array([0.2, -0.05]))
+    page = charts.attention_html(["good", "bad"], None, (), np.array([0.2, -0.05]))
     assert "change in probability without this word: -0.2000" in page
     assert "change in probability without this word: +0.0500" in page
 
@@ -267,8 +265,6 @@ def test_spu_heat_maps_are_html_with_one_pixel_per_value_on_one_colour_scale():
 
     from matplotlib import colormaps
     from PIL import Image
-
-    from ser_demo import charts
 
     rng = np.random.default_rng(0)
     stats = rng.random((7, 3, 16))

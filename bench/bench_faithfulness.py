@@ -32,6 +32,7 @@ def main() -> None:
 
     import torch
 
+    from ser_demo import deletion_curves as D
     from ser_demo import faithfulness as F
     from ser_demo.analysis import analyze
     from ser_demo.charts import deletion_curves_svg
@@ -63,10 +64,10 @@ def main() -> None:
         wall["explanations"].append(a.timings["explanations"])
         timed("explain", lambda: explain(recognizer, inputs))
         timed("faithfulness", lambda: F.measure(recognizer.model, inputs.batch, e))
-        words = timed("words", lambda: F.word_deletion_curves(
+        words = timed("words", lambda: D.word_deletion_curves(
             recognizer.model, inputs.batch, e.target, attention=e.attention, permutations=6,
             audio_statistics=statistics_))
-        cut = timed("windows", lambda: F.window_deletion_curves(
+        cut = timed("windows", lambda: D.window_deletion_curves(
             recognizer.model, inputs.batch, e.target, windows, relevance, frame_seconds=e.frame_seconds,
             sufficiency=False))
         timed("figures", lambda: (deletion_curves_svg(words, e.label), deletion_curves_svg(cut, e.label)))

@@ -94,7 +94,7 @@ def line_chart_svg(x: Sequence[float], lines: dict, *, title: str, x_label: str,
 
 
 def deletion_curves_svg(curves, label: str) -> str:
-    """A `faithfulness.DeletionCurves` as a chart: p(label) as the top-ranked units of each order
+    """A `deletion_curves.DeletionCurves` as a chart: p(label) as the top-ranked units of each order
     are removed, one line per order (a faithful order falls fast; random is dashed)."""
     unit = "words" if curves.unit == "word" else "windows"
     how = {"mask": "masked", "delete": "deleted"}[curves.removal] if curves.unit == "word" else (

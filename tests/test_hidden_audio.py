@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ser_demo import faithfulness as F
+from ser_demo import deletion_curves as D
 from ser_demo.explain import occlusion_relevance, occlusion_windows
 from ser_demo.hidden_audio import audio_frames, hidden_audio_statistics, hidden_streams
 from ser_demo.model import MSCNN_SPU_ATT, ModelConfig, collate
@@ -35,7 +35,7 @@ def masks(n: int) -> np.ndarray:
 
 def slow_statistics(model, batch, windows, keep):
     """The reference: the masked features through the model's forward pass."""
-    variants = F.frame_variants(batch, windows, keep, "mask")
+    variants = D.frame_variants(batch, windows, keep, "mask")
     n = len(keep)
     with torch.no_grad():
         return model(**variants, words=batch["words"].expand(n, -1, -1),
@@ -67,13 +67,13 @@ def test_window_curves_and_occlusion_equal_their_full_forward_versions():
     windows = occlusion_windows(audio_frames(batch), 0.01)
     drops = occlusion_relevance(model, batch, target, float(probs[target]), windows)
     for (a, b), drop in zip(windows, drops):  # occlusion: each window hidden by hand
-        hidden = F.frame_variants(batch, windows, np.array([[(w != (a, b)) for w in windows]]), "mask")
+        hidden = D.frame_variants(batch, windows, np.array([[(w != (a, b)) for w in windows]]), "mask")
         with torch.no_grad():
             p = model(**{**batch, **hidden}).logits.softmax(-1)[0, target].item()
         assert drop == pytest.approx(probs[target] - p, abs=1e-5)
     for sufficiency in (False, True):
-        fast = F.window_deletion_curves(model, batch, target, windows, drops, sufficiency=sufficiency)
-        slow = F.window_deletion_curves(model, batch, target, windows, drops, sufficiency=sufficiency, local=False)
+        fast = D.window_deletion_curves(model, batch, target, windows, drops, sufficiency=sufficiency)
+        slow = D.window_deletion_curves(model, batch, target, windows, drops, sufficiency=sufficiency, local=False)
         assert fast.steps.tolist() == slow.steps.tolist()
         for name in slow.deletion:
             np.testing.assert_allclose(fast.deletion[name], slow.deletion[name], atol=1e-5)

@@ -198,7 +198,7 @@ def test_attention_html_escapes_and_shades_words():
 
 
 def deletion_curves(unit="word", n=4):
-    from ser_demo.faithfulness import DeletionCurves
+    from ser_demo.deletion_curves import DeletionCurves
 
     steps = np.arange(n + 1)
     fall = np.linspace(0.6, 0.25, n + 1)

@@ -1,7 +1,7 @@
 """`python -m train faithfulness`: is attention an explanation, over a whole corpus?
 
 For every clip of a corpus (its own transcripts, or Whisper's) the checkpoint's answer is
-explained (`ser_demo.explain`) and the explanations are measured (`ser_demo.faithfulness`):
+explained (`ser_demo.explain`) and the explanations are measured (`ser_demo.deletion_curves`):
 
 - rank agreement (Kendall's tau-b) between attention (summed over the context vectors) and
   leave-one-word-out influence;
@@ -23,12 +23,13 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from ser_demo import deletion_curves as D
 from ser_demo import faithfulness as F
 from ser_demo.explain import explain
 from ser_demo.recognizer import EmotionRecognizer
 
-WORD_ORDERS = (F.ATTENTION, F.LEAVE_ONE_OUT, F.GRADIENT, F.RANDOM)
-WINDOW_ORDERS = (F.OCCLUSION, F.RANDOM)
+WORD_ORDERS = (D.ATTENTION, D.LEAVE_ONE_OUT, D.GRADIENT, D.RANDOM)
+WINDOW_ORDERS = (D.OCCLUSION, D.RANDOM)
 
 
 @dataclass
@@ -43,7 +44,7 @@ class ClipResult:
 
 
 def measure_clip(recognizer: EmotionRecognizer, audio: np.ndarray, transcript: str, *,
-                 removals: Sequence[str] = F.REMOVALS, permutations: int = 10, windows: bool = True,
+                 removals: Sequence[str] = D.REMOVALS, permutations: int = 10, windows: bool = True,
                  window_permutations: int = 3) -> Optional[ClipResult]:
     """Every faithfulness number of one clip, or None when there are no words to rank."""
     inputs = recognizer.prepare(audio, transcript, "both")
@@ -52,16 +53,16 @@ def measure_clip(recognizer: EmotionRecognizer, audio: np.ndarray, transcript: s
     model = recognizer.model
     e = explain(recognizer, inputs, relevance="occlusion" if windows else "none", words=False)
     statistics = torch.as_tensor(e.audio_statistics)[None] if e.audio_statistics is not None else None
-    gradient = F.word_gradient(model, inputs.batch, e.target)
+    gradient = D.word_gradient(model, inputs.batch, e.target)
     result = ClipResult("", "", e.label, len(e.tokens))
     if e.uniform_probabilities is not None:
         result.uniform_changes = e.uniform_label != e.label
     for removal in removals:
-        curves = F.word_deletion_curves(model, inputs.batch, e.target, attention=e.attention, gradient=gradient,
+        curves = D.word_deletion_curves(model, inputs.batch, e.target, attention=e.attention, gradient=gradient,
                                         removal=removal, permutations=permutations, audio_statistics=statistics)
         tau = None
         if e.attention is not None:
-            tau = F.rank_agreement(curves.scores[F.ATTENTION], curves.scores[F.LEAVE_ONE_OUT])
+            tau = D.rank_agreement(curves.scores[D.ATTENTION], curves.scores[D.LEAVE_ONE_OUT])
         result.words[removal] = {
             "tau": tau,
             "aopc": {name: curves.aopc(name) for name in curves.deletion},
@@ -88,7 +89,7 @@ def _rate(flags: list) -> Optional[float]:
     return float(np.mean(flags)) if flags else None
 
 
-def summarize(results: Sequence[ClipResult], removals: Sequence[str] = F.REMOVALS) -> dict:
+def summarize(results: Sequence[ClipResult], removals: Sequence[str] = D.REMOVALS) -> dict:
     """Means ± std (n - 1) over clips; rates as fractions of the clips where they are defined."""
     summary = {"clips": len(results), "words": {}, "windows": None,
                "uniform_changes_label": _rate([r.uniform_changes for r in results])}
@@ -142,8 +143,8 @@ def table_markdown(summary: dict, title: str) -> str:
         w = summary["windows"]
         lines += ["", "| audio windows (0.25 s, hidden) | clips | AOPC occlusion | AOPC random "
                   "| sufficiency occlusion | sufficiency random |", "|---|---|---|---|---|---|",
-                  f"| occlusion vs random | {w['clips']} | {_cell(w['aopc'][F.OCCLUSION])} | {_cell(w['aopc'][F.RANDOM])} "
-                  f"| {_cell(w['sufficiency'][F.OCCLUSION])} | {_cell(w['sufficiency'][F.RANDOM])} |"]
+                  f"| occlusion vs random | {w['clips']} | {_cell(w['aopc'][D.OCCLUSION])} | {_cell(w['aopc'][D.RANDOM])} "
+                  f"| {_cell(w['sufficiency'][D.OCCLUSION])} | {_cell(w['sufficiency'][D.RANDOM])} |"]
     lines += ["", "Mean ± std over clips. AOPC: mean drop of p(predicted class) as the top 1..n units are "
               "removed (higher: the order found what the answer rests on); sufficiency: mean drop with only "
               "the top 0..n-1 kept (lower: the top units carry the answer alone). τ over clips with ≥ 2 words "
@@ -151,7 +152,7 @@ def table_markdown(summary: dict, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(recognizer: EmotionRecognizer, utterances: Sequence, read_audio: Callable, *, removals=F.REMOVALS,
+def run(recognizer: EmotionRecognizer, utterances: Sequence, read_audio: Callable, *, removals=D.REMOVALS,
         permutations: int = 10, windows: bool = True, log: Callable[[str], None] = print) -> tuple[list, dict]:
     """Measure every utterance (audio read by `read_audio(path)`, None = no speech: skipped)."""
     results, skipped = [], {"no speech": 0, "no words": 0}
@@ -206,7 +207,7 @@ def command(args) -> int:
         texts = transcripts_for(utterances, transcriber, Path(args.cache) / "transcripts")
         utterances = with_transcripts(utterances, texts)
         source = f"ASR ({transcriber.name})"
-    removals = F.REMOVALS if args.removal == "both" else (args.removal,)
+    removals = D.REMOVALS if args.removal == "both" else (args.removal,)
     results, summary = run(recognizer, utterances, load_clip, removals=removals, permutations=args.permutations,
                            windows=not args.no_windows, log=lambda m: print(m, file=sys.stderr, flush=True))
     summary.update(checkpoint=args.checkpoint, corpus=args.corpus, transcripts=source, permutations=args.permutations,
@@ -232,7 +233,7 @@ def add_arguments(p) -> None:
                    help="the corpus's own transcripts, or Whisper's (cached per clip and model)")
     p.add_argument("--asr-backend", default=None, help="with --transcripts asr: faster-whisper or openai-whisper")
     p.add_argument("--asr-model", default=None, help="with --transcripts asr: model folder, Hub id or name")
-    p.add_argument("--removal", choices=("both", *F.REMOVALS), default="both",
+    p.add_argument("--removal", choices=("both", *D.REMOVALS), default="both",
                    help="how a word is removed: masked with the unknown-word vector, deleted, or both (one row each)")
     p.add_argument("--permutations", type=int, default=10, help="random orders averaged per clip")
     p.add_argument("--speakers", default=None, help="only these speakers, comma-separated (e.g. ravdess_06,ravdess_11)")

@@ -46,8 +46,8 @@ import gradio as gr
 from ser_demo.asr import RecentWords
 from ser_demo.explain import RELEVANCE_METHODS
 from ser_demo.faithfulness import describe_windows, describe_words
-from ser_demo.recognizer import (MAX_TRANSCRIPT_CHARACTERS, MAX_TRANSCRIPT_WORDS, MODALITIES, EmotionRecognizer,
-                                 PredictionError, default_checkpoint)
+from ser_demo.recognizer import MODALITIES, EmotionRecognizer, default_checkpoint
+from ser_demo.utterance import MAX_TRANSCRIPT_CHARACTERS, MAX_TRANSCRIPT_WORDS, PredictionError
 from timeline_tab import build_timeline_tab
 
 log = logging.getLogger("ser_demo.app")

@@ -29,7 +29,7 @@ import soundfile as sf
 
 from ser_demo.audio import SAMPLE_RATE
 from ser_demo.charts import LABEL_COLORS
-from ser_demo.recognizer import PredictionError
+from ser_demo.utterance import PredictionError
 
 log = logging.getLogger("ser_demo.app")
 

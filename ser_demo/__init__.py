@@ -7,7 +7,8 @@
 
 Modules, one concern each: audio (MFCC features), ingest (any recording -> 16 kHz mono),
 asr (Whisper), text (GloVe), model (the network), speaker (x-vectors), recognizer (the pipeline),
-analysis (the staged pipeline the app runs), explain and plotting (what the app draws).
+utterance (what passes through it), analysis (the staged pipeline the app runs), explain and
+plotting (what the app draws).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from __future__ import annotations
 from typing import Optional
 
 from .model import LABELS, MSCNN_SPU_ATT, ModelConfig
-from .recognizer import BUNDLED_CHECKPOINT, EmotionRecognizer, Prediction, PredictionError
+from .recognizer import BUNDLED_CHECKPOINT, EmotionRecognizer
+from .utterance import Prediction, PredictionError
 
 __all__ = [
     "LABELS", "MSCNN_SPU_ATT", "ModelConfig", "EmotionRecognizer", "Prediction", "PredictionError",

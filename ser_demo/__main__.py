@@ -46,8 +46,8 @@ def main(argv=None) -> int:
 
     from . import load_recognizer
     from .ingest import AudioInputError
-    from .recognizer import (MAX_TRANSCRIPT_CHARACTERS, MAX_TRANSCRIPT_WORDS, PredictionError,
-                             check_transcript_length, default_checkpoint)
+    from .recognizer import default_checkpoint
+    from .utterance import MAX_TRANSCRIPT_CHARACTERS, MAX_TRANSCRIPT_WORDS, PredictionError, check_transcript_length
 
     if args.checkpoint is None and default_checkpoint() is None:
         parser.error("--checkpoint is required: no bundled checkpoint was found")

@@ -20,8 +20,9 @@ import numpy as np
 from . import faithfulness  # faithfulness.measure is looked up per call (bench/bench_handler.py times it)
 from .explain import Explanation, explain
 from .faithfulness import Faithfulness
-from .recognizer import EmotionRecognizer, unknown_words_note
+from .recognizer import EmotionRecognizer
 from .text import tokenize
+from .utterance import unknown_words_note
 
 
 # --- words and their times -------------------------------------------------------------------

@@ -77,7 +77,7 @@ def _in_order(pool: ThreadPoolExecutor, files: Iterable[Path], score, ahead: int
 
 def _row(recognizer, path, modality, max_seconds, labels) -> list:
     from .ingest import AudioInputError
-    from .recognizer import PredictionError
+    from .utterance import PredictionError
 
     try:
         p = recognizer.predict(str(path), modality=modality, max_seconds=max_seconds)

@@ -31,7 +31,8 @@ from torch import Tensor
 
 from .hidden_audio import AUDIO_STREAMS, audio_frames, hidden_audio_statistics, hidden_streams
 from .model import MSCNN_SPU_ATT
-from .recognizer import EmotionRecognizer, ModelInputs
+from .recognizer import EmotionRecognizer
+from .utterance import ModelInputs
 
 RELEVANCE_METHODS = ("occlusion", "gradient", "none")
 # Variants are run in chunks of at most this many word positions / audio frames per forward

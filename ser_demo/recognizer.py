@@ -5,7 +5,8 @@
 context "window" runs the encoder once per recording: Whisper's decoder reuses that pass for the
 transcript. The audio features do not depend on the words, so while Whisper transcribes (in a
 thread of its own) the calling thread computes them: on two cores the two overlap.
-It holds no UI code; the app and the command line only call `predict`.
+It holds no UI code; the app and the command line only call `predict`. The data it takes and
+gives (`Heard`, `ModelInputs`, `Prediction`, ...) and the transcript checks are in `utterance`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -24,7 +24,9 @@ from .audio import FeatureParams, Normalizer, mfcc_features
 from .devices import resolve_device, to_device
 from .encoder import WhisperEncoder
 from .model import MSCNN_SPU_ATT, ModelConfig, ModelOutput, collate
-from .text import Tokens, load_word_vectors, tokenize
+from .text import Tokens, load_word_vectors
+from .utterance import (MAX_TRANSCRIPT_CHARACTERS, MAX_TRANSCRIPT_WORDS, AudioFeatures, Heard, ModelInputs,
+                        Prediction, PredictionError, check_transcript_length, unknown_words_note)
 
 # The checkpoint trained by `train/` and committed with the project; SER_CHECKPOINT overrides.
 BUNDLED_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "mscnn-spu-att-en-4class"
@@ -35,31 +37,6 @@ def default_checkpoint() -> Optional[str]:
     if os.environ.get("SER_CHECKPOINT"):
         return os.environ["SER_CHECKPOINT"]
     return str(BUNDLED_CHECKPOINT) if (BUNDLED_CHECKPOINT / "model.safetensors").is_file() else None
-
-
-class PredictionError(ValueError):
-    """A request the model cannot answer (e.g. text-only with no words); the message says why."""
-
-
-# The longest transcript read by default. Explaining costs grow with the square of the words
-# (leave-one-word-out), so a longer one is refused before any model work; a library user may
-# raise the limits on the recognizer (`recognizer.max_transcript_words = 500`, None = no limit).
-MAX_TRANSCRIPT_WORDS = 100
-MAX_TRANSCRIPT_CHARACTERS = 1_000
-
-
-def check_transcript_length(transcript: str, max_words: Optional[int], max_characters: Optional[int],
-                            heard_by: str = "") -> None:
-    """Raise PredictionError when `transcript` passes either limit (None: no limit). Characters
-    are counted first, so a hostile 100,000-character text is refused without being tokenised.
-    Words are the tokens the model reads ("can't" is two)."""
-    what = f"The transcript{heard_by}"
-    advice = "Record a shorter clip or type a shorter transcript." if heard_by else "Shorten it."
-    if max_characters is not None and len(transcript) > max_characters:
-        raise PredictionError(f"{what} is too long ({len(transcript):,} characters); the maximum is "
-                              f"{max_characters:,} characters. {advice}")
-    if max_words is not None and (words := len(tokenize(transcript))) > max_words:
-        raise PredictionError(f"{what} is too long ({words:,} words); the maximum is {max_words:,} words. {advice}")
 
 
 def load_model(checkpoint: str, **hub_kwargs) -> MSCNN_SPU_ATT:
@@ -79,94 +56,6 @@ def load_model(checkpoint: str, **hub_kwargs) -> MSCNN_SPU_ATT:
             f"cannot load the checkpoint {checkpoint!r}: it is not a local folder, and the Hugging Face Hub "
             f"has no such model or cannot be reached ({type(err).__name__})"
         ) from None
-
-
-@dataclass
-class Prediction:
-    label: str
-    probabilities: dict[str, float]
-    modality: str
-    transcript: Optional[str]
-    tokens: list[str]
-    known: list[bool]  # False where GloVe has no vector for the token (zero vector used)
-    mfcc: Optional[np.ndarray]  # (96, frames), before normalisation
-    frame_seconds: float  # hop between MFCC frames
-    kernel_sizes: tuple  # per row of audio_statistics: (front-end, kernel size)
-    statistics: tuple  # names of the audio SPU statistics, e.g. ("max", "avg", "std")
-    audio_statistics: Optional[np.ndarray]  # (Ka, n_stats, n_filters)
-    attention: dict[str, list[float]]  # audio statistic -> weight of every token
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
-    words: list = field(default_factory=list)  # ASR word timestamps, when the ASR gave them
-    notes: list[str] = field(default_factory=list)  # what the user should know (unknown words, ...)
-    encoder_states: Optional[np.ndarray] = None  # (384, states) Whisper encoder, before normalisation
-
-    def to_dict(self) -> dict:
-        """JSON-ready summary (the command line prints it)."""
-        spu = None
-        if self.audio_statistics is not None:
-            spu = {
-                f"{frontend}_kernel_{k}": {s: self.audio_statistics[i, j].tolist() for j, s in enumerate(self.statistics)}
-                for i, (frontend, k) in enumerate(self.kernel_sizes)
-            }
-        return {
-            "label": self.label,
-            "probabilities": self.probabilities,
-            "modality": self.modality,
-            "transcript": self.transcript,
-            "tokens": self.tokens,
-            "unknown_tokens": [t for t, k in zip(self.tokens, self.known) if not k],
-            "attention": self.attention,
-            "audio_spu": spu,
-            "mfcc_shape": list(self.mfcc.shape) if self.mfcc is not None else None,
-            "encoder_states_shape": list(self.encoder_states.shape) if self.encoder_states is not None else None,
-            "words": [vars(w) if hasattr(w, "__dict__") else w for w in self.words],
-            "timings": {k: round(v, 4) for k, v in self.timings.items()},
-            "notes": self.notes,
-        }
-
-
-@dataclass
-class ModelInputs:
-    """One utterance, ready for the model (a batch of one) - shared with the explanation module."""
-
-    mfcc: Optional[np.ndarray]  # raw (96, frames); None when the model reads no MFCCs
-    tokens: Tokens
-    batch: dict[str, torch.Tensor]
-    encoder_states: Optional[np.ndarray] = None  # raw (384, states) when it reads Whisper's encoder
-
-    @property
-    def has_audio(self) -> bool:
-        return any(x is not None and x.shape[1] > 0 for x in (self.mfcc, self.encoder_states))
-
-
-@dataclass
-class AudioFeatures:
-    """What the audio branch reads of one waveform. None of it depends on the words, so it can
-    be computed while Whisper transcribes."""
-
-    mfcc: Optional[np.ndarray] = None  # raw (96, frames); None when the model reads no MFCCs
-    encoded: object = None  # ser_demo.encoder.Encoded, when the model reads Whisper encoder states
-    speaker: Optional[np.ndarray] = None  # speaker embedding, when the model uses one
-
-
-@dataclass
-class Heard:
-    """What `EmotionRecognizer.listen` got from a request: the audio and the words."""
-
-    waveform: Optional[np.ndarray] = None  # float32 16 kHz mono, trimmed; None without audio
-    transcript: str = ""  # what the text branch reads ("" for none)
-    source: str = "none"  # "typed", "asr" or "none"
-    words: list = field(default_factory=list)  # ASR word timestamps
-    phrases: list = field(default_factory=list)  # Whisper's segments (asr.Phrase), when it ran
-    encoded: object = None  # ser_demo.encoder.Encoded: the model's encoder pass (shared with ASR in context "window")
-    features: Optional[AudioFeatures] = None  # listen(features=True): computed while Whisper transcribed
-    timings: dict = field(default_factory=dict)
-    notes: list = field(default_factory=list)
-    audio_used: bool = True  # False when the audio was read only for Whisper (text-only mode)
-
-    @property
-    def waveform_for_model(self) -> Optional[np.ndarray]:
-        return self.waveform if self.audio_used else None
 
 
 _OWN = object()  # listen(transcriber=...) default: the recognizer's own transcriber
@@ -324,8 +213,9 @@ class EmotionRecognizer:
             start = time.perf_counter()
             heard.encoded = self.encoder.encode(heard.waveform)
             heard.timings["encoder"] = time.perf_counter() - start
-        asr = needs_asr and heard.waveform is not None and transcriber is not None
-        if needs_asr and heard.waveform is not None and transcriber is None:
+        asr_possible = needs_asr and heard.waveform is not None  # words wanted, and audio to hear them in
+        asr = asr_possible and transcriber is not None
+        if asr_possible and transcriber is None:
             heard.notes.append(
                 "speech recognition is not available"
                 + (f" ({asr_unavailable})" if asr_unavailable else "")
@@ -431,9 +321,3 @@ class EmotionRecognizer:
             notes=notes,
             encoder_states=inputs.encoder_states,
         )
-
-
-def unknown_words_note(tokens: Tokens) -> str:
-    return "words without a GloVe vector (the model sees zeros for them): " + ", ".join(
-        dict.fromkeys(tokens.unknown_words)
-    )

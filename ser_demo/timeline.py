@@ -29,11 +29,13 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from .asr import Phrase
 from .audio import SAMPLE_RATE
 from .ingest import TRIM_PADDING_SECONDS, AudioInputError, load_audio, speech_bounds
-from .recognizer import EmotionRecognizer, PredictionError
+from .recognizer import EmotionRecognizer
 from .segments import (Piece, merge_short, phrases_by_piece, split_at_phrases, split_long, tile,
                        transcription_windows, voice_activity)
+from .utterance import PredictionError
 
 TIMELINE_MAX_SECONDS = 600.0  # a single clip stops at 30 s; a timeline takes minutes
 CURVE_STEP_SECONDS = 0.1
@@ -190,8 +192,6 @@ def transcribe_in_windows(transcriber, waveform: np.ndarray, pieces: list[Piece]
                           report: Callable[[float, str], None]) -> list[list]:
     """Whisper's segments (recording times) heard during each of `pieces`, from one transcription
     per group of utterances that fits Whisper's window; progress runs from 0 to 0.5."""
-    from .asr import Phrase
-
     heard = []
     windows = transcription_windows(pieces, padding=TRIM_PADDING_SECONDS)
     for k, group in enumerate(windows):

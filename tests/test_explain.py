@@ -17,8 +17,9 @@ from ser_demo.explain import (
     occlusion_windows,
 )
 from ser_demo.model import MSCNN_SPU_ATT, ModelConfig
-from ser_demo.recognizer import EmotionRecognizer, PredictionError
+from ser_demo.recognizer import EmotionRecognizer
 from ser_demo.text import WordVectors, tokenize
+from ser_demo.utterance import PredictionError
 
 VOCAB = tokenize("i can't believe you did that it again this is wonderful news the a so happy sad zero")
 

@@ -22,7 +22,7 @@ from conftest import run_in_threads
 from ser_demo.analysis import analyze
 from ser_demo.explain import gradient_x_input, leave_one_word_out, occlusion_relevance, occlusion_windows
 from ser_demo.ingest import AudioInputError, load_audio
-from ser_demo.recognizer import MAX_TRANSCRIPT_CHARACTERS, MAX_TRANSCRIPT_WORDS, PredictionError
+from ser_demo.utterance import MAX_TRANSCRIPT_CHARACTERS, MAX_TRANSCRIPT_WORDS, PredictionError
 from test_explain import recognizer as random_recognizer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,7 +22,7 @@ from conftest import ESPEAK_STYLE, FIXTURES, RAVDESS_CODE, SHARED_DATA, espeak
 from ser_demo import load_recognizer
 from ser_demo.__main__ import main
 from ser_demo.ingest import AudioInputError
-from ser_demo.recognizer import PredictionError
+from ser_demo.utterance import PredictionError
 from ser_demo.segments import Piece, merge_short, split_long, tile, voice_activity
 from ser_demo.timeline import SILENCE, timeline
 

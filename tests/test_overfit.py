@@ -10,7 +10,7 @@ import torch
 
 from conftest import shared_corpus
 from ser_demo.model import ModelConfig
-from train.datasets import load_ravdess
+from train.audio_corpora import load_ravdess
 from train.pairing import natural_pairs
 from train.trainer import FeatureBank, TrainSettings, fit, predict_labels
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from train.audio_corpora import load_crema_d, load_emodb, load_iemocap, load_ravdess, load_savee, load_tess
 from train.cache import FeatureCache
 from train.datasets import (
     AUDIO_CORPORA,
@@ -20,14 +21,8 @@ from train.datasets import (
     TextSample,
     Utterance,
     load_corpus,
-    load_crema_d,
-    load_emodb,
     load_goemotions,
-    load_iemocap,
     load_manifest,
-    load_ravdess,
-    load_savee,
-    load_tess,
     transcripts_for,
     with_transcripts,
 )

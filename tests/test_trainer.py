@@ -16,7 +16,8 @@ import torch
 
 from ser_demo.audio import Normalizer
 from ser_demo.model import MSCNN_SPU_ATT, ModelConfig
-from train.datasets import load_goemotions, load_ravdess
+from train.audio_corpora import load_ravdess
+from train.datasets import load_goemotions
 from train.pairing import LabelMatchedPairing, ModalityDropout
 from train.trainer import FeatureBank, TrainSettings, fit, load_clip, make_batch
 

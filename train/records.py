@@ -1,8 +1,8 @@
 """What every corpus adapter returns: labelled items and a report of what it kept and dropped.
 
-Audio corpora (train/datasets.py) yield :class:`Utterance`, text corpora (train/text_corpora.py)
-yield :class:`TextSample`; both are mapped onto the paper's four classes (``LABELS``). Every loader
-returns ``(items, LoadReport)``, so that nothing is dropped silently.
+Audio corpora (train/audio_corpora.py, train/datasets.py) yield :class:`Utterance`, text corpora
+(train/text_corpora.py) yield :class:`TextSample`; both are mapped onto the paper's four classes
+(``LABELS``). Every loader returns ``(items, LoadReport)``, so that nothing is dropped silently.
 """
 
 from __future__ import annotations

@@ -120,7 +120,7 @@ def comparable(config: ModelConfig) -> dict:
 def test_the_recorded_command_made_this_configuration(record, monkeypatch):
     """training.json's command, read by train's own parser, gives config.json (but for what
     training fills in: the normalisers and the encoder it loaded, which must be there)."""
-    from train.__main__ import model_config as config_of_command
+    from train.arguments import model_config as config_of_command
 
     config = record["config"]
     args = parse_recorded(record["training"]["command"], monkeypatch)
@@ -250,7 +250,7 @@ def test_the_bundled_recipe_learns_emotions_of_unseen_speakers(record, shared_da
     from dataclasses import replace
 
     from conftest import shared_corpus
-    from train.__main__ import data_of, settings_of
+    from train.arguments import data_of, settings_of
     from train.experiment import run_fold, supported_modalities
     from train.pairing import ModalityDropout
     from train.protocol import Fold

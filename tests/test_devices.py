@@ -79,7 +79,7 @@ def test_the_train_command_line_checks_the_device(capsys, monkeypatch):
     assert info.value.code == 2 and "device must be one of auto, cpu, cuda" in capsys.readouterr().err
     import argparse
 
-    from train.__main__ import settings_of
+    from train.arguments import settings_of
 
     args = argparse.Namespace(epochs=1, batch_size=2, lr=1e-3, no_progress=True, device=None, weight_decay=0.0,
                               label_smoothing=0.0, time_masks=0, feature_masks=0, ema=0.0, patience=None,

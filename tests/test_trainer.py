@@ -184,7 +184,7 @@ def test_asr_setting_transcribes_each_clip_once(fake_corpora, tmp_path):
     """--transcripts asr: Whisper's words replace the corpus's own, cached per clip and model."""
     import argparse
 
-    from train.__main__ import data_of
+    from train.arguments import data_of
 
     args = argparse.Namespace(audio=[f"ravdess={fake_corpora['ravdess']}"], text=None, calm_as_neutral=False,
                               transcripts="asr", asr_backend=None, asr_model=None, cache=str(tmp_path))
@@ -206,7 +206,7 @@ def test_own_or_asr_transcripts_transcribe_only_clips_without_words(fake_corpora
     import argparse
     import shutil
 
-    from train.__main__ import data_of
+    from train.arguments import data_of
 
     savee = tmp_path / "savee"
     savee.mkdir()
@@ -298,7 +298,7 @@ def test_words_that_carry_no_label_are_asked_to_leave_the_voice_alone(corpus, tm
 def test_set_switches_parse_booleans_and_ablation_rows_win():
     import argparse
 
-    from train.__main__ import model_config
+    from train.arguments import model_config
 
     args = argparse.Namespace(set=["use_swem=False", "n_filters=16", "use_attention=true"], text=None, audio=[])
     config = model_config(args)

@@ -45,8 +45,9 @@ import gradio as gr
 
 from ser_demo.asr import RecentWords
 from ser_demo.explain import RELEVANCE_METHODS
-from ser_demo.faithfulness import describe_windows, describe_words
 from ser_demo.recognizer import MODALITIES, EmotionRecognizer, default_checkpoint
+from ser_demo.summaries import (faithfulness_markdown, notes_markdown, prediction_summary_html, timings_markdown,
+                              uniform_markdown)
 from ser_demo.utterance import MAX_TRANSCRIPT_CHARACTERS, MAX_TRANSCRIPT_WORDS, PredictionError
 from timeline_tab import build_timeline_tab
 
@@ -264,64 +265,6 @@ def run_analysis(service: Service, audio, transcript, modality, checkpoint_name,
     return analysis, images, timings
 
 
-def _probabilities_html(analysis) -> str:
-    e = analysis.explanation
-    rows = []
-    for i, (label, p) in enumerate(zip(e.labels, e.probabilities)):
-        style = ' style="font-weight: bold"' if i == e.target else ""
-        uniform = f"{e.uniform_probabilities[i]:.4f}" if e.uniform_probabilities is not None else "-"
-        name = html.escape(label)
-        rows.append(f'<tr{style}><td>{name}</td><td class="probability" data-label="{name}">{p:.4f}</td>'
-                    f"<td>{uniform}</td></tr>")
-    return (
-        f'<div id="prediction-summary"><p style="font-size: 1.3em">The model hears <b>{html.escape(e.label)}</b> '
-        f"({e.probabilities[e.target]:.0%}).</p>"
-        "<table><thead><tr><th>emotion</th><th>probability</th><th>with uniform attention</th></tr></thead>"
-        f"<tbody>{''.join(rows)}</tbody></table></div>"
-    )
-
-
-def _uniform_markdown(analysis) -> str:
-    e = analysis.explanation
-    if e.uniform_probabilities is None:
-        return ("*No uniform-attention comparison: it needs **audio + text**, at least one word, "
-                "and the explanations switched on.*")
-    same = e.uniform_label == e.label
-    change = e.uniform_probabilities[e.target] - e.probabilities[e.target]
-    return (
-        f"With **uniform attention** (every word weighted equally) the model would say "
-        f"**{e.uniform_label}** ({e.uniform_probabilities.max():.0%}); p({e.label}) changes by {change:+.3f}. "
-        + ("The learned weights do not change the answer here." if same else
-           "The learned attention weights **change the answer** here.")
-    )
-
-
-def _faithfulness_markdown(analysis, unit: str) -> str:
-    f = analysis.faithfulness
-    if f is None:
-        return "*No deletion curves: they need the explanations switched on.*"
-    label = analysis.explanation.label
-    return describe_words(f.words, label) if unit == "words" else describe_windows(f.windows, label)
-
-
-def _timings_markdown(analysis, timings: dict) -> str:
-    names = {"ingest": "ingestion (decode, resample)", "encoder": "Whisper encoder (the model's pass)",
-             "asr": "speech recognition (Whisper)",
-             "audio features": "audio features (MFCC, speaker embedding)",
-             "features": "words (GloVe) and batch", "model": "model (MSCNN-SPU-ATT)",
-             "explanations": "explanations (leave-one-out, uniform, occlusion)",
-             "faithfulness": "faithfulness (deletion curves)", "plots": "plots",
-             "total": "**total**"}
-    rows = "\n".join(f"| {names.get(k, k)} | {v * 1000:.0f} ms |" for k, v in timings.items())
-    source = {"asr": "heard by Whisper", "typed": "typed", "none": "none"}[analysis.transcript_source]
-    duration = f"{analysis.duration:.2f} s of audio, " if analysis.duration else ""
-    return f"{duration}transcript {source}.\n\n| stage | time |\n|---|---|\n{rows}"
-
-
-def _notes_markdown(analysis) -> str:
-    return "\n".join(f"- {note}" for note in analysis.notes)
-
-
 def make_analyze(service: Service, explanations: Optional[bool] = None):
     """The request handler, bound to the loaded service. Every failure reaches the page as a
     gr.Error with a message a visitor can act on; no stack trace is ever shown."""
@@ -362,20 +305,20 @@ def make_analyze(service: Service, explanations: Optional[bool] = None):
         details.update(checkpoint=checkpoint_name, timings={k: round(v, 4) for k, v in timings.items()})
         return (
             {label: float(p) for label, p in zip(e.labels, e.probabilities)},
-            _probabilities_html(analysis),
+            prediction_summary_html(analysis),
             images.get("probabilities"),
             analysis.transcript if analysis.modality != "audio" else (transcript or ""),
             images.get("mfcc"),
             images.get("spu"),
             images.get("attention"),
             attention_html(e.tokens, e.attention, e.statistics, e.word_influence, analysis.token_times),
-            _uniform_markdown(analysis),
+            uniform_markdown(analysis),
             images.get("word_curves"),
-            _faithfulness_markdown(analysis, "words"),
+            faithfulness_markdown(analysis, "words"),
             images.get("window_curves"),
-            _faithfulness_markdown(analysis, "windows"),
-            _timings_markdown(analysis, timings),
-            _notes_markdown(analysis),
+            faithfulness_markdown(analysis, "windows"),
+            timings_markdown(analysis, timings),
+            notes_markdown(analysis),
             details,
         )
 

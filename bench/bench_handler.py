@@ -127,7 +127,7 @@ def main() -> None:
     clock.wrap(plotting, "render", "MFCC figure: draw")
     clock.wrap(plotting, "draw_heat_maps", "MFCC figure: heat maps, while Whisper transcribes")
     clock.wrap(plotting, "finish_mfcc", "MFCC figure: the relevance row")
-    clock.wrap(app, "_probabilities_html", "HTML views")
+    clock.wrap(app, "prediction_summary_html", "HTML views")  # app imported it from summaries
     clock.wrap(charts, "attention_html", "HTML views")  # app.make_analyze imports it from charts
     clock.wrap(plotting, "attention_table_html", "HTML views")  # draw_analysis calls plotting's name
     handler = app.make_analyze(service)

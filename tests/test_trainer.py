@@ -286,7 +286,17 @@ def test_words_that_carry_no_label_are_asked_to_leave_the_voice_alone(corpus, tm
     assert term > 0
     term.backward()  # the gradient reaches the text branch: the words learn to say nothing
     assert model.text_cnn.convs[0].weight.grad.abs().sum() > 0
+    assert model.audio_cnn.convs[0].weight.grad.abs().sum() > 0  # and the voice
     assert words_consistency(model, inputs, out, matched + [no_words] * 5) == 0
+
+    # sparing the voice: the same value, but only the words and the layers after the fusion learn
+    model.zero_grad()
+    out = model(**inputs)
+    spared = words_consistency(model, inputs, out, chunk, reaches_voice=False)
+    torch.testing.assert_close(spared, expected, rtol=1e-4, atol=1e-6)
+    spared.backward()
+    assert model.text_cnn.convs[0].weight.grad.abs().sum() > 0
+    assert model.audio_cnn.convs[0].weight.grad is None or model.audio_cnn.convs[0].weight.grad.abs().sum() == 0
 
     with_scripts = LabelMatchedPairing(utterances, texts, seed=0, own_words=0.5)
     assert not all(s.text_carries_label for s in with_scripts.epoch(0))

@@ -56,6 +56,9 @@ class TrainSettings:
     # paired with any class) from moving the voice's answer: on those samples the prediction with
     # the words is pulled towards the same model's prediction from the audio alone.
     consistency: float = 0.0
+    # False: the term's gradient reaches the words and the layers after the fusion, never the
+    # audio branch (the prediction with the words is recomputed from detached audio statistics).
+    consistency_reaches_voice: bool = True
     time_masks: int = 0  # SpecAugment: masked spans per clip, each up to `time_mask_fraction` of it
     time_mask_fraction: float = 0.125
     feature_masks: int = 0  # SpecAugment: masked feature bands per clip and front-end
@@ -368,7 +371,8 @@ def fit(
                 loss = F.cross_entropy(out.logits.float(), label_tensor(chunk, config.labels).to(device),
                                        label_smoothing=settings.label_smoothing)
                 if settings.consistency:
-                    loss = loss + settings.consistency * words_consistency(model, inputs, out, chunk)
+                    loss = loss + settings.consistency * words_consistency(model, inputs, out, chunk,
+                                                                                  settings.consistency_reaches_voice)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip_norm)
@@ -395,22 +399,27 @@ def fit(
     return model.eval(), {"history": history, "best_dev": best_score, "select_on": settings.select_on}
 
 
-def words_consistency(model: MSCNN_SPU_ATT, inputs: dict, out, samples: Sequence[BimodalSample]) -> torch.Tensor:
+def words_consistency(model: MSCNN_SPU_ATT, inputs: dict, out, samples: Sequence[BimodalSample],
+                      reaches_voice: bool = True) -> torch.Tensor:
     """Sum over the samples whose words carry no label of KL(p(audio alone) || p(audio + words)),
     divided by the batch size. The target is the same model's answer without the words, from the
-    very audio statistics of this pass (same masks), without dropout and without gradient."""
+    very audio statistics of this pass (same masks), without dropout and without gradient.
+    reaches_voice=False: p(audio + words) is recomputed from the detached audio statistics, so
+    that only the words and the layers after the fusion learn from the term."""
     rows = [i for i, s in enumerate(samples) if s.audio_path is not None and s.text and not s.text_carries_label]
     if not rows or not (model.config.use_audio and model.config.use_text):
         return out.logits.new_zeros(())
     rows = torch.tensor(rows, device=out.logits.device)
+    voice = {"audio_statistics": out.audio_statistics[rows].detach(), "words": inputs["words"][rows]}
+    if "speaker" in inputs:
+        voice["speaker"] = inputs["speaker"][rows]
     was_training = model.training
     with torch.no_grad():
         model.eval()
-        alone = model(audio_statistics=out.audio_statistics[rows],
-                      speaker=inputs["speaker"][rows] if "speaker" in inputs else None,
-                      words=inputs["words"][rows], word_lengths=torch.zeros_like(inputs["word_lengths"][rows])).logits
+        alone = model(**voice, word_lengths=torch.zeros_like(inputs["word_lengths"][rows])).logits
         model.train(was_training)
-    return F.kl_div(out.logits[rows].float().log_softmax(-1), alone.float().log_softmax(-1),
+    fused = out.logits[rows] if reaches_voice else model(**voice, word_lengths=inputs["word_lengths"][rows]).logits
+    return F.kl_div(fused.float().log_softmax(-1), alone.float().log_softmax(-1),
                     log_target=True, reduction="sum") / len(samples)
 
 

@@ -79,11 +79,11 @@ def test_the_train_command_line_checks_the_device(capsys, monkeypatch):
     assert info.value.code == 2 and "device must be one of auto, cpu, cuda" in capsys.readouterr().err
     import argparse
 
-    from train.arguments import settings_of
+    from train.arguments import model_arguments, settings_of
 
-    args = argparse.Namespace(epochs=1, batch_size=2, lr=1e-3, no_progress=True, device=None, weight_decay=0.0,
-                              label_smoothing=0.0, time_masks=0, feature_masks=0, ema=0.0, patience=None,
-                              max_frames=None, speed=[], noise_snr=None, augment_share=0.5)
+    parser = argparse.ArgumentParser()
+    model_arguments(parser)  # the options of fit and cv, as their command lines parse them
+    args = parser.parse_args([])
     assert settings_of(args).device == "auto"
     monkeypatch.setenv(devices.DEVICE_ENV, "cpu")
     assert settings_of(args).device == "cpu"

@@ -406,7 +406,7 @@ def build_demo(service: Service) -> gr.Blocks:
                 probabilities = gr.HTML(label="Class probabilities", show_label=False, elem_id="probabilities-plot")
         notes = gr.Markdown(label="notes", elem_id="notes")
         gr.Markdown("### 2. The sound: MFCC, delta, delta-delta, and which moments matter\n" + EXPLAIN["mfcc"])
-        # JPEG: 1 ms to encode this 1000 x 370 figure, against 18 ms for PNG, and 30 % smaller; at
+        # JPEG: 1 ms to encode this 1000 x 370 figure, against 18 ms for PNG, and half the bytes; at
         # Gradio's quality the heat maps and labels read the same.
         mfcc = gr.Image(label="MFCC features over time", format="jpeg", elem_id="mfcc-plot", buttons=[], show_label=False,
                         interactive=False)

@@ -371,8 +371,8 @@ def fit(
                 loss = F.cross_entropy(out.logits.float(), label_tensor(chunk, config.labels).to(device),
                                        label_smoothing=settings.label_smoothing)
                 if settings.consistency:
-                    loss = loss + settings.consistency * words_consistency(model, inputs, out, chunk,
-                                                                                  settings.consistency_reaches_voice)
+                    term = words_consistency(model, inputs, out, chunk, settings.consistency_reaches_voice)
+                    loss = loss + settings.consistency * term
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip_norm)

@@ -289,20 +289,46 @@ def test_words_that_carry_no_label_are_asked_to_leave_the_voice_alone(corpus, tm
     assert model.audio_cnn.convs[0].weight.grad.abs().sum() > 0  # and the voice
     assert words_consistency(model, inputs, out, matched + [no_words] * 5) == 0
 
-    # sparing the voice: the same value, but only the words and the layers after the fusion learn
-    model.zero_grad()
-    out = model(**inputs)
-    spared = words_consistency(model, inputs, out, chunk, reaches_voice=False)
-    torch.testing.assert_close(spared, expected, rtol=1e-4, atol=1e-6)
-    spared.backward()
-    assert model.text_cnn.convs[0].weight.grad.abs().sum() > 0
-    assert model.audio_cnn.convs[0].weight.grad is None or model.audio_cnn.convs[0].weight.grad.abs().sum() == 0
+    # sparing the voice: the same value, but only the words and the layers after the fusion learn;
+    # sparing the classifier too: only the words' side (text CNN, attention) learns
+    audio_grad = lambda: model.audio_cnn.convs[0].weight.grad  # noqa: E731
+    for trains, classifier_learns in (("fusion", True), ("words", False)):
+        model.zero_grad(set_to_none=True)
+        out = model(**inputs)
+        spared = words_consistency(model, inputs, out, chunk, trains=trains)
+        torch.testing.assert_close(spared, expected, rtol=1e-4, atol=1e-6)
+        spared.backward()
+        assert model.text_cnn.convs[0].weight.grad.abs().sum() > 0, trains
+        assert next(model.attention.parameters()).grad.abs().sum() > 0, trains
+        assert audio_grad() is None or audio_grad().abs().sum() == 0, trains
+        classifier_grad = model.classifier[1].weight.grad
+        assert (classifier_grad is not None and classifier_grad.abs().sum() > 0) == classifier_learns, trains
+    with pytest.raises(ValueError, match="trains must be one of"):
+        words_consistency(model, inputs, out, chunk, trains="voice")
 
     with_scripts = LabelMatchedPairing(utterances, texts, seed=0, own_words=0.5)
     assert not all(s.text_carries_label for s in with_scripts.epoch(0))
     model, info = fit(config, with_scripts.epoch, pairs.epoch(0)[:4], bank,
                       TrainSettings(epochs=1, progress=False, consistency=1.0), log=lambda m: None)
     assert len(info["history"]) == 1
+
+
+def test_consistency_options_reach_the_settings():
+    """--consistency-trains picks what the term trains; --consistency-spares-voice, the name the
+    README's recipe table uses, is the same as --consistency-trains fusion."""
+    import argparse
+
+    from train.arguments import model_arguments, settings_of
+
+    parser = argparse.ArgumentParser()
+    model_arguments(parser)
+    def trains(*argv):
+        return settings_of(parser.parse_args(["--consistency", "3", *argv])).consistency_trains
+    assert trains() == "all"
+    assert trains("--consistency-spares-voice") == "fusion"
+    assert trains("--consistency-trains", "words") == "words"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--consistency-trains", "voice"])
 
 
 def test_set_switches_parse_booleans_and_ablation_rows_win():

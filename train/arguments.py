@@ -11,6 +11,8 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
+from train.pairing import CONSISTENCY_TRAINS
+
 LICENCES = {
     "ravdess": ("RAVDESS", "cc-by-nc-sa-4.0", "https://zenodo.org/record/1188976"),
     "tess": ("TESS", "cc-by-nc-nd-4.0", "https://tspace.library.utoronto.ca/handle/1807/24487"),
@@ -58,8 +60,12 @@ def model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--consistency", type=float, default=0.0,
                    help="weight of a KL term keeping words that carry no emotion (own scripts, --neutral-words "
                         "sentences) from moving the voice's answer")
-    p.add_argument("--consistency-spares-voice", action="store_true",
-                   help="with --consistency: the term trains the words and the layers after the fusion, not the audio branch")
+    p.add_argument("--consistency-trains", choices=CONSISTENCY_TRAINS, default="all",
+                   help="with --consistency, what the term trains: the whole model (all); the words and the layers "
+                        "after the fusion, not the audio branch (fusion); only the words' side, the text CNN and "
+                        "the attention (words)")
+    p.add_argument("--consistency-spares-voice", dest="consistency_trains", action="store_const", const="fusion",
+                   help="the same as --consistency-trains fusion")
     p.add_argument("--time-masks", type=int, default=0, help="SpecAugment time masks per clip (each <= 1/8 of it)")
     p.add_argument("--feature-masks", type=int, default=0, help="SpecAugment feature masks per clip and front-end")
     p.add_argument("--ema", type=float, default=0.0, help="keep an exponential moving average of the weights (e.g. 0.99)")
@@ -134,7 +140,7 @@ def settings_of(args):
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, progress=not args.no_progress,
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
         consistency=args.consistency,
-        consistency_reaches_voice=not args.consistency_spares_voice, time_masks=args.time_masks,
+        consistency_trains=args.consistency_trains, time_masks=args.time_masks,
         feature_masks=args.feature_masks, ema=args.ema, patience=args.patience, max_frames=args.max_frames,
         speed_factors=tuple(args.speed), noise_snr_db=args.noise_snr, augment_share=args.augment_share,
         device=parse_device(args.device),

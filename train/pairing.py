@@ -46,6 +46,10 @@ class BimodalSample:
     text_carries_label: bool = True
 
 
+# What that term may train (TrainSettings.consistency_trains): the whole model; the words and the
+# layers after the fusion; or only the words' side (text CNN and attention).
+CONSISTENCY_TRAINS = ("all", "fusion", "words")
+
 def _epoch_rng(purpose: str, seed: int, epoch: int) -> random.Random:
     # String seeds are hashed with SHA-512 by `random`, stable across runs and PYTHONHASHSEED.
     return random.Random(f"{purpose}:{seed}:{epoch}")

@@ -34,7 +34,7 @@ from ser_demo.model import MSCNN_SPU_ATT, ModelConfig, collate
 from ser_demo.text import WordVectors, load_word_vectors
 from train.augment import Variant, variants_of
 from train.cache import FeatureCache
-from train.pairing import BimodalSample
+from train.pairing import CONSISTENCY_TRAINS, BimodalSample
 
 
 @dataclass
@@ -56,9 +56,10 @@ class TrainSettings:
     # paired with any class) from moving the voice's answer: on those samples the prediction with
     # the words is pulled towards the same model's prediction from the audio alone.
     consistency: float = 0.0
-    # False: the term's gradient reaches the words and the layers after the fusion, never the
-    # audio branch (the prediction with the words is recomputed from detached audio statistics).
-    consistency_reaches_voice: bool = True
+    # What the term trains (CONSISTENCY_TRAINS): "all" the model; "fusion": the words and the layers
+    # after the fusion, never the audio branch; "words": only the words' side (text CNN, attention),
+    # so that the answer from the voice alone is left to the cross-entropy.
+    consistency_trains: str = "all"
     time_masks: int = 0  # SpecAugment: masked spans per clip, each up to `time_mask_fraction` of it
     time_mask_fraction: float = 0.125
     feature_masks: int = 0  # SpecAugment: masked feature bands per clip and front-end
@@ -371,7 +372,7 @@ def fit(
                 loss = F.cross_entropy(out.logits.float(), label_tensor(chunk, config.labels).to(device),
                                        label_smoothing=settings.label_smoothing)
                 if settings.consistency:
-                    term = words_consistency(model, inputs, out, chunk, settings.consistency_reaches_voice)
+                    term = words_consistency(model, inputs, out, chunk, settings.consistency_trains)
                     loss = loss + settings.consistency * term
             optimizer.zero_grad()
             loss.backward()
@@ -400,12 +401,16 @@ def fit(
 
 
 def words_consistency(model: MSCNN_SPU_ATT, inputs: dict, out, samples: Sequence[BimodalSample],
-                      reaches_voice: bool = True) -> torch.Tensor:
+                      trains: str = "all") -> torch.Tensor:
     """Sum over the samples whose words carry no label of KL(p(audio alone) || p(audio + words)),
     divided by the batch size. The target is the same model's answer without the words, from the
     very audio statistics of this pass (same masks), without dropout and without gradient.
-    reaches_voice=False: p(audio + words) is recomputed from the detached audio statistics, so
-    that only the words and the layers after the fusion learn from the term."""
+    What learns from it (`trains`, one of CONSISTENCY_TRAINS): "all": the whole model, through this
+    pass's own prediction; "fusion": p(audio + words) recomputed from the detached audio
+    statistics, so the words and the layers after the fusion; "words": recomputed also with the
+    classifier's weights detached, so only the text CNN and the attention."""
+    if trains not in CONSISTENCY_TRAINS:
+        raise ValueError(f"trains must be one of {CONSISTENCY_TRAINS}, not {trains!r}")
     rows = [i for i, s in enumerate(samples) if s.audio_path is not None and s.text and not s.text_carries_label]
     if not rows or not (model.config.use_audio and model.config.use_text):
         return out.logits.new_zeros(())
@@ -418,7 +423,14 @@ def words_consistency(model: MSCNN_SPU_ATT, inputs: dict, out, samples: Sequence
         model.eval()
         alone = model(**voice, word_lengths=torch.zeros_like(inputs["word_lengths"][rows])).logits
         model.train(was_training)
-    fused = out.logits[rows] if reaches_voice else model(**voice, word_lengths=inputs["word_lengths"][rows]).logits
+    with_words = {**voice, "word_lengths": inputs["word_lengths"][rows]}
+    if trains == "all":
+        fused = out.logits[rows]
+    elif trains == "fusion":
+        fused = model(**with_words).logits
+    else:
+        weights = {name: p.detach() if name.startswith("classifier.") else p for name, p in model.named_parameters()}
+        fused = torch.func.functional_call(model, weights, args=(), kwargs=with_words).logits
     return F.kl_div(fused.float().log_softmax(-1), alone.float().log_softmax(-1),
                     log_target=True, reduction="sum") / len(samples)
 

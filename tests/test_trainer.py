@@ -290,7 +290,7 @@ def test_words_that_carry_no_label_are_asked_to_leave_the_voice_alone(corpus, tm
     assert words_consistency(model, inputs, out, matched + [no_words] * 5) == 0
 
     # sparing the voice: the same value, but only the words and the layers after the fusion learn;
-    # sparing the classifier too: only the words' side (text CNN, attention) learns
+    # "words": only what the answer from the voice alone does not depend on learns
     audio_grad = lambda: model.audio_cnn.convs[0].weight.grad  # noqa: E731
     for trains, classifier_learns in (("fusion", True), ("words", False)):
         model.zero_grad(set_to_none=True)
@@ -301,8 +301,19 @@ def test_words_that_carry_no_label_are_asked_to_leave_the_voice_alone(corpus, tm
         assert model.text_cnn.convs[0].weight.grad.abs().sum() > 0, trains
         assert next(model.attention.parameters()).grad.abs().sum() > 0, trains
         assert audio_grad() is None or audio_grad().abs().sum() == 0, trains
-        classifier_grad = model.classifier[1].weight.grad
-        assert (classifier_grad is not None and classifier_grad.abs().sum() > 0) == classifier_learns, trains
+        first, last = model.classifier[1].weight.grad, model.classifier[4].weight.grad
+        n_voice = out.audio_statistics[0].numel()  # the fused vector starts with the voice
+        assert first[:, n_voice:].abs().sum() > 0, trains  # the columns of the word features learn
+        assert (first[:, :n_voice].abs().sum() > 0) == classifier_learns, trains
+        assert (last is not None and last.abs().sum() > 0) == classifier_learns, trains
+    # what "words" promises: a step on the term changes the answer with the words, not without them
+    silent = make_batch([replace(s, text="") for s in chunk], bank, config, normalizer)
+    before, fused_before = model(**silent).logits.detach(), model(**inputs).logits.detach()
+    model.zero_grad(set_to_none=True)
+    words_consistency(model, inputs, model(**inputs), chunk, trains="words").backward()
+    torch.optim.SGD(model.parameters(), lr=1.0).step()
+    torch.testing.assert_close(model(**silent).logits, before)
+    assert not torch.allclose(model(**inputs).logits, fused_before)
     with pytest.raises(ValueError, match="trains must be one of"):
         words_consistency(model, inputs, out, chunk, trains="voice")
 

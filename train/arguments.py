@@ -62,8 +62,8 @@ def model_arguments(p: argparse.ArgumentParser) -> None:
                         "sentences) from moving the voice's answer")
     p.add_argument("--consistency-trains", choices=CONSISTENCY_TRAINS, default="all",
                    help="with --consistency, what the term trains: the whole model (all); the words and the layers "
-                        "after the fusion, not the audio branch (fusion); only the words' side, the text CNN and "
-                        "the attention (words)")
+                        "after the fusion, not the audio branch (fusion); only what the answer from the audio "
+                        "alone does not depend on: text CNN, attention, the classifier's weights on the word features (words)")
     p.add_argument("--consistency-spares-voice", dest="consistency_trains", action="store_const", const="fusion",
                    help="the same as --consistency-trains fusion")
     p.add_argument("--time-masks", type=int, default=0, help="SpecAugment time masks per clip (each <= 1/8 of it)")

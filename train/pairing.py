@@ -47,7 +47,7 @@ class BimodalSample:
 
 
 # What that term may train (TrainSettings.consistency_trains): the whole model; the words and the
-# layers after the fusion; or only the words' side (text CNN and attention).
+# layers after the fusion; or only what the answer from the audio alone does not depend on.
 CONSISTENCY_TRAINS = ("all", "fusion", "words")
 
 def _epoch_rng(purpose: str, seed: int, epoch: int) -> random.Random:

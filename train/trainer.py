@@ -57,8 +57,8 @@ class TrainSettings:
     # the words is pulled towards the same model's prediction from the audio alone.
     consistency: float = 0.0
     # What the term trains (CONSISTENCY_TRAINS): "all" the model; "fusion": the words and the layers
-    # after the fusion, never the audio branch; "words": only the words' side (text CNN, attention),
-    # so that the answer from the voice alone is left to the cross-entropy.
+    # after the fusion, never the audio branch; "words": only what the answer from the audio alone
+    # does not depend on, which is then left to the cross-entropy.
     consistency_trains: str = "all"
     time_masks: int = 0  # SpecAugment: masked spans per clip, each up to `time_mask_fraction` of it
     time_mask_fraction: float = 0.125
@@ -407,8 +407,8 @@ def words_consistency(model: MSCNN_SPU_ATT, inputs: dict, out, samples: Sequence
     very audio statistics of this pass (same masks), without dropout and without gradient.
     What learns from it (`trains`, one of CONSISTENCY_TRAINS): "all": the whole model, through this
     pass's own prediction; "fusion": p(audio + words) recomputed from the detached audio
-    statistics, so the words and the layers after the fusion; "words": recomputed also with the
-    classifier's weights detached, so only the text CNN and the attention."""
+    statistics, so the words and the layers after the fusion; "words": recomputed with every weight
+    that the answer from the audio alone depends on detached, so only the words' side learns."""
     if trains not in CONSISTENCY_TRAINS:
         raise ValueError(f"trains must be one of {CONSISTENCY_TRAINS}, not {trains!r}")
     rows = [i for i, s in enumerate(samples) if s.audio_path is not None and s.text and not s.text_carries_label]
@@ -429,10 +429,27 @@ def words_consistency(model: MSCNN_SPU_ATT, inputs: dict, out, samples: Sequence
     elif trains == "fusion":
         fused = model(**with_words).logits
     else:
-        weights = {name: p.detach() if name.startswith("classifier.") else p for name, p in model.named_parameters()}
-        fused = torch.func.functional_call(model, weights, args=(), kwargs=with_words).logits
+        fused = torch.func.functional_call(model, _words_side_only(model, voice), args=(), kwargs=with_words).logits
     return F.kl_div(fused.float().log_softmax(-1), alone.float().log_softmax(-1),
                     log_target=True, reduction="sum") / len(samples)
+
+
+def _words_side_only(model: MSCNN_SPU_ATT, voice: dict) -> dict[str, torch.Tensor]:
+    """The model's weights, with those that its answer from the audio alone depends on detached.
+    Without words every text feature is zero, so that answer reads the audio branch, the first
+    classifier layer's columns for the audio statistics and speaker embedding (first in the fused
+    vector), its bias, and the later layers. What stays trainable: the text CNN, the attention and
+    the first layer's columns for the text features."""
+    first = next(name for name, m in model.classifier.named_modules() if isinstance(m, torch.nn.Linear))
+    n_voice = voice["audio_statistics"][0].numel() + (voice["speaker"].shape[-1] if "speaker" in voice else 0)
+    weights = {}
+    for name, p in model.named_parameters():
+        if name == f"classifier.{first}.weight":
+            p = torch.cat([p[:, :n_voice].detach(), p[:, n_voice:]], dim=1)
+        elif name.startswith("classifier.") or not name.startswith(("text_cnn.", "attention.")):
+            p = p.detach()
+        weights[name] = p
+    return weights
 
 
 def ema_update(decay: float):

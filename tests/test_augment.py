@@ -9,7 +9,8 @@ from ser_demo.audio import SAMPLE_RATE
 from ser_demo.ingest import PEAK_TARGET, load_audio
 from ser_demo.model import ModelConfig
 from train.augment import Variant, add_noise, speed_perturb, variants_of
-from train.trainer import FeatureBank, TrainSettings, fit, load_clip
+from train.features import FeatureBank, load_clip
+from train.trainer import TrainSettings, fit
 
 SPEECH = Path(__file__).parent / "fixtures" / "speech.wav"
 

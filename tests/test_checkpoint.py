@@ -254,7 +254,7 @@ def test_the_bundled_recipe_learns_emotions_of_unseen_speakers(record, shared_da
     from train.experiment import run_fold, supported_modalities
     from train.pairing import ModalityDropout
     from train.protocol import Fold
-    from train.trainer import FeatureBank
+    from train.features import FeatureBank
 
     args = parse_recorded(record["training"]["command"], monkeypatch)
     texts = []

@@ -11,8 +11,9 @@ import torch
 from conftest import shared_corpus
 from ser_demo.model import ModelConfig
 from train.audio_corpora import load_ravdess
+from train.features import FeatureBank
 from train.pairing import natural_pairs
-from train.trainer import FeatureBank, TrainSettings, fit, predict_labels
+from train.trainer import TrainSettings, fit, predict_labels
 
 
 def handful(fake_corpora_factory):

@@ -439,7 +439,7 @@ def speech_copy(speech_file: Path, path: Path, sample_rate: int = 16000) -> Path
 
 
 def test_transcripts_are_cached_per_audio_content_and_model(speech_file, tmp_path):
-    from train.trainer import load_clip
+    from train.features import load_clip
 
     a = speech_copy(speech_file, tmp_path / "a.wav")
     b = speech_copy(speech_file, tmp_path / "b.wav", sample_rate=8000)  # resampled to 16 kHz
@@ -475,7 +475,7 @@ def test_transcripts_are_cached_per_audio_content_and_model(speech_file, tmp_pat
 def test_whisper_hears_the_trimmed_clip_the_app_hears(speech_file, tmp_path):
     """The ASR setting transcribes what the app's Whisper gets: trimmed, peak-normalised 16 kHz."""
     from ser_demo.ingest import load_audio
-    from train.trainer import INGEST
+    from train.features import INGEST
 
     clip = speech_copy(speech_file, tmp_path / "padded.wav")
     asr = FakeTranscriber()
@@ -694,8 +694,8 @@ def test_real_isear_counts_and_splits(shared_data):
 @pytest.mark.shared_data("ravdess")
 def test_real_clip_reaches_the_recogniser_trimmed(shared_data, tmp_path):
     """A real RAVDESS clip (silence around the words): the recogniser gets it trimmed, exactly as
-    trainer.load_clip reads it for the MFCCs and as the app's Whisper hears it."""
-    from train.trainer import load_clip
+    features.load_clip reads it for the MFCCs and as the app's Whisper hears it."""
+    from train.features import load_clip
 
     clip = shared_data / "ravdess" / "Actor_01" / "03-01-01-01-01-01-01.flac"
     asr = FakeTranscriber()

@@ -18,8 +18,9 @@ from ser_demo.audio import Normalizer
 from ser_demo.model import MSCNN_SPU_ATT, ModelConfig
 from train.audio_corpora import load_ravdess
 from train.datasets import load_goemotions
+from train.features import FeatureBank, load_clip
 from train.pairing import LabelMatchedPairing, ModalityDropout
-from train.trainer import FeatureBank, TrainSettings, fit, load_clip, make_batch
+from train.trainer import TrainSettings, fit, make_batch
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(audio_kernel_sizes=(3, 5), text_kernel_sizes=(1, 2), n_filters=16, n_hidden=16)

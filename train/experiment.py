@@ -1,7 +1,7 @@
 """Experiments: cross-validation under a protocol, the Table 2 ablations, the final checkpoint.
 
-Data flow (speechbrain-style: preparation in datasets.py, pairing in pairing.py, training in
-trainer.py, metrics in protocol.py; this file only wires them together):
+Data flow (speechbrain-style: preparation in datasets.py, pairing in pairing.py, features in
+features.py, training in trainer.py, metrics in protocol.py; this file only wires them together):
 
     corpora --load--> utterances (+ text corpus) --folds--> train / dev / test utterances
       --pair (own transcripts, or label-matched texts of the matching split)--> BimodalSamples
@@ -18,10 +18,11 @@ from typing import Callable, Optional, Sequence
 
 from ser_demo.model import ModelConfig
 from train.datasets import TextSample, Utterance, load_corpus
+from train.features import FeatureBank
 from train.text_corpora import TEXT_SPLITS, load_text_corpus
 from train.pairing import BimodalSample, LabelMatchedPairing, ModalityDropout, natural_pairs, text_samples
 from train.protocol import Fold, FoldResult, evaluate, make_folds, summarize
-from train.trainer import FeatureBank, TrainSettings, fit, predict_labels
+from train.trainer import TrainSettings, fit, predict_labels
 
 MODALITY_DROPS = {"both": (False, False), "audio": (True, False), "text": (False, True)}  # (drop text, drop audio)
 # What each test setting means. Test clips are always paired with their *own* words (the

@@ -179,7 +179,7 @@ def run(recognizer: EmotionRecognizer, utterances: Sequence, read_audio: Callabl
 
 def command(args) -> int:
     from train.datasets import load_corpus
-    from train.trainer import load_clip
+    from train.features import load_clip
     from train.transcripts import transcripts_for, with_transcripts
 
     if args.permutations < 1:

@@ -135,7 +135,8 @@ def audio_corpus_set(
 
 def score(model, evaluation: EvaluationSet, cache_dir: Path) -> FoldResult:
     """Predict every sample and measure WA, UA, recalls and the confusion matrix."""
-    from train.trainer import FeatureBank, predict_labels
+    from train.features import FeatureBank
+    from train.trainer import predict_labels
 
     if not evaluation.samples:
         raise ValueError(f"nothing to score in {evaluation.data}")

@@ -37,12 +37,12 @@ def transcripts_for(
     """ASR transcripts, one per utterance, computed once per (audio content, recogniser, ingestion).
 
     ``transcriber.transcribe(audio)`` gets the clip as the app's Whisper hears it (16 kHz mono
-    float32, silent edges trimmed, peak-normalised: :func:`train.trainer.load_clip`) and returns an
+    float32, silent edges trimmed, peak-normalised: :func:`train.features.load_clip`) and returns an
     object with ``.text`` (or a plain string); a clip with no speech in it gets "". Results are
     appended to ``cache_dir/transcripts.jsonl`` as soon as each is known, so an interrupted run
     resumes where it stopped. Utterances without audio keep their own transcript ("" if none).
     """
-    from train.trainer import INGEST, load_clip  # torch comes with it: import only when transcribing
+    from train.features import INGEST, load_clip  # torch comes with it: import only when transcribing
 
     cache_file = Path(cache_dir) / "transcripts.jsonl"
     cache_file.parent.mkdir(parents=True, exist_ok=True)

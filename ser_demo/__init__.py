@@ -6,9 +6,9 @@
     prediction.label, prediction.probabilities
 
 Modules, one concern each: audio (MFCC features), ingest (any recording -> 16 kHz mono),
-asr (Whisper), text (GloVe), model (the network), speaker (x-vectors), recognizer (the pipeline),
-utterance (what passes through it), analysis (the staged pipeline the app runs), explain,
-plotting, charts and summaries (what the app draws and says).
+asr (Whisper), text (GloVe), model (the network), inputs (its padded batches), speaker (x-vectors),
+recognizer (the pipeline), utterance (what passes through it), analysis (the staged pipeline the
+app runs), explain, plotting, charts and summaries (what the app draws and says).
 """
 
 from __future__ import annotations

@@ -11,9 +11,9 @@ second; `ser_demo.encoder`), or both. Each front-end has its own multi-scale CNN
 statistics are concatenated per statistic, so every context vector e_j sees all of them. With
 ("mfcc",) the model is exactly the paper's.
 
-Every batch carries lengths; padded frames and tokens never enter a statistic, a convolution
-output at a real position, or an attention weight, so an utterance scores the same alone and in
-a padded batch.
+Every batch carries lengths (`ser_demo.inputs` pads it); padded frames and tokens never enter a
+statistic, a convolution output at a real position, or an attention weight, so an utterance
+scores the same alone and in a padded batch.
 
 One choice the paper leaves open: e_j (the audio statistics, 128*Ka wide) and h_k (128*Kt wide)
 need equal widths for e^T h_k. We map each context vector with its own learned matrix W_j,
@@ -141,45 +141,6 @@ class ModelConfig:
 def lengths_to_mask(lengths: Tensor, max_len: int) -> Tensor:
     """(B,) lengths -> (B, T) boolean mask, True on real positions."""
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
-
-
-def pad_frames(matrices: list, n_features: int) -> tuple[Tensor, Tensor]:
-    """(C, T_i) arrays (None = absent) -> zero-padded (B, C, max T) and (B,) lengths."""
-    lengths = [0 if m is None else m.shape[1] for m in matrices]
-    padded = torch.zeros(len(matrices), n_features, max(max(lengths), 1))
-    for i, m in enumerate(matrices):
-        if lengths[i]:
-            padded[i, :, : lengths[i]] = torch.as_tensor(m)
-    return padded, torch.tensor(lengths)
-
-
-def collate(config: ModelConfig, mfccs: list, words: list, speakers: Optional[list] = None,
-            encoder_states: Optional[list] = None) -> dict[str, Tensor]:
-    """Pad one batch of utterances into model inputs. mfccs: normalised (96, T) arrays, words:
-    (Tw, D) arrays, speakers: (n_speaker_features,) arrays, encoder_states: normalised (384, Te)
-    arrays; None (or length 0) = modality absent, which becomes length 0 (and a zero speaker
-    vector). Front-ends the config does not use are ignored. Shared by training and inference."""
-    batch: dict[str, Tensor] = {}
-    n = len(mfccs)
-    if config.use_audio:
-        if "mfcc" in config.audio_frontends:
-            batch["mfcc"], batch["audio_lengths"] = pad_frames(mfccs, config.n_audio_features)
-        if "whisper" in config.audio_frontends:
-            batch["encoder_states"], batch["encoder_lengths"] = pad_frames(
-                encoder_states or [None] * n, config.n_encoder_features)
-        if config.use_speaker:
-            batch["speaker"] = torch.stack([
-                torch.zeros(config.n_speaker_features) if e is None else torch.as_tensor(e, dtype=torch.float32)
-                for e in (speakers or [None] * n)
-            ])
-    if config.use_text:
-        lengths = [0 if w is None else len(w) for w in words]
-        padded = torch.zeros(len(words), max(max(lengths), 1), config.n_word_features)
-        for i, w in enumerate(words):
-            if lengths[i]:
-                padded[i, : lengths[i]] = torch.as_tensor(w)
-        batch["words"], batch["word_lengths"] = padded, torch.tensor(lengths)
-    return batch
 
 
 class MSCNN(nn.Module):

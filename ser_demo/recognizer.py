@@ -23,7 +23,8 @@ import torch
 from .audio import FeatureParams, Normalizer, mfcc_features
 from .devices import resolve_device, to_device
 from .encoder import WhisperEncoder
-from .model import MSCNN_SPU_ATT, ModelConfig, ModelOutput, collate
+from .inputs import collate
+from .model import MSCNN_SPU_ATT, ModelConfig, ModelOutput
 from .text import Tokens, load_word_vectors
 from .utterance import (MAX_TRANSCRIPT_CHARACTERS, MAX_TRANSCRIPT_WORDS, AudioFeatures, Heard, ModelInputs,
                         Prediction, PredictionError, check_transcript_length, unknown_words_note)

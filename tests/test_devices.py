@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from ser_demo import devices
-from ser_demo.model import MSCNN_SPU_ATT, ModelConfig, collate
+from ser_demo.inputs import collate
+from ser_demo.model import MSCNN_SPU_ATT, ModelConfig
 
 TINY = dict(audio_kernel_sizes=(3, 5), text_kernel_sizes=(1, 2), n_filters=8, n_hidden=8)
 

@@ -13,7 +13,8 @@ from ser_demo.asr import load_transcriber
 from ser_demo.encoder import EncoderMismatchError, WhisperEncoder, num_states
 from ser_demo.explain import audio_frames, gradient_x_input, occlusion_relevance
 from ser_demo.ingest import load_audio
-from ser_demo.model import MSCNN_SPU_ATT, ModelConfig, collate
+from ser_demo.inputs import collate
+from ser_demo.model import MSCNN_SPU_ATT, ModelConfig
 from ser_demo.recognizer import EmotionRecognizer
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -251,7 +251,7 @@ def test_windows_span_every_audio_front_end_as_occlusion_does():
     """With MFCCs and Whisper encoder states (two frames per state), hiding the top window is
     the occlusion variant of that window, and cutting it out shortens both streams."""
     from ser_demo.explain import occlusion_relevance
-    from ser_demo.model import collate
+    from ser_demo.inputs import collate
 
     torch.manual_seed(2)
     config = ModelConfig(audio_frontends=("mfcc", "whisper"), use_text=False)

@@ -10,7 +10,8 @@ import torch
 from ser_demo import deletion_curves as D
 from ser_demo.explain import occlusion_relevance, occlusion_windows
 from ser_demo.hidden_audio import audio_frames, hidden_audio_statistics, hidden_streams
-from ser_demo.model import MSCNN_SPU_ATT, ModelConfig, collate
+from ser_demo.inputs import collate
+from ser_demo.model import MSCNN_SPU_ATT, ModelConfig
 
 
 def model_and_batch(frontends=("mfcc", "whisper"), frames=151, **config):

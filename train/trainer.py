@@ -28,7 +28,8 @@ from safetensors.torch import load_file, save_file
 
 from ser_demo.audio import Normalizer
 from ser_demo.devices import autocast, init_distributed, to_device
-from ser_demo.model import MSCNN_SPU_ATT, ModelConfig, collate
+from ser_demo.inputs import collate
+from ser_demo.model import MSCNN_SPU_ATT, ModelConfig
 from train.augment import Variant, variants_of
 from train.features import FeatureBank
 from train.pairing import CONSISTENCY_TRAINS, BimodalSample

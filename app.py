@@ -35,7 +35,6 @@ import html
 import json
 import logging
 import os
-import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ import gradio as gr
 
 from ser_demo.asr import RecentWords
 from ser_demo.explain import RELEVANCE_METHODS
+from ser_demo.memory import limit_malloc_arenas, release_memory, rss_mb
 from ser_demo.recognizer import MODALITIES, EmotionRecognizer, default_checkpoint
 from ser_demo.summaries import (faithfulness_markdown, notes_markdown, prediction_summary_html, timings_markdown,
                               uniform_markdown)
@@ -111,47 +111,6 @@ def checkpoint_sources() -> dict[str, str]:
         label = label.strip() or (Path(source).name if Path(source).is_dir() else source)
         sources.setdefault(label, source)
     return sources
-
-
-def rss_mb() -> float:
-    """Resident memory of this process now (MB), from /proc; peak RSS where /proc is missing."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _glibc():
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") else None
-    except OSError:  # not glibc (macOS, musl): nothing to tune
-        return None
-
-
-_LIBC = _glibc()
-M_ARENA_MAX = -8  # mallopt parameter, from glibc's malloc.h
-
-
-def limit_malloc_arenas(arenas: int = 2) -> None:
-    """glibc gives each new thread that allocates its own malloc arena (up to 8 per core), each
-    keeping the memory its requests freed; Gradio runs requests on a pool of up to 40 threads, so
-    resident memory climbed request after request as more threads took a turn. A few arenas
-    serve CONCURRENCY requests at a time just as well. Must run before the worker threads start."""
-    if _LIBC is not None:
-        _LIBC.mallopt(M_ARENA_MAX, max(arenas, 1))
-
-
-def release_memory() -> None:
-    """Hand the memory a request freed back to the system (a request's transient arrays are tens
-    of MB; without this they stay mapped, fragmented, in the process)."""
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
 
 
 @dataclass

@@ -188,40 +188,14 @@ class Service:
 
 
 def run_analysis(service: Service, audio, transcript, modality, checkpoint_name, explanations: Optional[bool] = None):
-    """The library pipeline and the figures; returns (analysis, images, timings)."""
-    from ser_demo.analysis import analyze as analyze_utterance
-    from ser_demo.plotting import draw_analysis, draw_deletion_curves, draw_heat_maps
+    """The library pipeline and the figures, with this page's settings; returns (analysis, images, timings)."""
+    from ser_demo.plotting import analyze_and_draw
 
-    start = time.perf_counter()
-    recognizer = service.recognizers[checkpoint_name]
-    explanations = EXPLANATIONS if explanations is None else explanations
-    drawn = {}
-
-    def draw_while_whisper_transcribes(heard):  # the heat maps need no words; the relevance row does
-        sound = heard.features
-        drawn["heat_maps"] = draw_heat_maps(
-            sound.mfcc, recognizer.feature_params.hop_length / recognizer.feature_params.sample_rate,
-            None if sound.encoded is None else sound.encoded.states, relevance=explanations and RELEVANCE != "none")
-
-    images, plotting = {}, {}
-
-    def draw_while_curves_are_measured(analysis):
-        t = time.perf_counter()
-        images.update(draw_analysis(analysis, drawn.get("heat_maps")))
-        plotting["seconds"] = time.perf_counter() - t
-
-    analysis = analyze_utterance(
-        recognizer, audio, transcript, modality, transcriber=service.transcriber,
+    return analyze_and_draw(
+        service.recognizers[checkpoint_name], audio, transcript, modality, transcriber=service.transcriber,
         asr_unavailable=service.asr_error, max_seconds=MAX_SECONDS, relevance=RELEVANCE,
-        explanations=explanations, word_memory=service.words, alongside=draw_while_whisper_transcribes,
-        while_measuring=draw_while_curves_are_measured,
+        explanations=EXPLANATIONS if explanations is None else explanations, word_memory=service.words,
     )
-    t = time.perf_counter()
-    images |= draw_deletion_curves(analysis)
-    timings = dict(analysis.timings)
-    timings["plots"] = plotting["seconds"] + time.perf_counter() - t
-    timings["total"] = time.perf_counter() - start
-    return analysis, images, timings
 
 
 def make_analyze(service: Service, explanations: Optional[bool] = None):

@@ -10,12 +10,14 @@ text, and most of the text is the heat maps': `draw_heat_maps` draws them before
 known (while Whisper transcribes), and `finish_mfcc` then draws only the relevance row over them.
 
 What is a table or a bar chart in spirit is HTML, drawn by the browser, crisp at any zoom and free
-on the server (`charts`); `draw_analysis` gathers the figure and those views of one analysis.
+on the server (`charts`); `draw_analysis` gathers the figure and those views of one analysis, and
+`analyze_and_draw` runs an analysis with them drawn while it works.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -329,3 +331,37 @@ def draw_deletion_curves(analysis) -> dict:
         return {}
     curves = {"word_curves": faithful.words, "window_curves": faithful.windows}
     return {name: deletion_curves_svg(c, label) for name, c in curves.items() if c is not None}
+
+
+def analyze_and_draw(recognizer, audio, transcript, modality, *, relevance: str = "occlusion",
+                     explanations: bool = True, **options) -> tuple:
+    """`analysis.analyze` (`options` go to it) with the pictures drawn while it works: the heat maps
+    while Whisper transcribes, the rest while the deletion curves are measured, then the curves.
+    Returns (analysis, images, timings), with the plots' time and the total in the timings."""
+    from .analysis import analyze
+
+    start = time.perf_counter()
+    drawn = {}
+
+    def draw_while_whisper_transcribes(heard):  # the heat maps need no words; the relevance row does
+        sound = heard.features
+        drawn["heat_maps"] = draw_heat_maps(
+            sound.mfcc, recognizer.feature_params.hop_length / recognizer.feature_params.sample_rate,
+            None if sound.encoded is None else sound.encoded.states, relevance=explanations and relevance != "none")
+
+    images, drawing = {}, {}
+
+    def draw_while_curves_are_measured(analysis):
+        t = time.perf_counter()
+        images.update(draw_analysis(analysis, drawn.get("heat_maps")))
+        drawing["seconds"] = time.perf_counter() - t
+
+    analysis = analyze(recognizer, audio, transcript, modality, relevance=relevance, explanations=explanations,
+                       alongside=draw_while_whisper_transcribes, while_measuring=draw_while_curves_are_measured,
+                       **options)
+    t = time.perf_counter()
+    images |= draw_deletion_curves(analysis)
+    timings = dict(analysis.timings)
+    timings["plots"] = drawing["seconds"] + time.perf_counter() - t
+    timings["total"] = time.perf_counter() - start
+    return analysis, images, timings

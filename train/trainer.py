@@ -1,12 +1,13 @@
 """The training loop of section 4.1: Adam (lr 5e-4), gradient-norm clipping at 1, dropout 0.3,
 batch 64, cross-entropy, model selection on the dev fold.
 
-Composes `ser_demo` (features, word vectors, the model) with the data pieces of `train/`; it adds
-no model code. Runs on the CPU or a GPU (`TrainSettings.device`, see `ser_demo.devices`; bfloat16
-autocast on GPUs that have it), on one process or on several under `torchrun`
-(DistributedDataParallel over NCCL when every rank has a GPU, else gloo; one machine or several):
-every rank draws the same epoch, takes its share of the batches, and DDP averages the gradients,
-so N processes train the same model as one with N times the batches.
+Composes `ser_demo` (the model and its batched inputs) with the data pieces of `train/` (the
+feature bank of `features.py`, the pairs); it adds no model code. Runs on the CPU or a GPU
+(`TrainSettings.device`, see `ser_demo.devices`; bfloat16 autocast on GPUs that have it), on one
+process or on several under `torchrun` (DistributedDataParallel over NCCL when every rank has a
+GPU, else gloo; one machine or several): every rank draws the same epoch, takes its share of the
+batches, and DDP averages the gradients, so N processes train the same model as one with N times
+the batches.
 """
 
 from __future__ import annotations

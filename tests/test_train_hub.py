@@ -35,6 +35,7 @@ def test_model_card_front_matter_is_valid_hub_metadata(tmp_path):
         protocol="Speakers split into 6 disjoint groups; 3 seeds.",
         repo_id="someone/mscnn-spu-att-ravdess",
         pairing="Audio clips paired with GoEmotions texts of the same label, re-drawn each epoch.",
+        command="python -m train fit --audio ravdess=data/ravdess --consistency 3 --consistency-trains words",
     )
     metadata = metadata_load(card_path)
     assert metadata["pipeline_tag"] == "audio-classification"
@@ -64,6 +65,8 @@ def test_model_card_front_matter_is_valid_hub_metadata(tmp_path):
     assert "acted speech" in body.lower()
     assert "Speakers split into 6 disjoint groups" in body
     assert "re-drawn each epoch" in body
+    procedure = body.split("## Training procedure", 1)[1].split("\n## ", 1)[0]  # the recipe, rerunnable
+    assert "```bash\npython -m train fit --audio ravdess=data/ravdess --consistency 3 --consistency-trains words\n```" in procedure
     assert 'load_recognizer("someone/mscnn-spu-att-ravdess")' in body
 
 

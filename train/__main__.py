@@ -203,7 +203,8 @@ def write_card(out: Path, config, results_file, protocol_note: str, repo_id=None
             table = baselines if row["model"].startswith("logistic regression") else results
             table[f"{row['model']}: {row['setting']} ({row['protocol']})"] = row
     return write_model_card(out, results, training["training_data"], protocol_note, repo_id=repo_id,
-                            pairing=training["pairing"], description=describe_model(config), baselines=baselines)
+                            pairing=training["pairing"], description=describe_model(config), baselines=baselines,
+                            command=training.get("command"))
 
 
 def command_card(args) -> int:

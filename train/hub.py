@@ -115,6 +115,7 @@ def write_model_card(
     tags: Sequence[str] = DEFAULT_TAGS,
     languages: Sequence[str] = ("en",),
     baselines: Mapping[str, Summary | Mapping[str, Any]] | None = None,
+    command: str | None = None,
 ) -> Path:
     """Write ``folder/README.md``; returns its path.
 
@@ -124,6 +125,7 @@ def write_model_card(
     pairing: how audio and text were paired in training (see train/pairing.py), if not natural.
     baselines: simple baselines measured on the same folds, shown beside the results (not in
     the model-index, which describes this model only).
+    command: the command that trained it (training.json), shown so the recipe can be rerun.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -133,7 +135,8 @@ def write_model_card(
         results, training_data, model_id=model_id, license=license, tags=tags, languages=languages
     )
     front_matter = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True)
-    body = _card_body(results, training_data, protocol, repo_id, license, description, pairing, baselines or {})
+    body = _card_body(results, training_data, protocol, repo_id, license, description, pairing, baselines or {},
+                      command)
     card_path = folder / "README.md"
     card_path.write_text(f"---\n{front_matter}---\n\n{body}", encoding="utf-8")
     return card_path
@@ -150,7 +153,8 @@ def _result_rows(results) -> list[str]:
     return rows
 
 
-def _card_body(results, training_data, protocol, repo_id, license, description, pairing, baselines) -> str:
+def _card_body(results, training_data, protocol, repo_id, license, description, pairing, baselines,
+               command=None) -> str:
     non_commercial = [d for d in training_data if NON_COMMERCIAL.search(d["licence"])]
     data_rows = "\n".join(f"| {d['name']} | {d['licence']} | {d.get('url', '')} |" for d in training_data)
     result_rows = _result_rows(results)
@@ -175,6 +179,9 @@ def _card_body(results, training_data, protocol, repo_id, license, description, 
         if pairing
         else ""
     )
+    # The recipe in full (augmentation, regularisers, the words-consistency term...): every option
+    # that made these weights, as the trainer recorded it.
+    command_note = f"\n## Training procedure\n\n```bash\n{command}\n```\n" if command else ""
     load_id = repo_id or "path/to/this/folder"
     return f"""# {MODEL_NAME} speech emotion recognition
 
@@ -189,7 +196,7 @@ def _card_body(results, training_data, protocol, repo_id, license, description, 
 {data_rows}
 
 {licence_note}
-
+{command_note}
 ## Evaluation protocol
 
 {protocol}

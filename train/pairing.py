@@ -50,6 +50,7 @@ class BimodalSample:
 # layers after the fusion; or only what the answer from the audio alone does not depend on.
 CONSISTENCY_TRAINS = ("all", "fusion", "words")
 
+
 def _epoch_rng(purpose: str, seed: int, epoch: int) -> random.Random:
     # String seeds are hashed with SHA-512 by `random`, stable across runs and PYTHONHASHSEED.
     return random.Random(f"{purpose}:{seed}:{epoch}")

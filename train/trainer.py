@@ -353,7 +353,7 @@ def _words_side_only(model: MSCNN_SPU_ATT, voice: dict) -> dict[str, torch.Tenso
     for name, p in model.named_parameters():
         if name == f"classifier.{first}.weight":
             p = torch.cat([p[:, :n_voice].detach(), p[:, n_voice:]], dim=1)
-        elif name.startswith("classifier.") or not name.startswith(("text_cnn.", "attention.")):
+        elif not name.startswith(("text_cnn.", "attention.")):  # the audio branch and the classifier
             p = p.detach()
         weights[name] = p
     return weights

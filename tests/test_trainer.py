@@ -191,11 +191,15 @@ def test_asr_setting_transcribes_each_clip_once(fake_corpora, tmp_path):
                               transcripts="asr", asr_backend=None, asr_model=None, cache=str(tmp_path))
     data = data_of(args)
     heard = [u.transcript.lower() for u in data.utterances]
-    assert len(heard) == 24 and sum("door" in t for t in heard) >= 20
+    # Whisper hears "door" in 19-22 of these 24 espeak clips, varying from run to run: on the
+    # extreme prosody styles its greedy text fails the fallback checks and it samples at a higher
+    # temperature, from a CTranslate2 generator seeded once per thread. Two thirds is the margin.
+    assert len(heard) == 24 and sum("door" in t for t in heard) >= 16
     assert any("ASR" in line for line in data.reports)
     cache = tmp_path / "transcripts" / "transcripts.jsonl"
     lines = cache.read_text().splitlines()
     assert len(lines) == 24
+    assert sorted(json.loads(line)["text"] for line in lines) == sorted(u.transcript for u in data.utterances)
     again = data_of(args)
     assert [u.transcript for u in again.utterances] == [u.transcript for u in data.utterances]
     assert cache.read_text().splitlines() == lines  # nothing transcribed twice

@@ -12,6 +12,7 @@ import pytest
 
 from train.datasets import Utterance
 from train.protocol import (
+    CROSS_CORPUS_PROTOCOL,
     LOSO_PROTOCOL,
     PAPER_PROTOCOL,
     FoldResult,
@@ -19,6 +20,7 @@ from train.protocol import (
     check_disjoint,
     confusion_matrix,
     evaluate,
+    leave_one_corpus_out,
     leave_one_session_out,
     make_folds,
     paper_cross_validation,
@@ -107,6 +109,28 @@ def test_speaker_groups_spread_each_corpus_so_every_fold_trains_on_it():
             assert 4 <= sum(speakers[i].startswith("ravdess") for i in fold.test) <= 5
         group_sizes = [len(f.test_group.split(",")) for f in folds]
         assert max(group_sizes) - min(group_sizes) <= 1
+
+
+def test_leave_one_corpus_out_never_trains_on_the_test_corpus():
+    speakers = [f"ravdess_{a:02d}" for a in range(1, 19)] + ["savee_DC", "savee_JE", "savee_JK", "savee_KL", "tess_OAF", "tess_YAF"]
+    corpora = [s.split("_")[0] for s in speakers]
+    folds = leave_one_corpus_out(corpora, speakers, n_speaker_groups=5, seeds=(0, 1))
+    assert len(folds) == 6 and {f.protocol for f in folds} == {CROSS_CORPUS_PROTOCOL}
+    assert [f.test_group for f in folds] == ["ravdess", "savee", "tess"] * 2
+    for fold in folds:
+        check_disjoint(fold, speakers)
+        assert {corpora[i] for i in fold.test} == {fold.test_group}
+        assert fold.test_group not in {corpora[i] for i in fold.train + fold.dev}
+        assert len(fold.train) + len(fold.dev) + len(fold.test) == len(speakers)
+        assert fold.dev and fold.train
+    tess_out = folds[2]  # 22 speakers left: the dev group is a fifth of them, both corpora in it
+    assert len(tess_out.dev) in (4, 5) and {corpora[i] for i in tess_out.dev} == {"ravdess", "savee"}
+    assert folds[2].dev != folds[5].dev  # each seed draws its own dev speakers
+    by_name = make_folds([Utterance(Path("x.wav"), None, "sad", s, c, s) for s, c in zip(speakers, corpora)],
+                         "cross-corpus", seeds=(0,))
+    assert [f.test for f in by_name] == [f.test for f in folds[:3]]
+    with pytest.raises(ValueError, match="at least 2 corpora"):
+        leave_one_corpus_out(["ravdess"] * 3, ["a", "b", "c"])
 
 
 def test_check_disjoint_catches_leaks():

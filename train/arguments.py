@@ -96,10 +96,11 @@ def _device_name(value: str) -> str:
 
 
 def protocol_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--protocol", choices=("paper", "speaker-independent"), default="speaker-independent")
+    p.add_argument("--protocol", choices=("paper", "speaker-independent", "cross-corpus"), default="speaker-independent",
+                   help="cross-corpus: test on each corpus in turn, never trained on (leave-one-corpus-out)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--folds", type=int, default=10, help="paper protocol: number of folds")
-    p.add_argument("--groups", type=int, default=5, help="speaker-independent: number of speaker groups")
+    p.add_argument("--groups", type=int, default=5, help="speaker-independent: number of speaker groups (cross-corpus: the dev set is one such group of the other corpora)")
     p.add_argument("--max-folds", type=int, default=None, help="stop after this many folds (quick runs)")
     p.add_argument("--baselines", nargs="*", default=None, metavar="NAME",
                    help="also score logistic-regression baselines on the same folds (no NAME: all of "

@@ -12,6 +12,10 @@ it, so that no number is ever reported without saying how it was measured.
 * ``speaker-independent-<k>group``: the speakers are shuffled (seeded) into k disjoint groups,
   corpus by corpus so that each corpus is spread over the groups; group i is the test set,
   group (i + 1) mod k the dev set, the rest train.
+* ``leave-one-corpus-out`` (cross-corpus): every clip of one corpus is the test set; one speaker
+  group of the other corpora is the dev set, the rest train. A new corpus brings new voices, a new
+  room and microphone and new sentences at once, as a user's recording does; speaker-independent
+  CV still trains on the test corpus's other speakers.
 
 Metrics. Weighted accuracy (WA) is the overall accuracy. Unweighted accuracy (UA) is the mean of
 the per-class *recalls* (never precision); a class absent from the truth has no recall and is left
@@ -31,6 +35,7 @@ from train.datasets import LABELS, Utterance
 
 PAPER_PROTOCOL = "paper-10fold-cv"
 LOSO_PROTOCOL = "leave-one-session-out"
+CROSS_CORPUS_PROTOCOL = "leave-one-corpus-out"
 PAPER_N_FOLDS = 10
 PAPER_SEEDS = (0, 1, 2)  # "every experiment repeated 3 times"
 
@@ -170,6 +175,28 @@ def speaker_independent_folds(
     return folds
 
 
+def leave_one_corpus_out(
+    corpora: Sequence[str], speakers: Sequence[str], *, n_speaker_groups: int = 5, seeds: Sequence[int] = PAPER_SEEDS,
+) -> list[Fold]:
+    """Cross-corpus folds: fold i tests on every clip of the i-th corpus (sorted by name). The
+    other corpora's speakers are grouped as in `speaker_groups` (seeded, corpus by corpus); the
+    first group is the dev set and the rest train, so no speaker is in two sets."""
+    names = sorted(set(corpora))
+    if len(names) < 2:
+        raise ValueError(f"leave-one-corpus-out needs at least 2 corpora, got {names}")
+    corpus_of = dict(zip(speakers, corpora))
+    folds = []
+    for seed in seeds:
+        for i, held_out in enumerate(names):
+            others = [s for s, c in zip(speakers, corpora) if c != held_out]
+            dev_speakers = set(speaker_groups(others, n_speaker_groups, seed, corpus_of)[0])
+            train, dev, test = [], [], []
+            for item, (speaker, corpus) in enumerate(zip(speakers, corpora)):
+                (test if corpus == held_out else dev if speaker in dev_speakers else train).append(item)
+            folds.append(Fold(CROSS_CORPUS_PROTOCOL, i, seed, tuple(train), tuple(dev), tuple(test), held_out))
+    return folds
+
+
 def make_folds(
     utterances: Sequence[Utterance],
     protocol: str,
@@ -178,11 +205,14 @@ def make_folds(
     n_folds: int = PAPER_N_FOLDS,
     n_speaker_groups: int = 5,
 ) -> list[Fold]:
-    """Folds of a protocol by name: "paper" (10-fold CV) or "speaker-independent".
+    """Folds of a protocol by name: "paper" (10-fold CV), "speaker-independent" or "cross-corpus".
 
     Speaker-independent uses leave-one-session-out when every utterance has a session (IEMOCAP),
     and disjoint speaker groups otherwise.
     """
+    if protocol in ("cross-corpus", CROSS_CORPUS_PROTOCOL):
+        return leave_one_corpus_out([u.corpus for u in utterances], [u.speaker for u in utterances],
+                                    n_speaker_groups=n_speaker_groups, seeds=seeds)
     if protocol in ("paper", PAPER_PROTOCOL):
         return paper_cross_validation([u.label for u in utterances], n_folds=n_folds, seeds=seeds)
     if protocol in ("speaker-independent", LOSO_PROTOCOL):
@@ -193,7 +223,7 @@ def make_folds(
             raise ValueError("leave-one-session-out needs a session on every utterance")
         return speaker_independent_folds([u.speaker for u in utterances], n_groups=n_speaker_groups, seeds=seeds,
                                          corpora=[u.corpus for u in utterances])
-    raise KeyError(f"unknown protocol {protocol!r}; use 'paper' or 'speaker-independent'")
+    raise KeyError(f"unknown protocol {protocol!r}; use 'paper', 'speaker-independent' or 'cross-corpus'")
 
 
 def check_disjoint(fold: Fold, speakers: Sequence[str] | None = None) -> None:

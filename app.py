@@ -35,17 +35,15 @@ import html
 import json
 import logging
 import os
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import gradio as gr
 
-from ser_demo.asr import RecentWords
 from ser_demo.explain import RELEVANCE_METHODS
-from ser_demo.memory import limit_malloc_arenas, release_memory, rss_mb
-from ser_demo.recognizer import MODALITIES, EmotionRecognizer, default_checkpoint
+from ser_demo.memory import limit_malloc_arenas, release_memory
+from ser_demo.recognizer import MODALITIES
+from ser_demo.service import Service
 from ser_demo.summaries import (faithfulness_markdown, notes_markdown, prediction_summary_html, timings_markdown,
                               uniform_markdown)
 from ser_demo.utterance import MAX_TRANSCRIPT_CHARACTERS, MAX_TRANSCRIPT_WORDS, PredictionError
@@ -87,7 +85,6 @@ try:  # checked now: a misspelt device would otherwise fail at the first model l
     DEVICE = parse_device(None)
 except ValueError as _err:
     raise SystemExit(str(_err)) from None
-CHECKPOINTS_ENV = "SER_APP_CHECKPOINTS"
 MODALITY_CHOICES = [("audio + text", "both"), ("audio only", "audio"), ("text only", "text")]
 STEP_TAB = "step-by-step"
 GENERIC_ERROR = "Something went wrong while analysing this recording. Please try again, or try another clip."
@@ -96,92 +93,21 @@ GENERIC_ERROR = "Something went wrong while analysing this recording. Please try
 # --- start-up: everything loads once ---------------------------------------------------------
 
 
-def checkpoint_sources() -> dict[str, str]:
-    """label -> local folder or Hub repo id: the default checkpoint first, then SER_APP_CHECKPOINTS."""
-    sources: dict[str, str] = {}
-    default = default_checkpoint()
-    if default:
-        sources[Path(default).name if Path(default).is_dir() else default] = default
-    for entry in os.environ.get(CHECKPOINTS_ENV, "").split(","):
-        entry = entry.strip()
-        if not entry:
-            continue
-        label, _, source = entry.rpartition("=") if "=" in entry else ("", "", entry)
-        source = source.strip()
-        label = label.strip() or (Path(source).name if Path(source).is_dir() else source)
-        sources.setdefault(label, source)
-    return sources
+def load_service(sources: Optional[dict[str, str]] = None, asr: Optional[bool] = None, warm_up: bool = True) -> Service:
+    """The checkpoints and Whisper with this page's settings (`ser_demo.service`)."""
+    return Service.load(sources, asr, max_transcript_words=MAX_WORDS, max_transcript_characters=MAX_CHARACTERS,
+                        warm_up=warm_up_on_an_example if warm_up else None)
 
 
-@dataclass
-class Service:
-    recognizers: dict[str, EmotionRecognizer]
-    transcriber: object = None
-    asr_error: Optional[str] = None
-    startup: dict = field(default_factory=dict)
-    # Whisper's word times per recording: a re-run with the (edited) transcript keeps them
-    words: RecentWords = field(default_factory=RecentWords)
-
-    @property
-    def default(self) -> str:
-        return next(iter(self.recognizers))
-
-    @classmethod
-    def load(cls, sources: Optional[dict[str, str]] = None, asr: Optional[bool] = None, warm_up: bool = True) -> "Service":
-        start = time.perf_counter()
-        sources = checkpoint_sources() if sources is None else sources
-        if not sources:
-            raise SystemExit(
-                "no checkpoint: the bundled checkpoints/mscnn-spu-att-en-4class is missing; "
-                "set SER_CHECKPOINT to a checkpoint folder or Hub repo id"
-            )
-        recognizers = {}
-        for label, source in sources.items():
-            try:
-                recognizers[label] = recognizer = EmotionRecognizer.from_pretrained(source)
-                recognizer.max_transcript_words, recognizer.max_transcript_characters = MAX_WORDS, MAX_CHARACTERS
-            except Exception as err:  # one bad extra checkpoint must not take the page down
-                if not recognizers and label == next(iter(sources)):
-                    raise
-                log.warning("checkpoint %s (%s) not loaded: %s", label, source, err)
-        loaded_models = time.perf_counter()
-        transcriber, asr_error = None, None
-        if asr is None:
-            asr = os.environ.get("SER_APP_NO_ASR", "") not in ("1", "true", "yes")
-        if asr:
-            from ser_demo.asr import TranscriptionUnavailable, load_transcriber
-
-            try:
-                transcriber = load_transcriber()
-            except TranscriptionUnavailable as err:
-                asr_error = str(err)
-                log.warning("%s; transcripts must be typed", err)
-        else:
-            asr_error = "transcription unavailable: turned off (SER_APP_NO_ASR)"
-        service = cls(recognizers, transcriber, asr_error)
-        loaded = time.perf_counter()
-        if warm_up:  # the first MFCC call compiles librosa's kernels; pay that now, not on a visitor
-            service.warm_up()
-        service.startup = {
-            "load_models_s": round(loaded_models - start, 3),
-            "load_asr_s": round(loaded - loaded_models, 3),
-            "warm_up_s": round(time.perf_counter() - loaded, 3),
-            "total_s": round(time.perf_counter() - start, 3),
-            "rss_mb": round(rss_mb(), 1),
-            "device": str(service.recognizers[service.default].device),
-            "asr_device": getattr(transcriber, "device", None),
-        }
-        log.info("start-up: %s", service.startup)
-        return service
-
-    def warm_up(self) -> None:
-        clips = sorted(EXAMPLES_DIR.glob("*.wav"))
-        if not clips:
-            return
-        try:
-            run_analysis(self, str(clips[0]), "", "both", self.default)
-        except Exception:  # a failed warm-up only costs the first visitor some time
-            log.exception("warm-up failed")
+def warm_up_on_an_example(service: Service) -> None:
+    """The first MFCC call compiles librosa's kernels: pay that at start-up, not on a visitor."""
+    clips = sorted(EXAMPLES_DIR.glob("*.wav"))
+    if not clips:
+        return
+    try:
+        run_analysis(service, str(clips[0]), "", "both", service.default)
+    except Exception:  # a failed warm-up only costs the first visitor some time
+        log.exception("warm-up failed")
 
 
 # --- one request ---------------------------------------------------------------------------
@@ -418,7 +344,7 @@ def mcp_returns_each_output() -> None:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     limit_malloc_arenas(CONCURRENCY + 1)
-    service = Service.load()
+    service = load_service()
     demo = build_demo(service)
     if MCP:
         mcp_returns_each_output()

@@ -86,7 +86,7 @@ def in_process(clip: str, runs: int) -> None:
     start = time.perf_counter()
     import app
 
-    service = app.Service.load()
+    service = app.load_service()
     startup = time.perf_counter() - start
     current, peak = rss_mb(os.getpid())
     print(f"in-process start-up (imports, models, Whisper, warm-up): {startup:.2f} s; "

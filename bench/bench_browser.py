@@ -91,7 +91,7 @@ def serve(checkpoint: str | None):
     import app
 
     start = time.perf_counter()
-    service = app.Service.load()
+    service = app.load_service()
     demo = app.build_demo(service)
     server_times: list[float] = []
     process_api = demo.process_api

@@ -104,7 +104,7 @@ def main() -> None:
     from ser_demo import charts, explain, faithfulness, ingest, plotting, recognizer
 
     load_before = os.getloadavg()
-    service = app.Service.load()
+    service = app.load_service()
     rec = service.recognizers[service.default]
     clock = Clock()
     clock.wrap(ingest, "load_audio", "ingestion")

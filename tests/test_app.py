@@ -425,13 +425,13 @@ def test_a_new_recording_clears_the_transcript_and_enter_analyses(offline_servic
 
 
 def test_checkpoint_sources_from_the_environment(monkeypatch, tmp_path):
-    import app
+    from ser_demo.service import checkpoint_sources
 
     default, other = tmp_path / "default-model", tmp_path / "other-model"
     default.mkdir(), other.mkdir()
     monkeypatch.setenv("SER_CHECKPOINT", str(default))
     monkeypatch.setenv("SER_APP_CHECKPOINTS", f" small={other} , someone/hub-model,,{other}, small=someone/else ")
-    assert app.checkpoint_sources() == {
+    assert checkpoint_sources() == {
         "default-model": str(default),  # the default first, labelled by its folder name
         "small": str(other),  # "label=source"; a repeated label keeps its first source
         "someone/hub-model": "someone/hub-model",  # a Hub id is its own label
@@ -439,7 +439,7 @@ def test_checkpoint_sources_from_the_environment(monkeypatch, tmp_path):
     }
     monkeypatch.setenv("SER_CHECKPOINT", "someone/default")
     monkeypatch.delenv("SER_APP_CHECKPOINTS")
-    assert app.checkpoint_sources() == {"someone/default": "someone/default"}
+    assert checkpoint_sources() == {"someone/default": "someone/default"}
 
 
 def test_a_bad_extra_checkpoint_is_skipped_at_start_up(checkpoint, tmp_path, caplog, monkeypatch):
@@ -449,21 +449,21 @@ def test_a_bad_extra_checkpoint_is_skipped_at_start_up(checkpoint, tmp_path, cap
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text("{}")  # no weights
-    service = app.Service.load({"good": checkpoint, "broken": str(broken)}, warm_up=False)
+    service = app.load_service({"good": checkpoint, "broken": str(broken)}, warm_up=False)
     assert list(service.recognizers) == ["good"] and service.default == "good"
     assert "broken" in caplog.text and str(broken) in caplog.text
     assert service.transcriber is None and "SER_APP_NO_ASR" in service.asr_error
     out = app.make_analyze(service)(str(SPEECH_FILE), "", "both", "good")  # no Whisper: a note, still an answer
     assert out[-1]["tokens"] == [] and "type what was said" in out[-2]
     with pytest.raises(Exception):  # but the default checkpoint itself must load
-        app.Service.load({"broken": str(broken), "good": checkpoint}, asr=False, warm_up=False)
+        app.load_service({"broken": str(broken), "good": checkpoint}, asr=False, warm_up=False)
 
 
 APP_SETTINGS_SCRIPT = """
 import json, sys
 import numpy
 import app
-service = app.Service.load(warm_up=False)
+service = app.load_service(warm_up=False)
 analyze = app.make_analyze(service)
 off = analyze(sys.argv[1], "this is wonderful news", "both", "extra")[-1]
 on = app.make_analyze(service, explanations=True)(sys.argv[1], "this is wonderful news", "both", "extra")

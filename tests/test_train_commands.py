@@ -122,3 +122,25 @@ def test_paper_cv_then_fit_with_its_results_then_evaluate_text_only(corpora_with
     assert "label-matched text from the test split of goemotions" in scores["text"]["protocol"]
     assert "label-carrying" in scores["text"]["protocol"]
     assert "label-matched" not in scores["audio"]["protocol"]
+
+
+def test_no_dev_trains_on_the_dev_speakers_and_keeps_the_last_epoch(fake_corpora, tmp_path):
+    """--no-dev, in cv and in fit: the dev speakers join training, the last epoch is kept, and cv
+    labels its numbers as a different protocol."""
+    data = ["--audio", f"ravdess={fake_corpora['ravdess']}", "--text", str(fake_corpora["goemotions"]),
+            "--cache", str(tmp_path / "cache"), "--no-progress", "--epochs", "2", "--no-dev", *TINY_SET]
+    cv = tmp_path / "cv"
+    result = run_module("train", "cv", *data, "--protocol", "speaker-independent", "--groups", "3", "--seeds", "0",
+                        "--max-folds", "1", "--baselines", "MFCC stats", "--out", str(cv))
+    assert result.returncode == 0, result.stderr[-2000:]
+    log = (cv / "log.txt").read_text()
+    assert "seed0/fold0: train 16, dev 0, test 8" in log  # two of three actors train, none is dev
+    rows = json.loads((cv / "results.json").read_text())["table1"]
+    assert rows and {r["protocol"] for r in rows} == {"speaker-independent-3group, dev trained on"}
+    assert any(r["model"].startswith("logistic regression") for r in rows)  # baselines still choose L2 on dev
+    fit = tmp_path / "fit"
+    result = run_module("train", "fit", *data, "--out", str(fit))
+    assert result.returncode == 0, result.stderr[-2000:]
+    training = json.loads((fit / "training.json").read_text())
+    assert training["dev_speakers"] == [] and len(training["history"]) == 2
+    assert "train 24 utterances, dev 0" in (fit / "log.txt").read_text()

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from train.arguments import (data_arguments, data_of, device_argument, model_arguments, model_config,
-                             protocol_arguments, settings_of, text_corpora_of, training_data_of, with_asr)
+                             no_dev_argument, protocol_arguments, settings_of, text_corpora_of, training_data_of, with_asr)
 
 
 def _logger(out: Path):
@@ -57,6 +57,7 @@ def command_cv(args, rows_for=None) -> int:
             out_dir=out / row_name.replace("/", "_").replace(" ", "_"), log=log,
             baselines=baselines_of(args) if not rows_for or row_name == "MSCNN-SPU-ATT" else (),
             own_words=args.own_words, extra_texts=args.extra_texts, neutral_words=args.neutral_words,
+            train_on_dev=args.no_dev,
         )
         table += result_rows(result["summaries"], row_name, args.transcripts, log)
     if rows_for:
@@ -167,8 +168,9 @@ def command_fit(args) -> int:
     for line in data.reports:
         log(line)
     config = model_config(args)
-    # Model selection still needs unseen speakers: hold out one speaker group as dev.
-    dev_speakers = set(speaker_groups([u.speaker for u in data.utterances], args.groups, seed=0)[0])
+    # Model selection needs unseen speakers: hold out one speaker group as dev, unless --no-dev
+    # (the epoch count is then CV's, and the last epoch is kept).
+    dev_speakers = set() if args.no_dev else set(speaker_groups([u.speaker for u in data.utterances], args.groups, seed=0)[0])
     train = [u for u in data.utterances if u.speaker not in dev_speakers]
     dev = [u for u in data.utterances if u.speaker in dev_speakers]
     log(f"train {len(train)} utterances, dev {len(dev)} (speakers {sorted(dev_speakers)})")
@@ -304,6 +306,7 @@ def main(argv=None) -> int:
     p = commands.add_parser("fit", help="train the checkpoint on all the data")
     data_arguments(p), model_arguments(p)
     p.add_argument("--groups", type=int, default=5, help="one of this many speaker groups is the dev set")
+    no_dev_argument(p)
     p.add_argument("--out", required=True, help="checkpoint folder")
     p.add_argument("--results", default=None, help="results.json of a cv run, for the model card")
     p.add_argument("--protocol-note", default="speaker-independent cross-validation (see results)")

@@ -95,6 +95,12 @@ def _device_name(value: str) -> str:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def no_dev_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-dev", action="store_true",
+                   help="train on the dev speakers too and keep the last epoch: more voices, no model selection "
+                        "(choose --epochs by CV first; cv with --no-dev measures this)")
+
+
 def protocol_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protocol", choices=("paper", "speaker-independent", "cross-corpus"), default="speaker-independent",
                    help="cross-corpus: test on each corpus in turn, never trained on (leave-one-corpus-out)")
@@ -102,6 +108,7 @@ def protocol_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--folds", type=int, default=10, help="paper protocol: number of folds")
     p.add_argument("--groups", type=int, default=5, help="speaker-independent: number of speaker groups (cross-corpus: the dev set is one such group of the other corpora)")
     p.add_argument("--max-folds", type=int, default=None, help="stop after this many folds (quick runs)")
+    no_dev_argument(p)
     p.add_argument("--baselines", nargs="*", default=None, metavar="NAME",
                    help="also score logistic-regression baselines on the same folds (no NAME: all of "
                         "'MFCC stats', 'Whisper encoder stats', 'speaker embedding', 'MFCC + Whisper + speaker')")

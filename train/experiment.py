@@ -128,14 +128,19 @@ def dev_samples(data: Data, utterances: list[Utterance], seed: int) -> list[Bimo
 def run_fold(data: Data, fold: Fold, config: ModelConfig, settings: TrainSettings, bank: FeatureBank,
              dropout: ModalityDropout, modalities: Sequence[str], log=print, run_dir: Optional[Path] = None,
              baselines: Sequence[str] = (), per_corpus: bool = True, own_words: float = 0.0, extra_texts: int = 0,
-             neutral_words: float = 0.0):
+             neutral_words: float = 0.0, train_on_dev: bool = False):
+    """One fold: fit, then score each test setting (and the baselines). `train_on_dev` trains the
+    model on the dev speakers too and keeps its last epoch, as `fit --no-dev` makes a checkpoint;
+    the baselines still pick their L2 on the dev speakers."""
     pick = lambda idx: [data.utterances[i] for i in idx]  # noqa: E731
     settings = replace(settings, seed=fold.seed)
-    train = samples_for(data, pick(fold.train), "train", fold.seed, dropout, own_words, extra_texts, neutral_words)
-    dev = dev_samples(data, pick(fold.dev), fold.seed)
+    trained_on = fold.train + fold.dev if train_on_dev else fold.train
+    train = samples_for(data, pick(trained_on), "train", fold.seed, dropout, own_words, extra_texts, neutral_words)
+    dev = [] if train_on_dev else dev_samples(data, pick(fold.dev), fold.seed)
     test = natural_pairs(pick(fold.test), epoch=0, seed=fold.seed)  # the clips with their own words
-    log(f"{fold.name}: train {len(fold.train)}, dev {len(fold.dev)}, test {len(fold.test)} (held out: {fold.test_group})")
-    audio_files = [u.audio_path for u in pick(fold.train) if u.audio_path is not None]
+    log(f"{fold.name}: train {len(trained_on)}, dev {len(fold.dev) if dev else 0}, test {len(fold.test)} "
+        f"(held out: {fold.test_group})")
+    audio_files = [u.audio_path for u in pick(trained_on) if u.audio_path is not None]
     model, info = fit(config, train, dev, bank, settings, run_dir=run_dir, log=log, audio_files=audio_files)
     results = {}
     for modality in modalities:
@@ -172,17 +177,20 @@ def cross_validate(data: Data, protocol: str, config: ModelConfig, settings: Tra
                    dropout: ModalityDropout, seeds=(0, 1, 2), n_folds=10, n_speaker_groups=5,
                    max_folds: Optional[int] = None, out_dir: Optional[Path] = None, log=print,
                    baselines: Sequence[str] = (), own_words: float = 0.0, extra_texts: int = 0,
-                   neutral_words: float = 0.0) -> dict:
+                   neutral_words: float = 0.0, train_on_dev: bool = False) -> dict:
     """Train and test every fold; returns {setting: Summary} and the per-fold results. Settings
     are the keys of SETTINGS, "baseline:NAME", and each of them per corpus as "KEY [corpus]"."""
     folds = make_folds(data.utterances, protocol, seeds=seeds, n_folds=n_folds, n_speaker_groups=n_speaker_groups)
     folds = folds[:max_folds] if max_folds else folds
+    if train_on_dev:  # a different measurement: the protocol's name says so next to every number
+        folds = [replace(f, protocol=f"{f.protocol}, dev trained on") for f in folds]
     modalities = supported_modalities(config, dropout, bool(data.texts))
     per_modality: dict[str, list[FoldResult]] = {}
     for fold in folds:
         run_dir = out_dir / "folds" / fold.name.replace("/", "_") if out_dir else None
         _, results, _ = run_fold(data, fold, config, settings, bank, dropout, modalities, log, run_dir, baselines,
-                                 own_words=own_words, extra_texts=extra_texts, neutral_words=neutral_words)
+                                 own_words=own_words, extra_texts=extra_texts, neutral_words=neutral_words,
+                                 train_on_dev=train_on_dev)
         for m, r in results.items():
             per_modality.setdefault(m, []).append(r)
         if out_dir:

@@ -106,7 +106,9 @@ def protocol_arguments(p: argparse.ArgumentParser) -> None:
                    help="cross-corpus: test on each corpus in turn, never trained on (leave-one-corpus-out)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--folds", type=int, default=10, help="paper protocol: number of folds")
-    p.add_argument("--groups", type=int, default=5, help="speaker-independent: number of speaker groups (cross-corpus: the dev set is one such group of the other corpora)")
+    p.add_argument("--groups", type=int, default=5,
+                   help="speaker-independent: number of speaker groups (cross-corpus: the dev set is one such "
+                        "group of the other corpora)")
     p.add_argument("--max-folds", type=int, default=None, help="stop after this many folds (quick runs)")
     no_dev_argument(p)
     p.add_argument("--baselines", nargs="*", default=None, metavar="NAME",

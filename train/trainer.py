@@ -288,13 +288,13 @@ def fit(
             if averaged is not None:
                 averaged.update_parameters(model)
             total_loss += loss.item()
-        scores = dev_metrics(scored, list(dev), bank, normalizer) if dev else {"wa": 0.0, "ua": 0.0}
+        scores = dev_metrics(scored, list(dev), bank, normalizer) if dev else {}  # no dev: no score to log
         record = {"epoch": epoch, "loss": total_loss / max(len(mine), 1), **scores, "seconds": time.perf_counter() - started}
         history.append(record)
-        improved = scores[settings.select_on] > best_score or not dev
+        improved = not dev or scores[settings.select_on] > best_score
         since_best = 0 if improved else since_best + 1
         if improved:
-            best_score = scores[settings.select_on]
+            best_score = scores.get(settings.select_on, best_score)
             best_state = {k: v.clone() for k, v in scored.state_dict().items()}
         if rank == 0:
             log(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}) + (" *" if improved else ""))
@@ -304,7 +304,7 @@ def fit(
             log(f"no better dev {settings.select_on} for {since_best} epochs: stopping early")
             break
     model.load_state_dict(best_state)
-    return model.eval(), {"history": history, "best_dev": best_score, "select_on": settings.select_on}
+    return model.eval(), {"history": history, "best_dev": best_score if dev else None, "select_on": settings.select_on}
 
 
 def words_consistency(model: MSCNN_SPU_ATT, inputs: dict, out, samples: Sequence[BimodalSample],

@@ -131,14 +131,16 @@ def run_fold(data: Data, fold: Fold, config: ModelConfig, settings: TrainSetting
              neutral_words: float = 0.0, train_on_dev: bool = False):
     """One fold: fit, then score each test setting (and the baselines). `train_on_dev` trains the
     model on the dev speakers too and keeps its last epoch, as `fit --no-dev` makes a checkpoint;
-    the baselines still pick their L2 on the dev speakers."""
+    its scores then name that protocol. The baselines still train on the training speakers and
+    pick their L2 on the dev speakers, under the fold's own protocol."""
     pick = lambda idx: [data.utterances[i] for i in idx]  # noqa: E731
+    model_fold = replace(fold, protocol=f"{fold.protocol}, dev trained on") if train_on_dev else fold
     settings = replace(settings, seed=fold.seed)
     trained_on = fold.train + fold.dev if train_on_dev else fold.train
     train = samples_for(data, pick(trained_on), "train", fold.seed, dropout, own_words, extra_texts, neutral_words)
     dev = [] if train_on_dev else dev_samples(data, pick(fold.dev), fold.seed)
     test = natural_pairs(pick(fold.test), epoch=0, seed=fold.seed)  # the clips with their own words
-    log(f"{fold.name}: train {len(trained_on)}, dev {len(fold.dev) if dev else 0}, test {len(fold.test)} "
+    log(f"{model_fold.name}: train {len(trained_on)}, dev {len(fold.dev) if dev else 0}, test {len(fold.test)} "
         f"(held out: {fold.test_group})")
     audio_files = [u.audio_path for u in pick(trained_on) if u.audio_path is not None]
     model, info = fit(config, train, dev, bank, settings, run_dir=run_dir, log=log, audio_files=audio_files)
@@ -151,7 +153,7 @@ def run_fold(data: Data, fold: Fold, config: ModelConfig, settings: TrainSetting
         if not samples:
             continue
         predicted = predict_labels(model, samples, bank)
-        results.update(score(samples, predicted, fold, config.labels, modality, per_corpus))
+        results.update(score(samples, predicted, model_fold, config.labels, modality, per_corpus))
         log(f"  {SETTINGS[modality]}: WA {results[modality].wa:.3f} UA {results[modality].ua:.3f}")
     if baselines:
         from train.baselines import baseline_predictions
@@ -182,12 +184,10 @@ def cross_validate(data: Data, protocol: str, config: ModelConfig, settings: Tra
     are the keys of SETTINGS, "baseline:NAME", and each of them per corpus as "KEY [corpus]"."""
     folds = make_folds(data.utterances, protocol, seeds=seeds, n_folds=n_folds, n_speaker_groups=n_speaker_groups)
     folds = folds[:max_folds] if max_folds else folds
-    if train_on_dev:  # a different measurement: the protocol's name says so next to every number
-        folds = [replace(f, protocol=f"{f.protocol}, dev trained on") for f in folds]
     modalities = supported_modalities(config, dropout, bool(data.texts))
     per_modality: dict[str, list[FoldResult]] = {}
     for fold in folds:
-        run_dir = out_dir / "folds" / fold.name.replace("/", "_") if out_dir else None
+        run_dir = out_dir / "folds" / (fold.name.replace("/", "_") + ("_dev-trained" if train_on_dev else "")) if out_dir else None
         _, results, _ = run_fold(data, fold, config, settings, bank, dropout, modalities, log, run_dir, baselines,
                                  own_words=own_words, extra_texts=extra_texts, neutral_words=neutral_words,
                                  train_on_dev=train_on_dev)

@@ -45,6 +45,8 @@ ABLATIONS = {
     "w/o attention": {"use_attention": False},
 }
 
+DEV_TRAINED = ", dev trained on"  # protocol suffix of a model that also trained on its dev speakers (--no-dev)
+
 
 @dataclass
 class Data:
@@ -134,7 +136,7 @@ def run_fold(data: Data, fold: Fold, config: ModelConfig, settings: TrainSetting
     its scores then name that protocol. The baselines still train on the training speakers and
     pick their L2 on the dev speakers, under the fold's own protocol."""
     pick = lambda idx: [data.utterances[i] for i in idx]  # noqa: E731
-    model_fold = replace(fold, protocol=f"{fold.protocol}, dev trained on") if train_on_dev else fold
+    model_fold = replace(fold, protocol=fold.protocol + DEV_TRAINED) if train_on_dev else fold
     settings = replace(settings, seed=fold.seed)
     trained_on = fold.train + fold.dev if train_on_dev else fold.train
     train = samples_for(data, pick(trained_on), "train", fold.seed, dropout, own_words, extra_texts, neutral_words)

@@ -189,7 +189,8 @@ def cross_validate(data: Data, protocol: str, config: ModelConfig, settings: Tra
     modalities = supported_modalities(config, dropout, bool(data.texts))
     per_modality: dict[str, list[FoldResult]] = {}
     for fold in folds:
-        run_dir = out_dir / "folds" / (fold.name.replace("/", "_") + ("_dev-trained" if train_on_dev else "")) if out_dir else None
+        folder = fold.name.replace("/", "_") + ("_dev-trained" if train_on_dev else "")  # never resume the other kind
+        run_dir = out_dir / "folds" / folder if out_dir else None
         _, results, _ = run_fold(data, fold, config, settings, bank, dropout, modalities, log, run_dir, baselines,
                                  own_words=own_words, extra_texts=extra_texts, neutral_words=neutral_words,
                                  train_on_dev=train_on_dev)

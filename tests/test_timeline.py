@@ -138,11 +138,15 @@ def test_each_utterance_is_classified_with_its_own_audio(recognizer, speech):
     alone = [recognizer.predict(clip, RATE, modality="audio") for clip in (speech, other)]
     assert_follows_clips(result, spans, [p.label for p in alone])
     # Close to, not equal to, the clip alone: its edges are found in the recording, not in the
-    # clip, and the Whisper-encoder checkpoint hears a few tens of ms (up to 0.06 on one class
-    # here; 0.13 before utterances could reach into the silence beside them for their decay).
-    for segment, p in zip(speech_segments(result), alone):
-        for label in recognizer.labels:
-            assert segment.probabilities[label] == pytest.approx(p.probabilities[label], abs=0.1)
+    # clip, and the Whisper-encoder checkpoint hears a few tens of ms (measured: up to 0.11 on one
+    # class with the bundled checkpoint, 0.09 with the one before, 0.13 before utterances could
+    # reach into the silence beside them for their decay), and always nearer its own clip's answer
+    # than the other clip's (0.54 and 0.56 away with the bundled checkpoint).
+    def distance(a, b):
+        return max(abs(a.probabilities[label] - b.probabilities[label]) for label in recognizer.labels)
+
+    for segment, own, other in zip(speech_segments(result), alone, alone[::-1]):
+        assert distance(segment, own) <= 0.15 and distance(segment, own) < distance(segment, other)
 
 
 def test_with_whisper_each_utterance_has_its_own_words(recognizer, whisper):

@@ -146,5 +146,7 @@ def test_no_dev_trains_on_the_dev_speakers_and_keeps_the_last_epoch(fake_corpora
     assert result.returncode == 0, result.stderr[-2000:]
     training = json.loads((fit / "training.json").read_text())
     assert training["dev_speakers"] == [] and training["best_dev"] is None
+    state = json.loads((fit / "state" / "state.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in state.json"))
+    assert state["best_score"] is None  # strict JSON: no -Infinity for "no dev score"
     assert [sorted(h) for h in training["history"]] == [["epoch", "loss", "seconds"]] * 2  # nothing scored
     assert "train 24 utterances, dev 0" in (fit / "log.txt").read_text()

@@ -13,7 +13,6 @@ the batches.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import time
@@ -249,7 +248,7 @@ def fit(
     averaged = torch.optim.swa_utils.AveragedModel(model, avg_fn=ema_update(settings.ema)) if settings.ema else None
     scored = averaged.module if averaged is not None else model
     best_state = {k: v.clone() for k, v in scored.state_dict().items()}
-    history, best_score, start_epoch, since_best = [], -math.inf, 0, 0
+    history, best_score, start_epoch, since_best = [], None, 0, 0  # best_score: None until a dev score
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         resumed = load_state(run_dir, model, optimizer)
@@ -291,10 +290,10 @@ def fit(
         scores = dev_metrics(scored, list(dev), bank, normalizer) if dev else {}  # no dev: no score to log
         record = {"epoch": epoch, "loss": total_loss / max(len(mine), 1), **scores, "seconds": time.perf_counter() - started}
         history.append(record)
-        improved = not dev or scores[settings.select_on] > best_score
+        improved = not dev or best_score is None or scores[settings.select_on] > best_score
         since_best = 0 if improved else since_best + 1
         if improved:
-            best_score = scores.get(settings.select_on, best_score)
+            best_score = scores.get(settings.select_on)
             best_state = {k: v.clone() for k, v in scored.state_dict().items()}
         if rank == 0:
             log(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}) + (" *" if improved else ""))
@@ -304,7 +303,7 @@ def fit(
             log(f"no better dev {settings.select_on} for {since_best} epochs: stopping early")
             break
     model.load_state_dict(best_state)
-    return model.eval(), {"history": history, "best_dev": best_score if dev else None, "select_on": settings.select_on}
+    return model.eval(), {"history": history, "best_dev": best_score, "select_on": settings.select_on}
 
 
 def words_consistency(model: MSCNN_SPU_ATT, inputs: dict, out, samples: Sequence[BimodalSample],

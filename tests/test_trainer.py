@@ -434,3 +434,39 @@ def test_the_weights_of_the_best_dev_epoch_are_kept(corpus, tmp_path, monkeypatc
         torch.testing.assert_close(kept[name], value, msg=f"{name} is not epoch 1's")
     changed = [n for n, v in weights_at[3].items() if v.is_floating_point() and not torch.equal(v, weights_at[1][n])]
     assert changed, "training did not change the weights after epoch 1: the check above proves nothing"
+
+
+def test_weight_averaging_keeps_the_mean_of_the_last_epochs(corpus, tmp_path, monkeypatch):
+    """--average-from 3 of 4 epochs: the kept weights are the mean of epochs 3 and 4's (whatever
+    their dev scores), and the reported dev score is the average's own; a run resumed after epoch
+    3 goes on averaging from where it stopped."""
+    import train.trainer as trainer
+
+    utterances, texts = corpus
+    scores = iter([0.30, 0.90, 0.50, 0.10, 0.70, 0.30, 0.90, 0.50, 0.10, 0.70, 0.1, 0.2])
+    weights_at = []
+
+    def scripted_dev_metrics(model, samples, bank, normalizer):
+        weights_at.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        score = next(scores)
+        return {"wa": score, "ua": score}
+
+    monkeypatch.setattr(trainer, "dev_metrics", scripted_dev_metrics)
+    pairs = LabelMatchedPairing(utterances, texts, seed=0)
+    bank = FeatureBank(ModelConfig(**TINY), tmp_path / "cache")
+    settings = TrainSettings(epochs=4, batch_size=8, progress=False, average_from=3)
+    model, info = fit(ModelConfig(**TINY), pairs.epoch, pairs.epoch(0)[:8], bank, settings, log=lambda m: None)
+    assert info["n_averaged"] == 2 and info["best_dev"] == pytest.approx(0.70)  # the 5th score: the average's
+    kept = model.state_dict()
+    for name, value in kept.items():
+        torch.testing.assert_close(value, (weights_at[2][name] + weights_at[3][name]) / 2, msg=name)
+    assert not torch.equal(weights_at[2]["classifier.1.weight"], weights_at[3]["classifier.1.weight"])
+
+    weights_at.clear()
+    fit(ModelConfig(**TINY), pairs.epoch, pairs.epoch(0)[:8], bank, replace(settings, epochs=3), tmp_path / "run", lambda m: None)
+    resumed, info = fit(ModelConfig(**TINY), pairs.epoch, pairs.epoch(0)[:8], bank, settings, tmp_path / "run", lambda m: None)
+    assert info["n_averaged"] == 2 and len(weights_at) == 6  # 3 epochs + the average; 1 epoch + the average
+    for name, value in resumed.state_dict().items():
+        torch.testing.assert_close(value, (weights_at[2][name] + weights_at[4][name]) / 2, msg=f"resumed {name}")
+    with pytest.raises(ValueError, match="average_from"):
+        TrainSettings(epochs=4, average_from=5)

@@ -63,12 +63,20 @@ class TrainSettings:
     feature_masks: int = 0  # SpecAugment: masked feature bands per clip and front-end
     feature_mask_fraction: float = 0.1  # of the front-end's dimensions (~10 of 96, ~38 of 384)
     ema: float = 0.0  # weights kept as an exponential moving average (0: off; e.g. 0.99 per step)
+    # From this epoch on (1-based), the kept weights are the mean of the epoch-end weights (the EMA's
+    # when on): stochastic weight averaging (Izmailov et al. 2018) over the constant learning rate's
+    # last epochs, as speech recipes average their last checkpoints. None: off.
+    average_from: Optional[int] = None
     speed_factors: tuple = ()  # speed perturbation (e.g. 0.9, 1.1): cached variants of each clip
     noise_snr_db: Optional[float] = None  # additive white noise at this SNR: one more cached variant
     augment_share: float = 0.5  # share of training clips per epoch that hear a variant, not the clean clip
     patience: Optional[int] = None  # stop after this many epochs without a better dev score
     device: str = "auto"  # auto (CUDA when there is a GPU), cpu, cuda, cuda:N; see ser_demo.devices
     mixed_precision: bool = True  # bfloat16 autocast, only on GPUs that support it
+
+    def __post_init__(self):
+        if self.average_from is not None and not 1 <= self.average_from <= self.epochs:
+            raise ValueError(f"average_from is an epoch from 1 to {self.epochs} (epochs), not {self.average_from}")
 
 
 def spec_augment(frames: np.ndarray, rng: random.Random, settings: "TrainSettings") -> np.ndarray:
@@ -249,12 +257,14 @@ def fit(
     scored = averaged.module if averaged is not None else model
     best_state = {k: v.clone() for k, v in scored.state_dict().items()}
     history, best_score, start_epoch, since_best = [], None, 0, 0  # best_score: None until a dev score
+    n_averaged = 0  # epoch ends in the running mean that `best_state` holds once averaging starts
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         resumed = load_state(run_dir, model, optimizer)
         if resumed is not None:
             best_state, info = resumed
             history, best_score, start_epoch = info["history"], info["best_score"], info["epoch"] + 1
+            n_averaged = info.get("n_averaged", 0)
             log(f"resumed from {run_dir} at epoch {start_epoch}")
 
     for epoch in range(start_epoch, settings.epochs):
@@ -292,18 +302,36 @@ def fit(
         history.append(record)
         improved = not dev or best_score is None or scores[settings.select_on] > best_score
         since_best = 0 if improved else since_best + 1
-        if improved:
+        if settings.average_from is not None and epoch + 1 >= settings.average_from:
+            n_averaged += 1  # the average is kept, whatever the dev score of this epoch
+            best_state = running_mean(best_state if n_averaged > 1 else None, scored.state_dict(), n_averaged)
+        elif improved:
             best_score = scores.get(settings.select_on)
             best_state = {k: v.clone() for k, v in scored.state_dict().items()}
         if rank == 0:
-            log(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}) + (" *" if improved else ""))
+            mark = f" (averaged: {n_averaged})" if n_averaged else (" *" if improved else "")
+            log(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}) + mark)
             if run_dir is not None:
-                save_state(run_dir, model, optimizer, best_state, {"epoch": epoch, "best_score": best_score, "history": history, "settings": asdict(settings)})
+                save_state(run_dir, model, optimizer, best_state, {"epoch": epoch, "best_score": best_score, "history": history,
+                                                                  "n_averaged": n_averaged, "settings": asdict(settings)})
         if settings.patience is not None and dev and since_best >= settings.patience:
             log(f"no better dev {settings.select_on} for {since_best} epochs: stopping early")
             break
     model.load_state_dict(best_state)
-    return model.eval(), {"history": history, "best_dev": best_score, "select_on": settings.select_on}
+    if n_averaged and dev:  # what is kept is the average: its own dev score is the one to report
+        best_score = dev_metrics(model, list(dev), bank, normalizer)[settings.select_on]
+        log(f"average of the last {n_averaged} epochs: dev {settings.select_on} {best_score:.4f}")
+    return model.eval(), {"history": history, "best_dev": best_score, "select_on": settings.select_on,
+                          "n_averaged": n_averaged}
+
+
+def running_mean(mean: Optional[dict], current: dict, n: int) -> dict:
+    """The mean of n state dicts, from the mean of the first n - 1 (None for n = 1) and the n-th.
+    Tensors that are not floating point (counters) take the latest value."""
+    if mean is None:
+        return {k: v.detach().clone() for k, v in current.items()}
+    return {k: mean[k] + (v.detach() - mean[k]) / n if v.is_floating_point() else v.detach().clone()
+            for k, v in current.items()}
 
 
 def words_consistency(model: MSCNN_SPU_ATT, inputs: dict, out, samples: Sequence[BimodalSample],

@@ -470,3 +470,19 @@ def test_weight_averaging_keeps_the_mean_of_the_last_epochs(corpus, tmp_path, mo
         torch.testing.assert_close(value, (weights_at[2][name] + weights_at[4][name]) / 2, msg=f"resumed {name}")
     with pytest.raises(ValueError, match="average_from"):
         TrainSettings(epochs=4, average_from=5)
+
+
+def test_the_learning_rate_is_constant_then_falls_linearly(corpus, tmp_path):
+    """--decay-from 3 of 5 epochs: 1, 1, then 3/4, 2/4, 1/4 of --lr, as the optimizer used them."""
+    from train.trainer import learning_rate_at
+
+    settings = TrainSettings(epochs=5, batch_size=8, progress=False, learning_rate=1e-3, decay_from=3)
+    assert [learning_rate_at(e, settings) for e in range(5)] == pytest.approx([1e-3, 1e-3, 7.5e-4, 5e-4, 2.5e-4])
+    assert {learning_rate_at(e, TrainSettings(epochs=5)) for e in range(5)} == {5e-4}  # the paper's: constant
+    utterances, texts = corpus
+    pairs = LabelMatchedPairing(utterances, texts, seed=0)
+    _, info = fit(ModelConfig(**TINY), pairs.epoch, [], FeatureBank(ModelConfig(**TINY), tmp_path), settings, log=lambda m: None)
+    assert [h["lr"] for h in info["history"]] == pytest.approx([1e-3, 1e-3, 7.5e-4, 5e-4, 2.5e-4])
+    for bad in (0, 6):
+        with pytest.raises(ValueError, match="decay_from"):
+            TrainSettings(epochs=5, decay_from=bad)

@@ -67,6 +67,10 @@ class TrainSettings:
     # when on): stochastic weight averaging (Izmailov et al. 2018) over the constant learning rate's
     # last epochs, as speech recipes average their last checkpoints. None: off.
     average_from: Optional[int] = None
+    # From this epoch on (1-based), the learning rate falls linearly, epoch by epoch: over n such
+    # epochs it is n/(n+1), ..., 1/(n+1) of itself (a constant rate, then a linear decay, as
+    # warmup-stable-decay schedules do). None: constant, as in the paper.
+    decay_from: Optional[int] = None
     speed_factors: tuple = ()  # speed perturbation (e.g. 0.9, 1.1): cached variants of each clip
     noise_snr_db: Optional[float] = None  # additive white noise at this SNR: one more cached variant
     augment_share: float = 0.5  # share of training clips per epoch that hear a variant, not the clean clip
@@ -75,8 +79,19 @@ class TrainSettings:
     mixed_precision: bool = True  # bfloat16 autocast, only on GPUs that support it
 
     def __post_init__(self):
-        if self.average_from is not None and not 1 <= self.average_from <= self.epochs:
-            raise ValueError(f"average_from is an epoch from 1 to {self.epochs} (epochs), not {self.average_from}")
+        for name in ("average_from", "decay_from"):
+            value = getattr(self, name)
+            if value is not None and not 1 <= value <= self.epochs:
+                raise ValueError(f"{name} is an epoch from 1 to {self.epochs} (epochs), not {value}")
+
+
+def learning_rate_at(epoch: int, settings: TrainSettings) -> float:
+    """The learning rate of epoch `epoch` (0-based): constant, then, with `decay_from`, a linear
+    fall over the n epochs left, n/(n+1) of it first and 1/(n+1) last. A function of the epoch
+    alone, so a resumed run needs no scheduler state."""
+    if settings.decay_from is None or epoch + 1 < settings.decay_from:
+        return settings.learning_rate
+    return settings.learning_rate * (settings.epochs - epoch) / (settings.epochs - settings.decay_from + 2)
 
 
 def spec_augment(frames: np.ndarray, rng: random.Random, settings: "TrainSettings") -> np.ndarray:
@@ -276,6 +291,8 @@ def fit(
         batches = [order[i : i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
         batches = batches[: len(batches) // world * world] if world > 1 else batches
         mine = batches[rank::world]
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(epoch, settings)
         model.train()
         total_loss = 0.0
         progress = _progress(mine, f"epoch {epoch + 1}/{settings.epochs}", settings.progress and rank == 0)
@@ -299,6 +316,8 @@ def fit(
             total_loss += loss.item()
         scores = dev_metrics(scored, list(dev), bank, normalizer) if dev else {}  # no dev: no score to log
         record = {"epoch": epoch, "loss": total_loss / max(len(mine), 1), **scores, "seconds": time.perf_counter() - started}
+        if settings.decay_from is not None:
+            record["lr"] = optimizer.param_groups[0]["lr"]  # the rate this epoch trained with
         history.append(record)
         improved = not dev or best_score is None or scores[settings.select_on] > best_score
         since_best = 0 if improved else since_best + 1

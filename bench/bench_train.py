@@ -5,11 +5,12 @@ efficiency), plus optionally the wall time of one full speaker-independent fold.
     python bench/bench_train.py --fold ../shared/data --epochs 10   # + one full fold
     python bench/bench_train.py --device cuda [--fold ...]          # on a GPU (bfloat16 autocast where supported)
 
-Both models see the same batches: 64 utterances of MFCC frames (96-d) and GloVe words (50-d),
+All models see the same batches: 64 utterances of MFCC frames (96-d) and GloVe words (50-d),
 lengths drawn from RAVDESS/TESS-like ranges, forward + backward + Adam step, on the CPU or a GPU.
 The baseline is MDRE-like (Yoon et al. 2018): a BiLSTM per modality, 128 units per direction, with
 the audio summary attending over the text states - hidden sizes of the same order as MSCNN's 128
-filters.
+filters. The third row is the bundled checkpoint's model (Whisper encoder states at half the MFCC
+frame rate and a GE2E speaker embedding instead of MFCCs), the one the recipe trains.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ser_demo.devices import autocast, parse_device, resolve_device, to_device  # noqa: E402
 from ser_demo.model import MSCNN_SPU_ATT, ModelConfig, lengths_to_mask  # noqa: E402
+from ser_demo.recognizer import BUNDLED_CHECKPOINT  # noqa: E402
 
 
 class BiLSTMAttention(nn.Module):
@@ -41,10 +43,10 @@ class BiLSTMAttention(nn.Module):
         self.out = nn.Sequential(nn.Dropout(0.3), nn.Linear(6 * hidden, hidden), nn.ReLU(), nn.Linear(hidden, n_labels))
 
     def forward(self, mfcc, audio_lengths, words, word_lengths):
-        packed = nn.utils.rnn.pack_padded_sequence(mfcc.transpose(1, 2), audio_lengths, batch_first=True, enforce_sorted=False)
+        packed = nn.utils.rnn.pack_padded_sequence(mfcc.transpose(1, 2), audio_lengths.cpu(), batch_first=True, enforce_sorted=False)
         _, (h_audio, _) = self.audio_rnn(packed)
         audio = torch.cat([h_audio[0], h_audio[1]], -1)
-        packed = nn.utils.rnn.pack_padded_sequence(words, word_lengths.clamp_min(1), batch_first=True, enforce_sorted=False)
+        packed = nn.utils.rnn.pack_padded_sequence(words, word_lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False)
         states, (h_text, _) = self.text_rnn(packed)
         states, _ = nn.utils.rnn.pad_packed_sequence(states, batch_first=True, total_length=words.shape[1])
         mask = lengths_to_mask(word_lengths, words.shape[1])
@@ -61,7 +63,24 @@ def make_batch(g, batch=64, frames=(150, 300), tokens=(5, 25)):
         "audio_lengths": audio_lengths,
         "words": torch.randn(batch, int(word_lengths.max()), 50, generator=g),
         "word_lengths": word_lengths,
+        # the bundled checkpoint's inputs: Whisper encoder states (50 per second, half the MFCC
+        # rate) and a GE2E speaker embedding
+        "encoder_states": torch.randn(batch, 384, int(audio_lengths.max()) // 2, generator=g),
+        "encoder_lengths": audio_lengths // 2,
+        "speaker": torch.randn(batch, 256, generator=g),
     }
+
+
+def inputs_of(model, batch):
+    """The part of a batch that a model takes."""
+    if isinstance(model, BiLSTMAttention):
+        return {k: batch[k] for k in ("mfcc", "audio_lengths", "words", "word_lengths")}
+    config = model.config
+    keep = {"words", "word_lengths"}
+    keep |= {"mfcc", "audio_lengths"} if "mfcc" in config.audio_frontends else set()
+    keep |= {"encoder_states", "encoder_lengths"} if "whisper" in config.audio_frontends else set()
+    keep |= {"speaker"} if config.use_speaker else set()
+    return {k: v for k, v in batch.items() if k in keep}
 
 
 def throughput(model, batches, labels, device, warmup=2):
@@ -72,7 +91,7 @@ def throughput(model, batches, labels, device, warmup=2):
     times = []
     for i, batch in enumerate(batches):
         start = time.perf_counter()
-        batch = to_device(batch, device)
+        batch = to_device(inputs_of(model, batch), device)
         with autocast(device):
             out = model(**batch)
         logits = out.logits if hasattr(out, "logits") else out
@@ -105,7 +124,10 @@ def main():
     print(f"torch {torch.__version__}, {where}, batch 64, median of {args.steps - 2} steps")
     print(f"{'model':<22} {'params':>10} {'utt/s':>8} {'s/batch':>8}")
     results = {}
-    for name, model in (("MSCNN-SPU-ATT", MSCNN_SPU_ATT(ModelConfig())), ("BiLSTM-attention", BiLSTMAttention())):
+    bundled = MSCNN_SPU_ATT.from_pretrained(BUNDLED_CHECKPOINT)
+    models = (("MSCNN-SPU-ATT", MSCNN_SPU_ATT(ModelConfig())), ("BiLSTM-attention", BiLSTMAttention()),
+              ("bundled (Whisper+GE2E)", bundled))
+    for name, model in models:
         torch.manual_seed(0)
         rate, seconds = throughput(model, batches, labels, device)
         results[name] = rate

@@ -187,3 +187,67 @@ def test_whisper_falls_back_to_the_cpu_when_cuda_does_not_load(monkeypatch, spee
     monkeypatch.setenv(devices.DEVICE_ENV, "cuda")  # no GPU at all: the CPU, and no failure
     with pytest.warns(UserWarning, match="no CUDA GPU"):
         assert asr.FasterWhisperTranscriber(cpu_threads=1).device == "cpu"
+
+
+# --- on a real GPU (the lent device machines have one; CI has none, and skips these) ---------
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _bundled_inputs(config: ModelConfig, rng: np.random.Generator) -> dict:
+    """Inputs of the bundled checkpoint's shape: Whisper states, GE2E, words; one clip without words."""
+    states = [rng.normal(size=(config.n_encoder_features, n)).astype(np.float32) for n in (150, 90, 60, 120)]
+    speakers = [rng.normal(size=config.n_speaker_features).astype(np.float32) * 0.06 for _ in states]
+    words = [rng.normal(size=(n, config.n_word_features)).astype(np.float32) * 0.4 for n in (6, 11, 0, 3)]
+    return collate(config, [None] * len(states), words, speakers, states)
+
+
+@requires_cuda
+def test_on_a_gpu_the_bundled_checkpoint_answers_as_on_the_cpu():
+    """What the app does on a GPU machine: the same weights give the CPU's probabilities in float32
+    (cuDNN may use TF32 for the convolutions: a few 1e-3 at most), and close ones under the
+    bfloat16 autocast that training uses, with the same answer wherever the CPU's is clear."""
+    from ser_demo.recognizer import BUNDLED_CHECKPOINT
+
+    model = MSCNN_SPU_ATT.from_pretrained(BUNDLED_CHECKPOINT)
+    batch = _bundled_inputs(model.config, np.random.default_rng(0))
+    with torch.no_grad():
+        cpu = model(**batch).logits.softmax(-1)
+        gpu_model = model.to("cuda")
+        cuda_batch = devices.to_device(batch, torch.device("cuda"))
+        gpu = gpu_model(**cuda_batch).logits.softmax(-1)
+        with devices.autocast(torch.device("cuda")):
+            mixed = gpu_model(**cuda_batch).logits.float().softmax(-1)
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=5e-3, rtol=0)
+    assert (mixed.cpu() - cpu).abs().max() < 0.05
+    top2 = cpu.topk(2, dim=-1).values
+    clear = (top2[:, 0] - top2[:, 1]) > 0.1
+    assert clear.any() and torch.equal(mixed.cpu().argmax(-1)[clear], cpu.argmax(-1)[clear])
+
+
+@requires_cuda
+def test_on_a_gpu_training_steps_run_in_bfloat16_and_learn():
+    """The trainer's step on a real GPU: parameters and gradients stay on it, the forward pass runs
+    in bfloat16 where the card has it, the loss in float32, and 30 steps fit one batch."""
+    from ser_demo.recognizer import BUNDLED_CHECKPOINT
+
+    config = MSCNN_SPU_ATT.from_pretrained(BUNDLED_CHECKPOINT).config
+    torch.manual_seed(0)
+    model = MSCNN_SPU_ATT(config).to("cuda").train()
+    device = next(model.parameters()).device
+    batch = devices.to_device(_bundled_inputs(config, np.random.default_rng(1)), device)
+    labels = torch.tensor([0, 1, 2, 3], device=device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(30):
+        with devices.autocast(device):
+            logits = model(**batch).logits
+        assert logits.dtype == (devices.mixed_precision_dtype(device) or torch.float32)
+        loss = F.cross_entropy(logits.float(), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(p.grad.device == device for p in model.parameters() if p.grad is not None)
+    assert np.isfinite(losses).all() and losses[-1] < 0.5 * losses[0]

@@ -266,7 +266,7 @@ def test_words_that_carry_no_label_are_asked_to_leave_the_voice_alone(corpus, tm
     """--consistency: on samples whose words say nothing of the class (own script, neutral
     sentence), KL(p(audio alone) || p(audio + words)) joins the loss, summed over those samples and
     divided by the batch; label-carrying texts and samples without words add nothing."""
-    from train.trainer import words_consistency
+    from train.consistency import words_consistency
 
     utterances, texts = corpus
     config = ModelConfig(**TINY)

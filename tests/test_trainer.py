@@ -486,3 +486,34 @@ def test_the_learning_rate_is_constant_then_falls_linearly(corpus, tmp_path):
     for bad in (0, 6):
         with pytest.raises(ValueError, match="decay_from"):
             TrainSettings(epochs=5, decay_from=bad)
+
+
+def test_a_speaker_cap_draws_at_most_n_clips_per_voice_each_epoch(corpus, tmp_path, monkeypatch):
+    """--speaker-cap 2: each epoch at most 2 clips of every speaker (another draw each epoch), texts
+    alone all kept; the loop trains on exactly those."""
+    import random
+
+    from train.trainer import cap_per_speaker
+
+    utterances, texts = corpus
+    pairs = LabelMatchedPairing(utterances, texts, seed=0, extra_texts=5)
+    samples = pairs.epoch(0)
+    speakers = {s.speaker for s in samples if s.speaker}
+    assert len(speakers) >= 2 and max(sum(s.speaker == v for s in samples) for v in speakers) > 2
+    draws = [cap_per_speaker(samples, 2, random.Random(f"cap:0:{e}")) for e in range(3)]
+    for capped in draws:
+        assert {v: sum(s.speaker == v for s in capped) for v in speakers} == {v: 2 for v in speakers}
+        assert sum(not s.speaker for s in capped) == 5  # the texts alone
+    assert len({tuple(s.utterance_id for s in d if s.speaker) for d in draws}) > 1  # a new draw each epoch
+    assert cap_per_speaker(samples, None, random.Random(0)) == samples
+    import train.trainer as trainer
+
+    trained_on = []
+    real_make_batch = trainer.make_batch
+    monkeypatch.setattr(trainer, "make_batch", lambda chunk, *a, **k: (trained_on.extend(chunk), real_make_batch(chunk, *a, **k))[1])
+    settings = TrainSettings(epochs=1, batch_size=4, progress=False, speaker_cap=2)
+    fit(ModelConfig(**TINY), lambda e: samples, [], FeatureBank(ModelConfig(**TINY), tmp_path), settings, log=lambda m: None)
+    assert len(trained_on) == 2 * len(speakers) + 5
+    assert {v: sum(s.speaker == v for s in trained_on) for v in speakers} == {v: 2 for v in speakers}
+    with pytest.raises(ValueError, match="speaker_cap"):
+        TrainSettings(speaker_cap=0)

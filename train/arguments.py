@@ -75,6 +75,9 @@ def model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decay-from", type=int, default=None, metavar="EPOCH",
                    help="from this epoch (1-based) the learning rate falls linearly: over the n epochs left, "
                         "n/(n+1) of --lr first, 1/(n+1) last (default: constant)")
+    p.add_argument("--speaker-cap", type=int, default=None, metavar="N",
+                   help="at most N clips of one speaker per epoch, drawn anew each epoch (default: all), so that "
+                        "voices with many clips do not fill the epochs")
     p.add_argument("--patience", type=int, default=None, help="stop after this many epochs without a better dev UA")
     p.add_argument("--speed", type=float, nargs="+", default=[], metavar="FACTOR",
                    help="speed perturbation: train also on each clip played FACTOR times as fast (e.g. 0.9 1.1; cached)")
@@ -158,7 +161,7 @@ def settings_of(args):
         consistency=args.consistency,
         consistency_trains=args.consistency_trains, time_masks=args.time_masks,
         feature_masks=args.feature_masks, ema=args.ema, average_from=args.average_from,
-        decay_from=args.decay_from, patience=args.patience, max_frames=args.max_frames,
+        decay_from=args.decay_from, speaker_cap=args.speaker_cap, patience=args.patience, max_frames=args.max_frames,
         speed_factors=tuple(args.speed), noise_snr_db=args.noise_snr, augment_share=args.augment_share,
         device=parse_device(args.device),
     )

@@ -409,14 +409,12 @@ def test_the_normaliser_is_fitted_on_every_training_clip_and_nothing_else(corpus
     assert np.abs(fitted.mean - everyone.mean).max() > 1e-3  # the check above can tell them apart
 
 
-def test_the_weights_of_the_best_dev_epoch_are_kept(corpus, tmp_path, monkeypatch):
-    """Dev scores are scripted (epoch 1 best): fit must return epoch 1's weights, not the last
-    epoch's, and report epoch 1's score; the weights really differ between epochs."""
+def script_dev_scores(monkeypatch, scores) -> list[dict]:
+    """Replace the trainer's dev scoring by these scores, one per call; returns the list that
+    collects the weights each call scored."""
     import train.trainer as trainer
 
-    utterances, texts = corpus
-    scores = iter([0.30, 0.80, 0.50, 0.10])
-    weights_at = []
+    scores, weights_at = iter(scores), []
 
     def scripted_dev_metrics(model, samples, bank, normalizer):
         weights_at.append({k: v.detach().clone() for k, v in model.state_dict().items()})
@@ -424,6 +422,14 @@ def test_the_weights_of_the_best_dev_epoch_are_kept(corpus, tmp_path, monkeypatc
         return {"wa": score, "ua": score}
 
     monkeypatch.setattr(trainer, "dev_metrics", scripted_dev_metrics)
+    return weights_at
+
+
+def test_the_weights_of_the_best_dev_epoch_are_kept(corpus, tmp_path, monkeypatch):
+    """Dev scores are scripted (epoch 1 best): fit must return epoch 1's weights, not the last
+    epoch's, and report epoch 1's score; the weights really differ between epochs."""
+    utterances, texts = corpus
+    weights_at = script_dev_scores(monkeypatch, [0.30, 0.80, 0.50, 0.10])
     pairs = LabelMatchedPairing(utterances, texts, seed=0)
     model, info = fit(ModelConfig(**TINY), pairs.epoch, pairs.epoch(0)[:8], FeatureBank(ModelConfig(**TINY), tmp_path),
                       TrainSettings(epochs=4, batch_size=8, progress=False), log=lambda m: None)
@@ -440,18 +446,8 @@ def test_weight_averaging_keeps_the_mean_of_the_last_epochs(corpus, tmp_path, mo
     """--average-from 3 of 4 epochs: the kept weights are the mean of epochs 3 and 4's (whatever
     their dev scores), and the reported dev score is the average's own; a run resumed after epoch
     3 goes on averaging from where it stopped."""
-    import train.trainer as trainer
-
     utterances, texts = corpus
-    scores = iter([0.30, 0.90, 0.50, 0.10, 0.70, 0.30, 0.90, 0.50, 0.10, 0.70, 0.1, 0.2])
-    weights_at = []
-
-    def scripted_dev_metrics(model, samples, bank, normalizer):
-        weights_at.append({k: v.detach().clone() for k, v in model.state_dict().items()})
-        score = next(scores)
-        return {"wa": score, "ua": score}
-
-    monkeypatch.setattr(trainer, "dev_metrics", scripted_dev_metrics)
+    weights_at = script_dev_scores(monkeypatch, [0.30, 0.90, 0.50, 0.10, 0.70, 0.30, 0.90, 0.50, 0.10, 0.70, 0.1, 0.2])
     pairs = LabelMatchedPairing(utterances, texts, seed=0)
     bank = FeatureBank(ModelConfig(**TINY), tmp_path / "cache")
     settings = TrainSettings(epochs=4, batch_size=8, progress=False, average_from=3)

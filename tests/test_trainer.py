@@ -66,13 +66,14 @@ def test_an_interrupted_run_resumes_where_it_stopped(corpus, tmp_path):
 
 
 def test_cv_command_writes_labelled_results(fake_corpora, tmp_path):
-    result = run_module(
+    command = (
         "train", "cv", "--audio", f"ravdess={fake_corpora['ravdess']}", "--text", str(fake_corpora["goemotions"]),
         "--protocol", "speaker-independent", "--groups", "3", "--seeds", "0", "--max-folds", "1", "--epochs", "2",
         "--drop-text", "0.3", "--drop-audio", "0.3", "--no-progress", "--cache", str(tmp_path / "cache"),
         "--out", str(tmp_path / "cv"), "--set", "n_filters=16", "--set", "audio_kernel_sizes=[3,5]",
         "--baselines", "MFCC stats", "speaker embedding",
     )
+    result = run_module(*command)
     assert result.returncode == 0, result.stderr[-2000:]
     results = json.loads((tmp_path / "cv" / "results.json").read_text())
     rows = results["table1"]
@@ -95,6 +96,18 @@ def test_cv_command_writes_labelled_results(fake_corpora, tmp_path):
     result = run_module("train", "report", "--run", str(tmp_path / "cv"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((tmp_path / "cv" / "results.json").read_text())["table1"] == rows
+    # Run again, it resumes: the finished fold is scored again but recorded once, and a report
+    # counts a fold that an older run's file repeats once too.
+    folds_file = tmp_path / "cv" / "MSCNN-SPU-ATT" / "folds.jsonl"
+    assert len(folds_file.read_text().splitlines()) == 1
+    result = run_module(*command)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(folds_file.read_text().splitlines()) == 1
+    folds_file.write_text(folds_file.read_text() * 2)
+    result = run_module("train", "report", "--run", str(tmp_path / "cv"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "cv" / "results.json").read_text())["table1"] == rows
+    assert {r["n_runs"] for r in rows} == {1}
 
 
 def test_fit_and_evaluate_commands(fake_corpora, tmp_path):

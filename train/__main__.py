@@ -89,8 +89,9 @@ def command_report(args) -> int:
     table = []
     for folds_file in sorted(out.glob("*/folds.jsonl")):
         per_key: dict[str, list] = {}
-        for line in folds_file.read_text().splitlines():
-            record = json.loads(line)
+        # one record per fold, the last: files written before record_fold may repeat a resumed fold
+        records = {json.loads(line)["fold"]: json.loads(line) for line in folds_file.read_text().splitlines()}
+        for record in records.values():
             for key, result in record.items():
                 if key != "fold":
                     per_key.setdefault(key, []).append(FoldResult(**result))

@@ -11,6 +11,7 @@ features.py, training in trainer.py, metrics in protocol.py; this file only wire
 from __future__ import annotations
 
 import json
+import os
 import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -197,9 +198,18 @@ def cross_validate(data: Data, protocol: str, config: ModelConfig, settings: Tra
         for m, r in results.items():
             per_modality.setdefault(m, []).append(r)
         if out_dir:
-            with open(out_dir / "folds.jsonl", "a") as f:
-                f.write(json.dumps({"fold": fold.name, **{m: vars(r) for m, r in results.items()}}) + "\n")
+            record_fold(out_dir / "folds.jsonl", {"fold": fold.name, **{m: vars(r) for m, r in results.items()}})
     return {"summaries": {m: summarize(rs) for m, rs in per_modality.items()}, "folds": per_modality}
+
+
+def record_fold(path: Path, record: dict) -> None:
+    """Add one fold's results to folds.jsonl, in place of an earlier line of the same fold: a
+    resumed run scores its finished folds again, and a report must count each fold once."""
+    lines = path.read_text().splitlines() if path.is_file() else []
+    lines = [line for line in lines if json.loads(line)["fold"] != record["fold"]] + [json.dumps(record)]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
 
 
 def make_bank(config: ModelConfig, cache_dir: Path) -> FeatureBank:

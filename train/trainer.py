@@ -347,13 +347,14 @@ def fit(
         since_best = 0 if improved else since_best + 1
         if settings.average_from is not None and epoch + 1 >= settings.average_from:
             n_averaged += 1  # the average is kept, whatever the dev score of this epoch
+            record["averaged"] = n_averaged  # epochs in the kept mean
             best_state = running_mean(best_state if n_averaged > 1 else None, scored.state_dict(), n_averaged)
         elif improved:
             best_score = scores.get(settings.select_on)
             best_state = {k: v.clone() for k, v in scored.state_dict().items()}
         if rank == 0:
-            mark = f" (averaged: {n_averaged})" if n_averaged else (" *" if improved else "")
-            log(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}) + mark)
+            log(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})
+                + (" *" if improved or n_averaged else ""))
             if run_dir is not None:
                 save_state(run_dir, model, optimizer, best_state, {"epoch": epoch, "best_score": best_score, "history": history,
                                                                   "n_averaged": n_averaged, "settings": asdict(settings)})

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from ser_demo import devices
 from ser_demo.inputs import collate
 from ser_demo.model import MSCNN_SPU_ATT, ModelConfig
+from ser_demo.recognizer import BUNDLED_CHECKPOINT
 
 TINY = dict(audio_kernel_sizes=(3, 5), text_kernel_sizes=(1, 2), n_filters=8, n_hidden=8)
 
@@ -207,8 +208,6 @@ def test_on_a_gpu_the_bundled_checkpoint_answers_as_on_the_cpu():
     """What the app does on a GPU machine: the same weights give the CPU's probabilities in float32
     (cuDNN may use TF32 for the convolutions: a few 1e-3 at most), and close ones under the
     bfloat16 autocast that training uses, with the same answer wherever the CPU's is clear."""
-    from ser_demo.recognizer import BUNDLED_CHECKPOINT
-
     model = MSCNN_SPU_ATT.from_pretrained(BUNDLED_CHECKPOINT)
     batch = _bundled_inputs(model.config, np.random.default_rng(0))
     with torch.no_grad():
@@ -230,8 +229,6 @@ def test_on_a_gpu_the_bundled_checkpoint_answers_as_on_the_cpu():
 def test_on_a_gpu_training_steps_run_in_bfloat16_and_learn():
     """The trainer's step on a real GPU: parameters and gradients stay on it, the forward pass runs
     in bfloat16 where the card has it, the loss in float32, and 30 steps fit one batch."""
-    from ser_demo.recognizer import BUNDLED_CHECKPOINT
-
     config = MSCNN_SPU_ATT.from_pretrained(BUNDLED_CHECKPOINT).config
     torch.manual_seed(0)
     model = MSCNN_SPU_ATT(config).to("cuda").train()

@@ -82,6 +82,7 @@ def result_rows(summaries: dict, row_name: str, transcripts: str, log=print) -> 
 
 def command_report(args) -> int:
     """Tables of a cv run from the folds it finished (folds.jsonl), e.g. one stopped early."""
+    from train.experiment import fold_records
     from train.protocol import FoldResult, summarize
     from train.report import write_report
 
@@ -89,9 +90,7 @@ def command_report(args) -> int:
     table = []
     for folds_file in sorted(out.glob("*/folds.jsonl")):
         per_key: dict[str, list] = {}
-        # one record per fold, the last: files written before record_fold may repeat a resumed fold
-        records = {json.loads(line)["fold"]: json.loads(line) for line in folds_file.read_text().splitlines()}
-        for record in records.values():
+        for record in fold_records(folds_file).values():
             for key, result in record.items():
                 if key != "fold":
                     per_key.setdefault(key, []).append(FoldResult(**result))

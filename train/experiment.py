@@ -202,13 +202,19 @@ def cross_validate(data: Data, protocol: str, config: ModelConfig, settings: Tra
     return {"summaries": {m: summarize(rs) for m, rs in per_modality.items()}, "folds": per_modality}
 
 
-def record_fold(path: Path, record: dict) -> None:
-    """Add one fold's results to folds.jsonl, in place of an earlier line of the same fold: a
-    resumed run scores its finished folds again, and a report must count each fold once."""
+def fold_records(path: Path) -> dict[str, dict]:
+    """folds.jsonl as {fold name: its record}, one per fold, the last line of a fold winning: a
+    resumed run scores its finished folds again, and files written before `record_fold` repeat them."""
     lines = path.read_text().splitlines() if path.is_file() else []
-    lines = [line for line in lines if json.loads(line)["fold"] != record["fold"]] + [json.dumps(record)]
+    return {record["fold"]: record for record in map(json.loads, lines)}
+
+
+def record_fold(path: Path, record: dict) -> None:
+    """Add one fold's results to folds.jsonl, in place of an earlier line of the same fold, so a
+    report counts each fold once."""
+    records = fold_records(path) | {record["fold"]: record}
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records.values()))
     os.replace(tmp, path)
 
 

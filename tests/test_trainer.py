@@ -526,3 +526,38 @@ def test_a_speaker_cap_draws_at_most_n_clips_per_voice_each_epoch(corpus, tmp_pa
     assert {v: sum(s.speaker == v for s in trained_on) for v in speakers} == {v: 2 for v in speakers}
     with pytest.raises(ValueError, match="speaker_cap"):
         TrainSettings(speaker_cap=0)
+
+
+def test_a_baseline_refitted_on_the_dev_speakers_hears_their_classes():
+    """`refit_on_dev` (cv --no-dev): the penalty is chosen on dev, then dev joins training. A class
+    that only the dev clips show is then predicted; without the refit it cannot be."""
+    from types import SimpleNamespace
+
+    from train.baselines import baseline_predictions
+
+    class SpeakerVectors:  # the one FeatureBank method the speaker-embedding baseline reads
+        def __init__(self):
+            self.vectors = {}
+
+        def speaker(self, path):
+            return self.vectors[path]
+
+    bank, labels, rng = SpeakerVectors(), ["angry", "happy", "sad", "neutral"], np.random.default_rng(0)
+    centres = {label: 4 * np.eye(8, dtype=np.float32)[i] for i, label in enumerate(labels)}
+
+    def clips(split, classes, n=12):
+        made = []
+        for label in classes:
+            for i in range(n):
+                path = f"{split}/{label}/{i}.wav"
+                bank.vectors[path] = centres[label] + rng.normal(0, 0.3, 8).astype(np.float32)
+                made.append(SimpleNamespace(audio_path=path, label=label))
+        return made
+
+    train, dev, test = clips("train", labels[:3]), clips("dev", labels), clips("test", ["neutral"])
+    logs = []
+    plain = baseline_predictions("speaker embedding", bank, labels, train, dev, test, logs.append)
+    refitted = baseline_predictions("speaker embedding", bank, labels, train, dev, test, logs.append, refit_on_dev=True)
+    assert "neutral" not in plain
+    assert refitted.count("neutral") == len(test)
+    assert logs[-1] == "  baseline speaker embedding: refitted on train + dev (84 clips)"

@@ -3,8 +3,9 @@
 A recipe is only worth its complexity if it beats these. Each clip becomes one vector (the mean
 and standard deviation over time of its MFCCs and/or Whisper encoder states, and/or its speaker
 embedding), standardised with the training clips' statistics; a multinomial logistic regression
-with class-balanced weights and an L2 penalty chosen on the dev fold (by UA) classifies it.
-Audio only: these baselines read no words.
+with class-balanced weights and an L2 penalty chosen on the dev fold (by UA) classifies it. When
+the model also trains on the dev speakers (`--no-dev`), the baseline is refitted on them too with
+the penalty it chose, so both have heard the same voices. Audio only: these baselines read no words.
 """
 
 from __future__ import annotations
@@ -75,10 +76,11 @@ class LogisticRegression:
 
 def baseline_predictions(
     name: str, bank, labels: Sequence[str], train: Sequence, dev: Sequence, test: Sequence,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = print, refit_on_dev: bool = False,
 ) -> list[str]:
-    """Train the baseline `name` on `train` samples (with audio), pick its penalty on `dev`,
-    predict `test`. Samples need `.audio_path` and `.label`."""
+    """Train the baseline `name` on `train` samples (with audio), pick its penalty on `dev`, then
+    (`refit_on_dev`) train it again on `train` + `dev` with that penalty; predict `test`. Samples
+    need `.audio_path` and `.label`."""
     parts = BASELINES[name]
     index = {label: i for i, label in enumerate(labels)}
 
@@ -95,5 +97,8 @@ def baseline_predictions(
         if ua > best_ua:
             best, best_ua = model, ua
     log(f"  baseline {name}: L2 {best.penalty:g} (dev UA {best_ua:.3f})")
+    if refit_on_dev and len(y_dev):
+        best = LogisticRegression(best.penalty).fit(np.concatenate([x_train, x_dev]), np.concatenate([y_train, y_dev]), len(labels))
+        log(f"  baseline {name}: refitted on train + dev ({len(y_train) + len(y_dev)} clips)")
     x_test = np.stack([clip_vector(bank, s.audio_path, parts) for s in test])
     return [labels[i] for i in best.predict(x_test)]

@@ -134,8 +134,8 @@ def run_fold(data: Data, fold: Fold, config: ModelConfig, settings: TrainSetting
              neutral_words: float = 0.0, train_on_dev: bool = False):
     """One fold: fit, then score each test setting (and the baselines). `train_on_dev` trains the
     model on the dev speakers too and keeps its last epoch, as `fit --no-dev` makes a checkpoint;
-    its scores then name that protocol. The baselines still train on the training speakers and
-    pick their L2 on the dev speakers, under the fold's own protocol."""
+    its scores then name that protocol. The baselines pick their L2 on the dev speakers after
+    training on the others, and then (`train_on_dev`) train on the dev speakers too, as the model did."""
     pick = lambda idx: [data.utterances[i] for i in idx]  # noqa: E731
     model_fold = replace(fold, protocol=fold.protocol + DEV_TRAINED) if train_on_dev else fold
     settings = replace(settings, seed=fold.seed)
@@ -163,8 +163,9 @@ def run_fold(data: Data, fold: Fold, config: ModelConfig, settings: TrainSetting
 
         audio_test = [s for s in test if s.audio_path is not None]
         for name in baselines:
-            predicted = baseline_predictions(name, bank, config.labels, pick(fold.train), pick(fold.dev), audio_test, log)
-            results.update(score(audio_test, predicted, fold, config.labels, f"baseline:{name}", per_corpus))
+            predicted = baseline_predictions(name, bank, config.labels, pick(fold.train), pick(fold.dev), audio_test, log,
+                                             refit_on_dev=train_on_dev)
+            results.update(score(audio_test, predicted, model_fold, config.labels, f"baseline:{name}", per_corpus))
             log(f"  baseline {name}: WA {results[f'baseline:{name}'].wa:.3f} UA {results[f'baseline:{name}'].ua:.3f}")
     return model, results, info
 

@@ -65,6 +65,23 @@ def test_an_interrupted_run_resumes_where_it_stopped(corpus, tmp_path):
     assert model.config.normalizer is not None  # fitted on the training audio, travels with the model
 
 
+def test_a_resumed_run_ends_where_an_uninterrupted_one_does(corpus, tmp_path):
+    """The saved state carries the weight average (EMA) and dropout's random state too: stopping
+    after epoch 2 and resuming to 3 gives the very weights and losses of 3 epochs in one go."""
+    utterances, texts = corpus
+    bank = FeatureBank(ModelConfig(**TINY), tmp_path / "cache")
+    pairs = LabelMatchedPairing(utterances, texts, seed=0, dropout=ModalityDropout(0.2, 0.2))
+    settings = TrainSettings(epochs=3, progress=False, ema=0.99, time_masks=1, feature_masks=1)
+    straight, straight_info = fit(ModelConfig(**TINY), pairs.epoch, [], bank, settings, log=lambda m: None)
+    fit(ModelConfig(**TINY), pairs.epoch, [], bank, replace(settings, epochs=2), tmp_path / "run", lambda m: None)
+    logs = []
+    resumed, resumed_info = fit(ModelConfig(**TINY), pairs.epoch, [], bank, settings, tmp_path / "run", logs.append)
+    assert any("resumed" in line for line in logs) and not any("no weight average" in line for line in logs)
+    assert [h["loss"] for h in resumed_info["history"]] == [h["loss"] for h in straight_info["history"]]
+    for name, tensor in straight.state_dict().items():
+        assert torch.equal(tensor, resumed.state_dict()[name]), name
+
+
 def test_cv_command_writes_labelled_results(fake_corpora, tmp_path):
     command = (
         "train", "cv", "--audio", f"ravdess={fake_corpora['ravdess']}", "--text", str(fake_corpora["goemotions"]),

@@ -14,7 +14,6 @@ the batches.
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, replace
@@ -25,7 +24,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
 from ser_demo.audio import Normalizer
 from ser_demo.devices import autocast, init_distributed, to_device
@@ -35,6 +33,7 @@ from train.augment import Variant, variants_of
 from train.consistency import words_consistency
 from train.features import FeatureBank
 from train.pairing import BimodalSample
+from train.resume import load_state, save_state
 
 
 @dataclass
@@ -225,35 +224,6 @@ def is_main_process() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
-# --- resumable state: safetensors + JSON, never pickle ------------------------------------------
-
-
-def save_state(run_dir: Path, model, optimizer, best_state, info: dict) -> None:
-    tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
-    tensors |= {f"best.{k}": v.contiguous() for k, v in best_state.items()}
-    for i, state in optimizer.state_dict()["state"].items():
-        tensors |= {f"adam.{i}.{k}": torch.as_tensor(v).reshape(-1) if k == "step" else v for k, v in state.items()}
-    tmp = run_dir / "state.safetensors.tmp"
-    save_file(tensors, str(tmp))
-    os.replace(tmp, run_dir / "state.safetensors")
-    (run_dir / "state.json").write_text(json.dumps(info, indent=1))
-
-
-def load_state(run_dir: Path, model, optimizer) -> Optional[tuple[dict, dict]]:
-    if not (run_dir / "state.json").is_file():
-        return None
-    tensors = load_file(str(run_dir / "state.safetensors"))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
-    opt = optimizer.state_dict()
-    for key, value in tensors.items():
-        if key.startswith("adam."):
-            _, i, name = key.split(".", 2)
-            opt["state"].setdefault(int(i), {})[name] = value.reshape(()) if name == "step" else value
-    optimizer.load_state_dict(opt)
-    return best, json.loads((run_dir / "state.json").read_text())
-
-
 def fit(
     config: ModelConfig,
     train_epoch: Callable[[int], list[BimodalSample]],
@@ -299,7 +269,7 @@ def fit(
     n_averaged = 0  # epoch ends in the running mean that `best_state` holds once averaging starts
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        resumed = load_state(run_dir, model, optimizer)
+        resumed = load_state(run_dir, model, optimizer, averaged, log)
         if resumed is not None:
             best_state, info = resumed
             history, best_score, start_epoch = info["history"], info["best_score"], info["epoch"] + 1
@@ -357,7 +327,8 @@ def fit(
                 + (" *" if improved or n_averaged else ""))
             if run_dir is not None:
                 save_state(run_dir, model, optimizer, best_state, {"epoch": epoch, "best_score": best_score, "history": history,
-                                                                  "n_averaged": n_averaged, "settings": asdict(settings)})
+                                                                  "n_averaged": n_averaged, "settings": asdict(settings)},
+                           averaged)
         if settings.patience is not None and dev and since_best >= settings.patience:
             log(f"no better dev {settings.select_on} for {since_best} epochs: stopping early")
             break

@@ -46,8 +46,11 @@ def model_config(config: dict, keep_fitted: bool = False) -> ModelConfig:
 
 def read_cv_log(path: Path) -> dict:
     """What a `python -m train cv` log records: the data reports, each row's model config, the
-    folds, every fold's scores per test setting, and where the results were written."""
-    log = {"data": [], "configs": {}, "folds": [], "scores": {}, "wrote": None}
+    folds, every fold's scores per test setting, and where the results were written. A resumed
+    run scores its finished folds again: as in folds.jsonl, a fold's last scores count."""
+    log = {"data": [], "configs": {}, "wrote": None}
+    by_fold: dict[str, dict[str, tuple[float, float]]] = {}
+    fold = None
     for line in path.read_text().splitlines():
         if line.startswith("== ") and ": {" in line:
             name, config = line[3:].split(": {", 1)
@@ -55,11 +58,17 @@ def read_cv_log(path: Path) -> dict:
         elif not log["configs"] and line.strip():
             log["data"].append(line)
         elif match := re.match(r"(.+?/seed\d+/fold\d+): train \d+, dev \d+, test \d+", line):
-            log["folds"].append(match.group(1))
-        elif match := SCORE_LINE.match(line):
-            log["scores"].setdefault(match.group(1), []).append((float(match.group(2)), float(match.group(3))))
+            fold = match.group(1)
+            by_fold[fold] = {}
+        elif (match := SCORE_LINE.match(line)) and fold is not None:
+            by_fold[fold][match.group(1)] = (float(match.group(2)), float(match.group(3)))
         elif match := re.match(r"wrote (\S+)/results\.md and \S+/results\.json", line):
             log["wrote"] = match.group(1)
+    log["folds"] = list(by_fold)
+    log["scores"] = {}
+    for scores in by_fold.values():
+        for label, score in scores.items():
+            log["scores"].setdefault(label, []).append(score)
     return log
 
 

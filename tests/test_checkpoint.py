@@ -202,7 +202,7 @@ def test_the_results_are_the_folds_in_the_log(record):
     assert log["folds"] and log["scores"]
     for row in record["rows"]:
         assert row["labels"] == record["config"]["labels"]
-        # a --no-dev run logs its folds under the model's protocol; its baselines keep the fold's own
+        # a --no-dev run logs its folds under the model's protocol, its baselines too (older runs: the fold's own)
         assert any(fold.startswith((row["protocol"] + "/", row["protocol"] + DEV_TRAINED + "/"))
                    for fold in log["folds"]), row["protocol"]
         if per_corpus(row):

@@ -578,3 +578,22 @@ def test_a_baseline_refitted_on_the_dev_speakers_hears_their_classes():
     assert "neutral" not in plain
     assert refitted.count("neutral") == len(test)
     assert logs[-1] == "  baseline speaker embedding: refitted on train + dev (84 clips)"
+
+
+def test_a_state_saved_before_states_kept_the_average_still_resumes(corpus, tmp_path):
+    """Run folders written by the trainer before the EMA was saved resume too, and say the
+    average restarts."""
+    from safetensors.torch import load_file, save_file
+
+    utterances, texts = corpus
+    bank = FeatureBank(ModelConfig(**TINY), tmp_path / "cache")
+    pairs = LabelMatchedPairing(utterances, texts, seed=0)
+    settings = TrainSettings(epochs=1, progress=False, ema=0.99)
+    fit(ModelConfig(**TINY), pairs.epoch, [], bank, settings, tmp_path / "run", lambda m: None)
+    state = tmp_path / "run" / "state.safetensors"
+    old = {k: v for k, v in load_file(str(state)).items() if not k.startswith(("ema.", "rng."))}
+    save_file(old, str(state))
+    logs = []
+    _, info = fit(ModelConfig(**TINY), pairs.epoch, [], bank, replace(settings, epochs=2), tmp_path / "run", logs.append)
+    assert [h["epoch"] for h in info["history"]] == [0, 1]
+    assert any("no weight average" in line and "restart" in line for line in logs)

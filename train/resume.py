@@ -52,7 +52,7 @@ def load_state(run_dir: Path, model, optimizer, averaged=None, log: Callable[[st
         reference = averaged.state_dict()
         averaged.load_state_dict({k: v.reshape(reference[k].shape) for k, v in ema.items()})
     elif averaged is not None:  # a state saved before the average was: it starts again from here
-        log("the saved state has no weight average: it restarts at the resumed epoch")
+        log("the saved state has no weight average (written before states kept it): further epochs restart it")
     if "rng.torch" in tensors:
         torch.set_rng_state(tensors["rng.torch"])
     cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k[9:]))]

@@ -177,9 +177,10 @@ def spu_html(audio_statistics: np.ndarray, kernel_sizes: Sequence, statistics: S
 
 
 def probabilities_html(labels: Sequence[str], probabilities: Sequence[float],
-                       uniform: Optional[Sequence[float]] = None) -> str:
+                       uniform: Optional[Sequence[float]] = None, mixed_from: Optional[tuple] = None) -> str:
     """Horizontal bars of the class probabilities, the predicted class outlined; under each bar a
-    thin hatched grey one: the same recording with uniform attention (when given)."""
+    thin hatched grey one: the same recording with uniform attention (when given). `mixed_from`:
+    (network's probabilities, statistics head's, head's share) when the answer mixes the two."""
     probabilities = np.asarray(probabilities, dtype=float)
     top = int(np.argmax(probabilities))
     rows = []
@@ -201,6 +202,12 @@ def probabilities_html(labels: Sequence[str], probabilities: Sequence[float],
         )
     legend = ('<div style="font-size: 0.85em; opacity: 0.8">hatched: the prediction with uniform attention</div>'
               if uniform is not None else "")
+    if mixed_from is not None:
+        network, head, share = (np.asarray(mixed_from[0]), np.asarray(mixed_from[1]), mixed_from[2])
+        answer = lambda p: f"<b>{html.escape(labels[int(np.argmax(p))])}</b> ({np.max(p):.0%})"  # noqa: E731
+        legend += (f'<div class="mixed-from" style="font-size: 0.85em; opacity: 0.8">mixed from two answers: '
+                   f"MSCNN-SPU-ATT's own, {answer(network)}, weighted {1 - share:.0%}, and a linear head on the "
+                   f"clip's statistics, {answer(head)}, weighted {share:.0%}</div>")
     return (f'<div class="ser-probabilities"><div style="font-size: 1.1em">Prediction: '
             f"<b>{html.escape(labels[top])}</b> ({probabilities[top]:.0%})</div>{''.join(rows)}{legend}</div>")
 

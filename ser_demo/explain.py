@@ -75,6 +75,12 @@ class Explanation:
     window_relevance: Optional[np.ndarray] = None  # (n,) drop of p(target) when occluded
     frame_seconds: float = 0.01
     timings: dict = field(default_factory=dict)
+    # A checkpoint with a statistics head mixes two answers into `probabilities` (the head's with
+    # weight head_share); every explanation above is of that mixture, where only the network's
+    # part depends on the words and on the hidden audio (the head reads the whole clip's statistics).
+    network_probabilities: Optional[np.ndarray] = None  # (n_labels,) MSCNN-SPU-ATT's own answer
+    head_probabilities: Optional[np.ndarray] = None  # (n_labels,) the statistics head's
+    head_share: float = 0.0
 
     @property
     def label(self) -> str:
@@ -100,6 +106,9 @@ class Explanation:
                 if self.attention is not None else {}
             ),
             "word_influence": rounded(self.word_influence),
+            **({"network_probabilities": dict(zip(self.labels, map(float, self.network_probabilities))),
+                "head_probabilities": dict(zip(self.labels, map(float, self.head_probabilities))),
+                "head_share": self.head_share} if self.head_probabilities is not None else {}),
             "uniform_attention_probabilities": (
                 {k: float(p) for k, p in zip(self.labels, self.uniform_probabilities)}
                 if self.uniform_probabilities is not None else None
@@ -250,6 +259,10 @@ def explain(
         attention=base.attention[0].cpu().numpy() if base.attention is not None and has_words else None,
         frame_seconds=frame_seconds,
     )
+    if base.head_logits is not None and has_audio:
+        explanation.network_probabilities = _probs(base.network_logits)[0]
+        explanation.head_probabilities = _probs(base.head_logits)[0]
+        explanation.head_share = c.statistics_head["share"]
 
     start = time.perf_counter()
     if words and has_words:

@@ -21,11 +21,13 @@ def pad_frames(matrices: list, n_features: int) -> tuple[Tensor, Tensor]:
 
 
 def collate(config: ModelConfig, mfccs: list, words: list, speakers: Optional[list] = None,
-            encoder_states: Optional[list] = None) -> dict[str, Tensor]:
+            encoder_states: Optional[list] = None, statistics: Optional[list] = None) -> dict[str, Tensor]:
     """Pad one batch of utterances into model inputs. mfccs: normalised (96, T) arrays, words:
     (Tw, D) arrays, speakers: (n_speaker_features,) arrays, encoder_states: normalised (384, Te)
     arrays; None (or length 0) = modality absent, which becomes length 0 (and a zero speaker
-    vector). Front-ends the config does not use are ignored. Shared by training and inference."""
+    vector). statistics: clip vectors for the statistics head (`ser_demo.statistics_head`), given
+    when its answer is to be mixed in (inference; never in training), None for a clip without
+    audio. Front-ends the config does not use are ignored. Shared by training and inference."""
     batch: dict[str, Tensor] = {}
     n = len(mfccs)
     if config.use_audio:
@@ -39,6 +41,10 @@ def collate(config: ModelConfig, mfccs: list, words: list, speakers: Optional[li
                 torch.zeros(config.n_speaker_features) if e is None else torch.as_tensor(e, dtype=torch.float32)
                 for e in (speakers or [None] * n)
             ])
+        if config.statistics_head and any(v is not None for v in statistics or ()):
+            width = next(len(v) for v in statistics if v is not None)
+            batch["clip_statistics"] = torch.stack([
+                torch.zeros(width) if v is None else torch.as_tensor(v, dtype=torch.float32) for v in statistics])
     if config.use_text:
         lengths = [0 if w is None else len(w) for w in words]
         padded = torch.zeros(len(words), max(max(lengths), 1), config.n_word_features)

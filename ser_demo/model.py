@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from .audio import FeatureParams
 from .encoder import CONTEXTS, spec_context
+from .statistics_head import StatisticsHead, check_head_config, statistics_width
 from .text import DEFAULT_EMBEDDINGS
 
 LABELS = ("angry", "happy", "sad", "neutral")
@@ -80,6 +81,9 @@ class ModelConfig:
     # paper): removes a recording's channel and a voice's average timbre, which new speakers and
     # microphones change, at the cost of the clip's average level.
     utterance_norm: tuple = ()
+    # A linear head on clip statistics whose answer is mixed into the network's (not in the
+    # paper; `ser_demo.statistics_head`): {"parts": [...], "share": 0.25, "penalty": L2}.
+    statistics_head: Optional[dict] = None
 
     def __post_init__(self):
         # JSON gives lists back; tuples keep configs hashable and comparable.
@@ -109,11 +113,17 @@ class ModelConfig:
         for f in fields(self):  # "False" from a command line is truthy: refuse it here
             if f.type == "bool" and not isinstance(getattr(self, f.name), bool):
                 raise ValueError(f"{f.name} must be true or false, got {getattr(self, f.name)!r}")
+        if self.statistics_head is not None:
+            check_head_config(self)
         if self.n_audio_features != 3 * self.feature_params["n_mfcc"]:
             raise ValueError(
                 f"n_audio_features={self.n_audio_features} but feature_params give "
                 f"3 x {self.feature_params['n_mfcc']} MFCC rows"
             )
+
+    @property
+    def statistics_parts(self) -> tuple:
+        return tuple(self.statistics_head["parts"]) if self.statistics_head else ()
 
     @property
     def attends(self) -> bool:
@@ -232,6 +242,8 @@ class ModelOutput:
     attention: Optional[Tensor] = None  # (B, n_audio_stats, Tw)
     attended: Optional[Tensor] = None  # (B, n_audio_stats, Kt*F): S_j = sum_k s_k^j h_k
     h: Optional[Tensor] = None  # (B, Tw, Kt*F): the text MSCNN outputs h_k
+    network_logits: Optional[Tensor] = None  # before the statistics head's answer is mixed in
+    head_logits: Optional[Tensor] = None  # the statistics head's own answer
 
 
 class MSCNN_SPU_ATT(
@@ -270,6 +282,9 @@ class MSCNN_SPU_ATT(
             nn.Dropout(c.dropout),
             nn.Linear(c.n_hidden, len(c.labels)),
         )
+        if c.statistics_head:
+            width = statistics_width(c.statistics_parts, c.n_audio_features, c.n_encoder_features, c.n_speaker_features)
+            self.statistics_head = StatisticsHead(width, len(c.labels))
 
     def forward(
         self,
@@ -283,9 +298,11 @@ class MSCNN_SPU_ATT(
         *,
         audio_statistics: Optional[Tensor] = None,  # precomputed audio SPU, 1 or B rows
         uniform_attention: bool = False,
+        clip_statistics: Optional[Tensor] = None,  # (B, n) for the statistics head, if the model has one
     ) -> ModelOutput:
-        """The paper's forward pass. The two keyword options serve the explanations: reuse the
-        audio branch across many transcripts of one recording, and replace eq. 5 by equal weights."""
+        """The paper's forward pass. The first two keyword options serve the explanations: reuse the
+        audio branch across many transcripts of one recording, and replace eq. 5 by equal weights.
+        `clip_statistics` mixes in the statistics head's answer (not the paper's; see its module)."""
         c = self.config
         fused, out = [], ModelOutput(logits=torch.empty(0))
         batch = max(x.shape[0] for x in (mfcc, encoder_states, words, audio_statistics) if x is not None)
@@ -325,6 +342,11 @@ class MSCNN_SPU_ATT(
             out.attended, out.attention = self.attention(contexts, out.h, word_mask, uniform_attention)
             fused.append(out.attended.flatten(1))
         out.logits = self.classifier(torch.cat(fused, dim=-1))
+        if clip_statistics is not None and c.statistics_head:
+            lengths = encoder_lengths if encoder_lengths is not None else audio_lengths
+            out.network_logits, out.head_logits = out.logits, self.statistics_head(clip_statistics)
+            out.logits = StatisticsHead.fuse(out.logits, out.head_logits, c.statistics_head["share"],
+                                             None if lengths is None else lengths > 0)
         return out
 
     # --- checkpoints: safetensors + config.json, never pickle ----------------------------------

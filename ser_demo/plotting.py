@@ -306,7 +306,8 @@ def draw_analysis(analysis, heat_maps: Optional[HeatMaps] = None) -> dict:
     measured), and "probabilities" and "attention" as HTML (the latter says so when there are no
     words). `heat_maps`: this analysis's `draw_heat_maps`, if it was drawn already."""
     e = analysis.explanation
-    images = {"probabilities": probabilities_html(e.labels, e.probabilities, e.uniform_probabilities)}
+    mixed_from = None if e.head_probabilities is None else (e.network_probabilities, e.head_probabilities, e.head_share)
+    images = {"probabilities": probabilities_html(e.labels, e.probabilities, e.uniform_probabilities, mixed_from)}
     with LOCK:
         encoder_states = getattr(analysis, "encoder_states", None)
         if heat_maps is not None:

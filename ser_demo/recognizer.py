@@ -25,6 +25,7 @@ from .devices import resolve_device, to_device
 from .encoder import WhisperEncoder
 from .inputs import collate
 from .model import MSCNN_SPU_ATT, ModelConfig, ModelOutput
+from .statistics_head import clip_statistics
 from .text import Tokens, load_word_vectors
 from .utterance import (MAX_TRANSCRIPT_CHARACTERS, MAX_TRANSCRIPT_WORDS, AudioFeatures, Heard, ModelInputs,
                         Prediction, PredictionError, check_transcript_length, unknown_words_note)
@@ -140,11 +141,16 @@ class EmotionRecognizer:
         """What the audio branch reads of `audio` (float32 16 kHz mono, ingested); `encoded`, its
         Whisper encoder pass if `listen` already ran it."""
         c = self.config
-        return AudioFeatures(
-            mfcc=mfcc_features(audio, self.feature_params) if "mfcc" in c.audio_frontends else None,
+        parts = c.statistics_parts
+        mfcc = mfcc_features(audio, self.feature_params) if "mfcc" in c.audio_frontends or "mfcc" in parts else None
+        features = AudioFeatures(
+            mfcc=mfcc if "mfcc" in c.audio_frontends else None,
             encoded=(encoded or self.encoder.encode(audio)) if self.encoder is not None else None,
             speaker=self.speaker_embedder.embed(audio) if c.use_speaker else None,
         )
+        if parts:
+            features.statistics = clip_statistics(parts, mfcc, getattr(features.encoded, "states", None), features.speaker)
+        return features
 
     def prepare(self, audio: Optional[np.ndarray], transcript: Optional[str], modality: str = "both",
                 encoded=None, features: Optional[AudioFeatures] = None) -> ModelInputs:
@@ -158,13 +164,13 @@ class EmotionRecognizer:
         tokens = self.word_vectors.encode(transcript if use_text else None) if c.use_text else Tokens([], np.zeros((0, 0), np.float32), [])
         if not use_audio and not tokens.words:
             raise PredictionError("text-only mode needs a transcript with at least one word")
-        mfcc = states = speaker = None
+        mfcc = states = speaker = statistics = None
         if use_audio:
             features = features or self.audio_features(audio, encoded)
-            mfcc, speaker = features.mfcc, features.speaker
+            mfcc, speaker, statistics = features.mfcc, features.speaker, features.statistics
             states = features.encoded.states if features.encoded is not None else None
         batch = collate(c, [None if mfcc is None else self.normalizer(mfcc)], [tokens.vectors], [speaker],
-                        [None if states is None else self.encoder_normalizer(states)])
+                        [None if states is None else self.encoder_normalizer(states)], [statistics])
         return ModelInputs(mfcc, tokens, to_device(batch, self.device), states)
 
     @torch.no_grad()
@@ -304,6 +310,10 @@ class EmotionRecognizer:
         attention = {}
         if out.attention is not None and inputs.tokens.words:
             attention = {s: out.attention[0, j].tolist() for j, s in enumerate(c.audio_statistics)}
+        answers = {}
+        if out.head_logits is not None and inputs.has_audio:
+            for name, logits in (("network_probabilities", out.network_logits), ("head_probabilities", out.head_logits)):
+                answers[name] = dict(zip(c.labels, map(float, logits.softmax(-1)[0].cpu())))
         return Prediction(
             label=c.labels[int(probs.argmax())],
             probabilities={label: float(p) for label, p in zip(c.labels, probs)},
@@ -321,4 +331,5 @@ class EmotionRecognizer:
             words=heard.words,
             notes=notes,
             encoder_states=inputs.encoder_states,
+            **answers,
         )

@@ -61,6 +61,9 @@ class Prediction:
     words: list = field(default_factory=list)  # ASR word timestamps, when the ASR gave them
     notes: list[str] = field(default_factory=list)  # what the user should know (unknown words, ...)
     encoder_states: Optional[np.ndarray] = None  # (384, states) Whisper encoder, before normalisation
+    # With a statistics head (ser_demo.statistics_head), `probabilities` mixes these two answers:
+    network_probabilities: Optional[dict[str, float]] = None  # MSCNN-SPU-ATT's own
+    head_probabilities: Optional[dict[str, float]] = None  # the linear head's, on clip statistics
 
     def to_dict(self) -> dict:
         """JSON-ready summary (the command line prints it)."""
@@ -73,6 +76,8 @@ class Prediction:
         return {
             "label": self.label,
             "probabilities": self.probabilities,
+            **({"network_probabilities": self.network_probabilities, "head_probabilities": self.head_probabilities}
+               if self.head_probabilities is not None else {}),
             "modality": self.modality,
             "transcript": self.transcript,
             "tokens": self.tokens,
@@ -109,6 +114,7 @@ class AudioFeatures:
     mfcc: Optional[np.ndarray] = None  # raw (96, frames); None when the model reads no MFCCs
     encoded: object = None  # ser_demo.encoder.Encoded, when the model reads Whisper encoder states
     speaker: Optional[np.ndarray] = None  # speaker embedding, when the model uses one
+    statistics: Optional[np.ndarray] = None  # the clip vector of the checkpoint's statistics head, if any
 
 
 @dataclass

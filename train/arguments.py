@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 from train.pairing import CONSISTENCY_TRAINS
@@ -45,6 +45,11 @@ def data_arguments(p: argparse.ArgumentParser) -> None:
 def model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="model switch or size, e.g. use_attention=false, audio_kernel_sizes=[3,5]")
+    p.add_argument("--statistics-head", type=float, default=0.0, metavar="SHARE",
+                   help="fit a logistic regression on clip statistics (MFCC, Whisper encoder, speaker) after the "
+                        "network and mix its answer in with this share (not in the paper; 0: none)")
+    p.add_argument("--statistics-head-penalty", type=float, default=0.1, metavar="L2",
+                   help="the statistics head's L2 penalty (fixed: a checkpoint trained on every voice has no dev group)")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=5e-4)
@@ -146,9 +151,17 @@ def model_config(args, **extra):
             values[key] = raw
     values.update(extra)  # an ablation row's own switches win over --set
     try:
-        return ModelConfig(**values)
+        config = ModelConfig(**values)
     except (TypeError, ValueError) as err:
         raise SystemExit(f"--set: {err}") from None
+    if not getattr(args, "statistics_head", 0):
+        return config
+    from train.statistics_head import head_settings
+
+    try:
+        return replace(config, statistics_head=head_settings(config, args.statistics_head, args.statistics_head_penalty))
+    except ValueError as err:
+        raise SystemExit(f"--statistics-head: {err}") from None
 
 
 def settings_of(args):

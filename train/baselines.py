@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ser_demo.statistics_head import clip_statistics
 from train.protocol import unweighted_accuracy
 
 BASELINES = {  # name -> the clip representations it concatenates
@@ -28,18 +29,11 @@ PENALTIES = (1e-4, 1e-3, 1e-2, 1e-1)  # L2 strengths tried on the dev fold
 
 
 def clip_vector(bank, path, parts: Sequence[str]) -> np.ndarray:
-    """One clip as a vector: [mean, std] over time per front-end, the speaker embedding as is."""
-    pieces = []
-    for part in parts:
-        if part == "speaker":
-            pieces.append(bank.speaker(path))
-            continue
-        frames = bank.mfcc(path) if part == "mfcc" else bank.encoder_states(path)
-        if frames.shape[1] == 0:  # no speech in the clip: the zero vector
-            pieces.append(np.zeros(2 * frames.shape[0], np.float32))
-        else:
-            pieces.append(np.concatenate([frames.mean(1), frames.std(1)]))
-    return np.concatenate(pieces).astype(np.float32)
+    """One clip as a vector: [mean, std] over time per front-end, the speaker embedding as is
+    (the statistics head's inputs: `ser_demo.statistics_head.clip_statistics`)."""
+    return clip_statistics(parts, mfcc=bank.mfcc(path) if "mfcc" in parts else None,
+                           states=bank.encoder_states(path) if "whisper" in parts else None,
+                           speaker=bank.speaker(path) if "speaker" in parts else None)
 
 
 class LogisticRegression:

@@ -30,6 +30,7 @@ from ser_demo.devices import autocast, init_distributed, to_device
 from ser_demo.inputs import collate
 from ser_demo.model import MSCNN_SPU_ATT, ModelConfig
 from train.augment import Variant, variants_of
+from train.baselines import clip_vector
 from train.consistency import words_consistency
 from train.features import FeatureBank
 from train.pairing import BimodalSample
@@ -125,10 +126,12 @@ def make_batch(
     settings: Optional["TrainSettings"] = None,
     encoder_normalizer: Optional[Normalizer] = None,
     variants: Optional[Sequence[Optional[Variant]]] = None,
+    statistics: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Pad a list of samples into model inputs; a dropped modality becomes length 0. With
     `settings` (training), each clip gets its random crop and SpecAugment masks from `rng`;
-    `variants` (one per sample, None = the clean clip) picks augmented versions of the audio."""
+    `variants` (one per sample, None = the clean clip) picks augmented versions of the audio;
+    `statistics` adds the clip vectors of the config's statistics head (inference)."""
     mfccs, states, words, speakers = [], [], [], []
     audio = config.use_audio
     for i, s in enumerate(samples):
@@ -144,7 +147,11 @@ def make_batch(
         states.append(e)
         speakers.append(bank.speaker(s.audio_path, v) if config.use_speaker and s.audio_path is not None else None)
         words.append(bank.words(s.text) if config.use_text and s.text else None)
-    return collate(config, mfccs, words, speakers, states)
+    heads = None
+    if statistics and config.statistics_head:
+        heads = [clip_vector(bank, s.audio_path, config.statistics_parts) if audio and s.audio_path is not None else None
+                 for s in samples]
+    return collate(config, mfccs, words, speakers, states, heads)
 
 
 def _augment(mfcc, states, rng: random.Random, settings: "TrainSettings"):
@@ -198,7 +205,7 @@ def predict_probabilities(model, samples, bank, normalizer: Optional[Normalizer]
     device = next(model.parameters()).device
     for i in range(0, len(samples), batch_size):
         chunk = samples[i : i + batch_size]
-        batch = make_batch(chunk, bank, config, normalizer, encoder_normalizer=encoder_normalizer)
+        batch = make_batch(chunk, bank, config, normalizer, encoder_normalizer=encoder_normalizer, statistics=True)
         logits = model(**to_device(batch, device)).logits
         out.append(logits.softmax(-1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(config.labels)), np.float32)
@@ -233,12 +240,16 @@ def fit(
     run_dir: Optional[Path] = None,
     log: Callable[[str], None] = print,
     audio_files: Optional[Sequence[Path]] = None,
+    labelled_clips: Optional[Sequence[tuple[Path, str]]] = None,
 ) -> tuple[MSCNN_SPU_ATT, dict]:
     """Train a model; returns the epoch with the best dev score (the last one without a dev set).
 
     `train_epoch(e)` gives epoch e's samples (label-matched pairs are re-drawn each epoch).
     Normalisation statistics are fitted on `audio_files` (default: the audio of epoch 0, which
-    modality dropout has thinned) and stored in the config."""
+    modality dropout has thinned) and stored in the config. A config with a statistics head
+    trains the network alone; the head is then fitted on `labelled_clips` ((audio path, label);
+    default: epoch 0's clips with audio)."""
+    head, config = config.statistics_head, replace(config, statistics_head=None)
     rank, world, device, group = init_distributed(settings.device)
     torch.manual_seed(settings.seed)
     if audio_files is None:
@@ -336,6 +347,11 @@ def fit(
     if n_averaged and dev:  # what is kept is the average: its own dev score is the one to report
         best_score = dev_metrics(model, list(dev), bank, normalizer)[settings.select_on]
         log(f"average of the last {n_averaged} epochs: dev {settings.select_on} {best_score:.4f}")
+    if head:
+        from train.statistics_head import attach_statistics_head
+
+        clips = labelled_clips or sorted({(s.audio_path, s.label) for s in train_epoch(0) if s.audio_path is not None})
+        model = attach_statistics_head(model, head, clips, bank, log)
     return model.eval(), {"history": history, "best_dev": best_score, "select_on": settings.select_on,
                           "n_averaged": n_averaged}
 

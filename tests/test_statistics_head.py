@@ -1,0 +1,155 @@
+"""The statistics head: a linear classifier on clip statistics whose answer a checkpoint mixes
+into the network's (ser_demo/statistics_head.py, train/statistics_head.py)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ser_demo.model import MSCNN_SPU_ATT, ModelConfig
+from ser_demo.recognizer import BUNDLED_CHECKPOINT, EmotionRecognizer
+from ser_demo.statistics_head import clip_statistics
+from tests.test_model import SMALL, make_inputs
+from train.audio_corpora import load_ravdess
+from train.baselines import LogisticRegression, clip_vector
+from train.datasets import load_goemotions
+from train.features import FeatureBank
+from train.pairing import LabelMatchedPairing
+from train.trainer import TrainSettings, fit, predict_probabilities
+
+HEAD = {"parts": ["mfcc", "whisper", "speaker"], "share": 0.25, "penalty": 0.1}
+
+
+def test_clip_statistics_are_mean_and_std_over_time_then_the_speaker_embedding():
+    rng = np.random.default_rng(0)
+    mfcc, states, speaker = rng.normal(size=(96, 40)), rng.normal(size=(384, 20)), rng.normal(size=256)
+    vector = clip_statistics(("mfcc", "whisper", "speaker"), mfcc, states, speaker)
+    assert vector.shape == (2 * 96 + 2 * 384 + 256,) and vector.dtype == np.float32
+    np.testing.assert_allclose(vector[:96], mfcc.mean(1), rtol=1e-5)
+    np.testing.assert_allclose(vector[96:192], mfcc.std(1), rtol=1e-5)
+    np.testing.assert_allclose(vector[192:576], states.mean(1), rtol=1e-5)
+    np.testing.assert_allclose(vector[-256:], speaker, rtol=1e-6)
+    assert not clip_statistics(("mfcc",), np.zeros((96, 0))).any()  # no frames: zeros, not NaN
+    with pytest.raises(ValueError, match="whisper"):
+        clip_statistics(("whisper",), mfcc)
+
+
+def head_model(seed=0) -> MSCNN_SPU_ATT:
+    torch.manual_seed(seed)
+    model = MSCNN_SPU_ATT(ModelConfig(**SMALL, use_speaker=True, audio_frontends=("mfcc", "whisper"),
+                                      statistics_head=HEAD)).eval()
+    with torch.no_grad():  # a head that has an opinion
+        model.statistics_head.weight.normal_(0, 0.2)
+        model.statistics_head.bias.normal_(0, 1)
+    return model
+
+
+def test_the_answer_is_the_share_weighted_mixture_and_rows_without_audio_keep_the_networks():
+    model = head_model()
+    batch = make_inputs(lengths=(40, 25, 0), word_lengths=(6, 3, 2), speaker=True)
+    statistics = torch.randn(3, 2 * 96 + 2 * 384 + 256)
+    with torch.no_grad():
+        alone = model(**batch)
+        mixed = model(**batch, clip_statistics=statistics)
+        head = model.statistics_head(statistics)
+    assert alone.head_logits is None  # without statistics: the network's answer, untouched
+    torch.testing.assert_close(mixed.network_logits, alone.logits)
+    torch.testing.assert_close(mixed.head_logits, head)
+    expected = 0.75 * alone.logits.softmax(-1) + 0.25 * head.softmax(-1)
+    torch.testing.assert_close(mixed.logits.softmax(-1)[:2], expected[:2])
+    torch.testing.assert_close(mixed.logits.softmax(-1)[2], alone.logits.softmax(-1)[2])  # no audio in row 2
+
+
+def test_the_head_travels_in_the_checkpoint(tmp_path):
+    model = head_model()
+    model.save_pretrained(tmp_path)
+    loaded = MSCNN_SPU_ATT.from_pretrained(str(tmp_path))
+    assert loaded.config.statistics_head == HEAD
+    for name in ("mean", "std", "weight", "bias"):
+        assert torch.equal(getattr(loaded.statistics_head, name), getattr(model.statistics_head, name))
+
+
+@pytest.mark.parametrize("head, why", [
+    ({**HEAD, "share": 0}, "share"),
+    ({**HEAD, "share": 1.5}, "share"),
+    ({**HEAD, "parts": ["whisper"]}, "whisper"),  # an MFCC-only model computes no encoder states
+    ({**HEAD, "parts": ["mfcc", "speaker"]}, "speaker"),  # nor a speaker embedding without use_speaker
+    ({**HEAD, "parts": []}, "parts"),
+])
+def test_a_head_the_checkpoint_cannot_feed_is_refused(head, why):
+    with pytest.raises(ValueError, match="statistics_head"):
+        ModelConfig(**SMALL, statistics_head=head)
+
+
+def test_the_command_line_gives_a_head_of_every_statistic_the_model_computes():
+    import argparse
+
+    from train.arguments import model_arguments, model_config
+
+    def config_of(*argv):
+        p = argparse.ArgumentParser()
+        model_arguments(p)
+        return model_config(p.parse_args(argv))
+
+    whisper = ("--set", "use_speaker=true", "--set", 'audio_frontends=["whisper"]')
+    assert config_of(*whisper, "--statistics-head", "0.25").statistics_head == HEAD
+    paper = config_of("--statistics-head", "0.5", "--statistics-head-penalty", "1")
+    assert paper.statistics_head == {"parts": ["mfcc"], "share": 0.5, "penalty": 1.0}
+    assert config_of(*whisper).statistics_head is None
+    with pytest.raises(SystemExit, match="statistics-head"):
+        config_of("--statistics-head", "2")
+
+
+def test_fit_trains_the_network_alone_then_fits_the_head_on_its_clips(fake_corpora, tmp_path):
+    """The network's weights are those of the same training without a head; the head is the
+    logistic regression of the training clips' statistics, and scoring mixes it in."""
+    utterances, _ = load_ravdess(fake_corpora["ravdess"])
+    texts, _ = load_goemotions(fake_corpora["goemotions"] / "train.tsv")
+    tiny = dict(audio_kernel_sizes=(3, 5), text_kernel_sizes=(1, 2), n_filters=16, n_hidden=16)
+    plain = ModelConfig(**tiny)
+    with_head = replace(plain, statistics_head={"parts": ["mfcc"], "share": 0.25, "penalty": 0.01})
+    bank = FeatureBank(plain, tmp_path)
+    pairs = LabelMatchedPairing(utterances, texts, seed=0)
+    settings = TrainSettings(epochs=2, progress=False)
+    clips = [(u.audio_path, u.label) for u in utterances]
+    logs = []
+    network, _ = fit(plain, pairs.epoch, [], bank, settings, log=lambda m: None)
+    model, _ = fit(with_head, pairs.epoch, [], bank, settings, log=logs.append, labelled_clips=clips)
+    assert any("statistics head (mfcc, 192 inputs, L2 0.01) fitted on" in line for line in logs)
+    for name, weights in network.state_dict().items():
+        assert torch.equal(model.state_dict()[name], weights), name
+    x = np.stack([clip_vector(bank, path, ("mfcc",)) for path, _ in clips])
+    index = {label: i for i, label in enumerate(plain.labels)}
+    regression = LogisticRegression(0.01).fit(x, np.array([index[label] for _, label in clips]), len(plain.labels))
+    np.testing.assert_allclose(model.statistics_head.weight.numpy(), regression.weight.detach().numpy().T, rtol=1e-6)
+
+    samples = [s for s in pairs.epoch(0) if s.audio_path is not None][:6]
+    fused = predict_probabilities(model, samples, bank)
+    alone = predict_probabilities(network, samples, bank)
+    with torch.no_grad():
+        head = model.statistics_head(torch.from_numpy(np.stack([clip_vector(bank, s.audio_path, ("mfcc",)) for s in samples])))
+    np.testing.assert_allclose(fused, 0.75 * alone + 0.25 * head.softmax(-1).numpy(), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.skipif(not (BUNDLED_CHECKPOINT / "config.json").is_file(), reason="no bundled checkpoint")
+def test_the_app_mixes_the_heads_answer_from_the_statistics_training_saw(speech_file, tmp_path):
+    """On a real clip: the recognizer computes the same clip vector as the training features, and
+    its answer is the mixture of the network's and the head's (when the checkpoint has a head)."""
+    recognizer = EmotionRecognizer.from_pretrained(str(BUNDLED_CHECKPOINT), transcriber=None)
+    config = recognizer.config
+    if not config.statistics_head:
+        pytest.skip("the bundled checkpoint has no statistics head")
+    heard = recognizer.listen(str(speech_file), modality="audio", features=True)
+    bank = FeatureBank(config, tmp_path)
+    np.testing.assert_allclose(heard.features.statistics, clip_vector(bank, Path(speech_file), config.statistics_parts),
+                               rtol=1e-4, atol=1e-4)
+    p = recognizer.predict(str(speech_file), transcript="the weather is fine today")
+    share = config.statistics_head["share"]
+    for label in config.labels:
+        assert p.probabilities[label] == pytest.approx(
+            (1 - share) * p.network_probabilities[label] + share * p.head_probabilities[label], abs=1e-5)
+    assert recognizer.predict(str(speech_file), transcript="fine", modality="text").head_probabilities is None

@@ -116,6 +116,12 @@ def describe_model(config) -> str:
         parts.append(f"a {config.n_speaker_features}-d speaker embedding ({config.speaker_model}) in place of the paper's x-vector")
     if config.use_text:
         parts.append("a multi-scale CNN over GloVe word vectors of the transcript, statistical pooling units and attention from the audio statistics to the words")
+    if config.statistics_head:
+        head = config.statistics_head
+        parts.append(f"and, not in the paper, a statistics head: a logistic regression (L2 {head['penalty']:g}) on clip "
+                     f"statistics ({', '.join(head['parts'])}; mean and std over time, the speaker embedding as is), "
+                     f"fitted after the network on its training clips, whose answer makes {head['share']:.0%} of the "
+                     "output probabilities when there is audio")
     return ("; ".join(parts) + ". It classifies an utterance as angry, happy, sad or neutral, from audio and "
             "transcript together, audio alone or text alone. Checkpoints that read Whisper encoder states need "
             "the same Whisper model, compute type and context (recorded in config.json) and refuse another.")

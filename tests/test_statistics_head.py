@@ -153,3 +153,25 @@ def test_the_app_mixes_the_heads_answer_from_the_statistics_training_saw(speech_
         assert p.probabilities[label] == pytest.approx(
             (1 - share) * p.network_probabilities[label] + share * p.head_probabilities[label], abs=1e-5)
     assert recognizer.predict(str(speech_file), transcript="fine", modality="text").head_probabilities is None
+
+
+@pytest.mark.skipif(not (BUNDLED_CHECKPOINT / "config.json").is_file(), reason="no bundled checkpoint")
+def test_the_page_says_which_two_answers_it_mixed(speech_file):
+    """The app's analysis explains the mixed answer and shows both parts under the bars."""
+    from ser_demo.analysis import analyze
+    from ser_demo.plotting import draw_analysis
+
+    recognizer = EmotionRecognizer.from_pretrained(str(BUNDLED_CHECKPOINT), transcriber=None)
+    if not recognizer.config.statistics_head:
+        pytest.skip("the bundled checkpoint has no statistics head")
+    analysis = analyze(recognizer, str(speech_file), "the weather is fine today", explanations=False)
+    e = analysis.explanation
+    share = recognizer.config.statistics_head["share"]
+    np.testing.assert_allclose(e.probabilities, (1 - share) * e.network_probabilities + share * e.head_probabilities,
+                               atol=1e-5)
+    html = draw_analysis(analysis)["probabilities"]
+    assert "mixed from two answers" in html and f"weighted {share:.0%}" in html
+    assert set(analysis.to_dict()["head_probabilities"]) == set(recognizer.labels)
+    text_only = analyze(recognizer, None, "the weather is fine today", modality="text", explanations=False)
+    assert text_only.explanation.head_probabilities is None
+    assert "mixed from" not in draw_analysis(text_only)["probabilities"]

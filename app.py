@@ -195,9 +195,10 @@ Record a sentence (or upload a clip, or click an example), then press **Analyse*
 
 EXPLAIN = {
     "probabilities": "The model's final answer: one probability per emotion, adding up to 1. The grey "
-                     "hatched bars show what it would answer if attention weighted every word equally. The "
-                     "bundled checkpoint mixes in a second, simpler opinion: a linear classifier on the whole "
-                     "clip's average sound (a quarter of the vote; the line under the bars gives both).",
+                     "hatched bars show what it would answer if attention weighted every word equally. A "
+                     "checkpoint may mix in a second, simpler opinion on the audio: a linear classifier on the "
+                     "whole clip's average sound (the bundled one does, for a quarter of the vote); the line "
+                     "under the bars then gives both answers.",
     "mfcc": "MFCCs describe the sound's colour every 10 ms (32 numbers per frame); delta and "
             "delta-delta show how fast they change. When the model also listens through Whisper's "
             "encoder (the bundled one does), the next map shows those states: 384 numbers per 20 ms, "

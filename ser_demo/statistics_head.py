@@ -59,10 +59,17 @@ def readable_parts(config) -> tuple:
 
 def check_head_config(config) -> None:
     head = config.statistics_head
-    parts = tuple(head.get("parts", ()))
-    if not config.use_audio or not parts or set(parts) - set(readable_parts(config)) or not 0 < head.get("share", 0) <= 1:
-        raise ValueError(f"statistics_head {head}: needs audio, parts among {readable_parts(config)} (whisper "
-                         f"needs that front-end, speaker the speaker embedding) and 0 < share <= 1")
+    parts, readable = tuple(head.get("parts", ())), readable_parts(config)
+    if not config.use_audio:
+        raise ValueError("statistics_head reads audio statistics: it needs use_audio=True")
+    if not parts:
+        raise ValueError(f"statistics_head needs parts: some of {readable}")
+    for part in parts:
+        if part not in readable:
+            raise ValueError(f"statistics_head part {part!r} is not computed by this model (it computes {readable}: "
+                             "whisper needs that front-end, speaker the speaker embedding)")
+    if not 0 < head.get("share", 0) <= 1:
+        raise ValueError(f"statistics_head share must be in (0, 1], got {head.get('share')}")
 
 
 class StatisticsHead(nn.Module):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from ser_demo.model import MSCNN_SPU_ATT, ModelConfig
@@ -32,6 +33,7 @@ def test_clip_statistics_are_mean_and_std_over_time_then_the_speaker_embedding()
     np.testing.assert_allclose(vector[:96], mfcc.mean(1), rtol=1e-5)
     np.testing.assert_allclose(vector[96:192], mfcc.std(1), rtol=1e-5)
     np.testing.assert_allclose(vector[192:576], states.mean(1), rtol=1e-5)
+    np.testing.assert_allclose(vector[576:960], states.std(1), rtol=1e-5)
     np.testing.assert_allclose(vector[-256:], speaker, rtol=1e-6)
     assert not clip_statistics(("mfcc",), np.zeros((96, 0))).any()  # no frames: zeros, not NaN
     with pytest.raises(ValueError, match="whisper"):
@@ -74,15 +76,17 @@ def test_the_head_travels_in_the_checkpoint(tmp_path):
 
 
 @pytest.mark.parametrize("head, why", [
-    ({**HEAD, "share": 0}, "share"),
-    ({**HEAD, "share": 1.5}, "share"),
-    ({**HEAD, "parts": ["whisper"]}, "whisper"),  # an MFCC-only model computes no encoder states
-    ({**HEAD, "parts": ["mfcc", "speaker"]}, "speaker"),  # nor a speaker embedding without use_speaker
-    ({**HEAD, "parts": []}, "parts"),
+    ({**HEAD, "parts": ["mfcc"], "share": 0}, "share must be in"),
+    ({**HEAD, "parts": ["mfcc"], "share": 1.5}, "share must be in"),
+    ({**HEAD, "parts": ["whisper"]}, "part 'whisper' is not computed"),  # an MFCC-only model computes no encoder states
+    ({**HEAD, "parts": ["mfcc", "speaker"]}, "part 'speaker' is not computed"),  # nor a speaker embedding
+    ({**HEAD, "parts": []}, "needs parts"),
 ])
 def test_a_head_the_checkpoint_cannot_feed_is_refused(head, why):
-    with pytest.raises(ValueError, match="statistics_head"):
+    with pytest.raises(ValueError, match=why):
         ModelConfig(**SMALL, statistics_head=head)
+    with pytest.raises(ValueError, match="use_audio"):
+        ModelConfig(**SMALL, use_audio=False, statistics_head={**HEAD, "parts": ["mfcc"]})
 
 
 def test_the_command_line_gives_a_head_of_every_statistic_the_model_computes():
@@ -116,10 +120,14 @@ def test_fit_trains_the_network_alone_then_fits_the_head_on_its_clips(fake_corpo
     pairs = LabelMatchedPairing(utterances, texts, seed=0)
     settings = TrainSettings(epochs=2, progress=False)
     clips = [(u.audio_path, u.label) for u in utterances]
+    silent = tmp_path / "silent.wav"  # no speech: no statistics, so not a training row of the head
+    sf.write(silent, np.zeros(16000, np.float32), 16000)
     logs = []
     network, _ = fit(plain, pairs.epoch, [], bank, settings, log=lambda m: None)
-    model, _ = fit(with_head, pairs.epoch, [], bank, settings, log=logs.append, labelled_clips=clips)
-    assert any("statistics head (mfcc, 192 inputs, L2 0.01) fitted on" in line for line in logs)
+    with pytest.warns(UserWarning, match="without audio"):
+        model, _ = fit(with_head, pairs.epoch, [], bank, settings, log=logs.append, labelled_clips=clips + [(silent, "sad")])
+    assert f"statistics head: 1 of {len(clips) + 1} clips have no speech in them and are left out" in logs
+    assert f"statistics head (mfcc, 192 inputs, L2 0.01) fitted on {len(clips)} clips; its share of the answer: 0.25" in logs
     for name, weights in network.state_dict().items():
         assert torch.equal(model.state_dict()[name], weights), name
     x = np.stack([clip_vector(bank, path, ("mfcc",)) for path, _ in clips])

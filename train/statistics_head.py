@@ -33,6 +33,12 @@ def attach_statistics_head(model: MSCNN_SPU_ATT, head: dict, clips: Sequence[tup
     fitted = MSCNN_SPU_ATT(config)
     missing, unexpected = fitted.load_state_dict(model.state_dict(), strict=False)
     assert not unexpected and all(k.startswith("statistics_head.") for k in missing), (missing, unexpected)
+    # A clip with no speech in it has no statistics (inference refuses it): it would be an
+    # all-zero vector with a label.
+    heard = [(path, label) for path, label in clips if bank.mfcc(path).shape[1] > 0]
+    if len(heard) < len(clips):
+        log(f"statistics head: {len(clips) - len(heard)} of {len(clips)} clips have no speech in them and are left out")
+    clips = heard
     index = {label: i for i, label in enumerate(config.labels)}
     x = np.stack([clip_vector(bank, path, config.statistics_parts) for path, _ in clips])
     y = np.array([index[label] for _, label in clips])

@@ -9,8 +9,8 @@ err differently, so a checkpoint may carry such a head and mix the two answers:
 
 The head reads audio only; with no audio the network's answer stands. It is fitted after the
 network, on the same training clips (`train.statistics_head`), and never trained with it, so the
-network and everything that explains it (attention, SPU statistics, deletion curves) stay the
-paper's. Its standardisation and weights are buffers of the model: they travel in
+network and what it computes (SPU statistics, attention) stay the paper's. Explanations that hide
+words or windows of audio move only the network's part: the head's statistics are the whole clip's. Its standardisation and weights are buffers of the model: they travel in
 model.safetensors, and `config.statistics_head` says which statistics it reads and its share.
 """
 

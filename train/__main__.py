@@ -185,7 +185,6 @@ def command_fit(args) -> int:
                                           args.neutral_words),
                       dev_samples(data, dev, 0),
                       make_bank(config, Path(args.cache)), settings_of(args), run_dir=out / "state", log=log,
-                      audio_files=[u.audio_path for u in train if u.audio_path is not None],
                       labelled_clips=[(u.audio_path, u.label) for u in train if u.audio_path is not None])
     if not is_main_process():
         return 0

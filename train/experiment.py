@@ -146,8 +146,7 @@ def run_fold(data: Data, fold: Fold, config: ModelConfig, settings: TrainSetting
     log(f"{model_fold.name}: train {len(trained_on)}, dev {len(fold.dev) if dev else 0}, test {len(fold.test)} "
         f"(held out: {fold.test_group})")
     clips = [(u.audio_path, u.label) for u in pick(trained_on) if u.audio_path is not None]
-    model, info = fit(config, train, dev, bank, settings, run_dir=run_dir, log=log, audio_files=[p for p, _ in clips],
-                      labelled_clips=clips)
+    model, info = fit(config, train, dev, bank, settings, run_dir=run_dir, log=log, labelled_clips=clips)
     results = {}
     for modality in modalities:
         if modality == "text corpus":

@@ -239,22 +239,21 @@ def fit(
     settings: TrainSettings = TrainSettings(),
     run_dir: Optional[Path] = None,
     log: Callable[[str], None] = print,
-    audio_files: Optional[Sequence[Path]] = None,
     labelled_clips: Optional[Sequence[tuple[Path, str]]] = None,
 ) -> tuple[MSCNN_SPU_ATT, dict]:
     """Train a model; returns the epoch with the best dev score (the last one without a dev set).
 
     `train_epoch(e)` gives epoch e's samples (label-matched pairs are re-drawn each epoch).
-    Normalisation statistics are fitted on `audio_files` (default: the audio of epoch 0, which
-    modality dropout has thinned) and stored in the config. A config with a statistics head
-    trains the network alone; the head is then fitted on `labelled_clips` ((audio path, label);
-    default: epoch 0's clips with audio)."""
+    `labelled_clips`: the training clips, (audio path, label) (default: the audio of epoch 0,
+    which modality dropout has thinned). Normalisation statistics are fitted on their audio and
+    stored in the config; a config with a statistics head trains the network alone, and the head
+    is then fitted on them."""
     head, config = config.statistics_head, replace(config, statistics_head=None)
     rank, world, device, group = init_distributed(settings.device)
     torch.manual_seed(settings.seed)
-    if audio_files is None:
-        audio_files = {s.audio_path for s in train_epoch(0) if s.audio_path is not None}
-    audio_files = sorted(set(audio_files))
+    if labelled_clips is None:
+        labelled_clips = sorted({(s.audio_path, s.label) for s in train_epoch(0) if s.audio_path is not None})
+    audio_files = sorted({path for path, _ in labelled_clips})
     if config.use_audio and "mfcc" in config.audio_frontends and config.normalizer is None:
         config = replace(config, normalizer=Normalizer.fit([bank.mfcc(p) for p in audio_files]).to_dict())
     if config.use_audio and "whisper" in config.audio_frontends:
@@ -350,8 +349,7 @@ def fit(
     if head:
         from train.statistics_head import attach_statistics_head
 
-        clips = labelled_clips or sorted({(s.audio_path, s.label) for s in train_epoch(0) if s.audio_path is not None})
-        model = attach_statistics_head(model, head, clips, bank, log)
+        model = attach_statistics_head(model, head, labelled_clips, bank, log)
     return model.eval(), {"history": history, "best_dev": best_score, "select_on": settings.select_on,
                           "n_averaged": n_averaged}
 

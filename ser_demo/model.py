@@ -244,6 +244,7 @@ class ModelOutput:
     h: Optional[Tensor] = None  # (B, Tw, Kt*F): the text MSCNN outputs h_k
     network_logits: Optional[Tensor] = None  # before the statistics head's answer is mixed in
     head_logits: Optional[Tensor] = None  # the statistics head's own answer
+    head_heard: Optional[Tensor] = None  # (B,) bool: rows whose answer mixes the head in (they have audio)
 
 
 class MSCNN_SPU_ATT(
@@ -345,8 +346,8 @@ class MSCNN_SPU_ATT(
         if clip_statistics is not None and c.statistics_head:
             lengths = encoder_lengths if encoder_lengths is not None else audio_lengths
             out.network_logits, out.head_logits = out.logits, self.statistics_head(clip_statistics)
-            out.logits = StatisticsHead.fuse(out.logits, out.head_logits, c.statistics_head["share"],
-                                             None if lengths is None else lengths > 0)
+            out.head_heard = lengths > 0 if lengths is not None else torch.ones_like(out.logits[:, 0], dtype=torch.bool)
+            out.logits = StatisticsHead.fuse(out.logits, out.head_logits, c.statistics_head["share"], out.head_heard)
         return out
 
     # --- checkpoints: safetensors + config.json, never pickle ----------------------------------

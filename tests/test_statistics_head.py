@@ -4,6 +4,7 @@ into the network's (ser_demo/statistics_head.py, train/statistics_head.py)."""
 from __future__ import annotations
 
 from dataclasses import replace
+import json
 from pathlib import Path
 
 import numpy as np
@@ -183,3 +184,40 @@ def test_the_page_says_which_two_answers_it_mixed(speech_file):
     text_only = analyze(recognizer, None, "the weather is fine today", modality="text", explanations=False)
     assert text_only.explanation.head_probabilities is None
     assert "mixed from" not in draw_analysis(text_only)["probabilities"]
+
+
+def test_cv_keeps_every_clips_two_answers_and_shares_mixes_them_again(fake_corpora, tmp_path):
+    """cv writes each fold's per-clip predictions; `shares` re-mixes the network's and the head's
+    answers: at the run's own share it gives the run's UA, at 0 the network's, at 1 the head's."""
+    from test_train_commands import TINY_SET
+    from test_trainer import run_module
+    from train import predictions
+    from train.protocol import unweighted_accuracy
+
+    cv = tmp_path / "cv"
+    result = run_module("train", "cv", "--audio", f"ravdess={fake_corpora['ravdess']}", "--text", str(fake_corpora["goemotions"]),
+                        "--cache", str(tmp_path / "cache"), "--no-progress", "--epochs", "1", *TINY_SET,
+                        "--drop-text", "0.5", "--drop-audio", "0.3", "--statistics-head", "0.25", "--statistics-head-penalty", "0.01",
+                        "--protocol", "speaker-independent", "--groups", "3", "--seeds", "0", "--max-folds", "1",
+                        "--out", str(cv))
+    assert result.returncode == 0, result.stderr[-2000:]
+    [record] = predictions.load(cv)
+    assert set(record["settings"]) == {"audio", "both", "text"}
+    audio = record["settings"]["audio"]
+    assert len(audio["label"]) == 8 and all(audio["heard"]) and {"network", "head", "probabilities"} <= set(audio)
+    np.testing.assert_allclose(audio["probabilities"], 0.75 * np.array(audio["network"]) + 0.25 * np.array(audio["head"]),
+                               atol=1e-4)
+    words_alone = record["settings"]["text"]  # no audio, no statistics: the network answers alone
+    assert "head" not in words_alone
+    np.testing.assert_allclose(predictions.mixed(words_alone, 0.5), words_alone["probabilities"])
+
+    [fold] = [json.loads(line) for line in next(cv.glob("*/folds.jsonl")).read_text().splitlines()]
+    labels = record["labels"]
+    ua = lambda probabilities: unweighted_accuracy(audio["label"], [labels[j] for j in np.argmax(probabilities, -1)], labels)  # noqa: E731
+    assert predictions.fold_result(record, "audio", 0.25).ua == pytest.approx(fold["audio"]["ua"])
+    assert predictions.fold_result(record, "audio", 0).ua == pytest.approx(ua(audio["network"]))
+    assert predictions.fold_result(record, "audio", 1).ua == pytest.approx(ua(audio["head"]))
+    shown = run_module("train", "shares", "--run", str(cv), "--shares", "0", "0.25", "1", "--setting", "audio")
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    row = next(line for line in shown.stdout.splitlines() if line.startswith("| 0.25 |"))
+    assert row.startswith(f"| 0.25 | {100 * fold['audio']['ua']:.1f} ± 0.0 (1) |")

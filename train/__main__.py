@@ -1,7 +1,9 @@
-"""python -m train {cv,ablate,fit,evaluate,features,card,faithfulness} ... - see README "Training" for the recipes.
+"""python -m train {cv,ablate,fit,report,shares,evaluate,features,card,faithfulness} ... - see README "Training" for the recipes.
 
     cv        cross-validate under a protocol (paper 10-fold 8/1/1, or speaker-independent)
     ablate    the rows of the paper's Table 2 under a protocol
+    report    the tables of the folds a stopped cv run finished
+    shares    UA of a cv run's networks at other shares of the statistics head, from its predictions
     fit       train one checkpoint on all the data (dev = held-out speakers), write its model card
     evaluate  score any checkpoint on any supported corpus; the last line printed is JSON
     features  extract and cache a config's audio features (MFCC, Whisper encoder, speaker) once
@@ -100,6 +102,23 @@ def command_report(args) -> int:
         raise SystemExit(f"no finished folds under {out} (*/folds.jsonl)")
     md, js = write_report(out, table1=table)
     print(f"wrote {md} and {js}")
+    return 0
+
+
+def command_shares(args) -> int:
+    """UA of a cv run's very networks at other shares of the statistics head (no training)."""
+    from train import predictions
+    from train.experiment import SETTINGS
+
+    records = predictions.load(Path(args.run))
+    if not records:
+        raise SystemExit(f"no per-clip predictions under {args.run} (folds/*/{predictions.FILE}: cv writes them)")
+    if not any("head" in setting for r in records for setting in r["settings"].values()):
+        print("note: these folds have no statistics head; every share gives the model's own answer")
+    for setting in args.setting:
+        if any(setting in r["settings"] for r in records):
+            print(f"\n{SETTINGS[setting]}, UA in % (mean ± std over folds, number of folds); {records[0]['protocol']}:\n")
+            print(predictions.shares_markdown(records, setting, args.shares))
     return 0
 
 
@@ -320,6 +339,10 @@ def main(argv=None) -> int:
     p = commands.add_parser("report", help="results.md/json of a cv run from the folds it finished")
     p.add_argument("--run", required=True, help="the cv run's --out folder")
     p.add_argument("--transcripts", choices=("own", "asr"), default="own", help="what the run's test clips carried")
+    p = commands.add_parser("shares", help="UA at other shares of the statistics head, from a cv run's per-clip predictions")
+    p.add_argument("--run", required=True, help="the cv run's --out folder")
+    p.add_argument("--shares", type=float, nargs="+", default=[0, 0.25, 0.33, 0.5, 0.67, 1], metavar="SHARE")
+    p.add_argument("--setting", nargs="+", choices=("audio", "both", "text"), default=["audio", "both"])
     p = commands.add_parser("card", help="rewrite a checkpoint's model card from a cv run's results")
     p.add_argument("--checkpoint", required=True, help="checkpoint folder written by fit")
     p.add_argument("--results", required=True, help="results.json of a cv run")
@@ -351,7 +374,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     return {"cv": command_cv, "ablate": command_ablate, "fit": command_fit, "evaluate": command_evaluate,
             "features": command_features, "card": command_card,
-            "report": command_report, "faithfulness": faithfulness.command}[args.command](args)
+            "report": command_report, "shares": command_shares, "faithfulness": faithfulness.command}[args.command](args)
 
 
 if __name__ == "__main__":

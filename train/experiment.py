@@ -23,7 +23,8 @@ from train.features import FeatureBank
 from train.text_corpora import TEXT_SPLITS, load_text_corpus
 from train.pairing import BimodalSample, LabelMatchedPairing, ModalityDropout, natural_pairs, text_samples
 from train.protocol import Fold, FoldResult, evaluate, make_folds, summarize
-from train.trainer import TrainSettings, fit, predict_labels
+from train import predictions
+from train.trainer import TrainSettings, fit, predict_parts
 
 MODALITY_DROPS = {"both": (False, False), "audio": (True, False), "text": (False, True)}  # (drop text, drop audio)
 # What each test setting means. Test clips are always paired with their *own* words (the
@@ -147,7 +148,7 @@ def run_fold(data: Data, fold: Fold, config: ModelConfig, settings: TrainSetting
         f"(held out: {fold.test_group})")
     clips = [(u.audio_path, u.label) for u in pick(trained_on) if u.audio_path is not None]
     model, info = fit(config, train, dev, bank, settings, run_dir=run_dir, log=log, labelled_clips=clips)
-    results = {}
+    results, answers = {}, {}
     for modality in modalities:
         if modality == "text corpus":
             samples = text_corpus_samples(data)
@@ -155,9 +156,14 @@ def run_fold(data: Data, fold: Fold, config: ModelConfig, settings: TrainSetting
             samples = [s for s in restrict(test, modality) if modality != "text" or s.text]
         if not samples:
             continue
-        predicted = predict_labels(model, samples, bank)
+        parts = predict_parts(model, samples, bank)
+        predicted = [config.labels[j] for j in parts["probabilities"].argmax(-1).tolist()]
         results.update(score(samples, predicted, model_fold, config.labels, modality, per_corpus))
+        if modality != "text corpus":  # thousands of sentences, and no audio for a head to mix in
+            answers[modality] = predictions.setting_record(samples, parts)
         log(f"  {SETTINGS[modality]}: WA {results[modality].wa:.3f} UA {results[modality].ua:.3f}")
+    if run_dir is not None:
+        predictions.save(run_dir, model_fold, config.labels, answers)
     if baselines:
         from train.baselines import baseline_predictions
 

@@ -194,21 +194,35 @@ def label_tensor(samples: Sequence[BimodalSample], labels: Sequence[str]) -> tor
 
 
 @torch.no_grad()
-def predict_probabilities(model, samples, bank, normalizer: Optional[Normalizer] = None,
-                          batch_size: int = 64) -> np.ndarray:
-    """(n, n_labels) class probabilities of whole clips, with the normalisers the config stores
-    (or the MFCC `normalizer` given)."""
+def predict_parts(model, samples, bank, normalizer: Optional[Normalizer] = None,
+                  batch_size: int = 64) -> dict[str, np.ndarray]:
+    """Class probabilities of whole clips, (n, n_labels) each, with the normalisers the config
+    stores (or the MFCC `normalizer` given): "probabilities", the model's answer, and with a
+    statistics head its two parts, "network" and "head", and "heard" (n,), the rows that mix them."""
     model.eval()
-    config, out = model.config, []
+    config, parts = model.config, {}
     normalizer = normalizer or Normalizer.from_config(config)
     encoder_normalizer = Normalizer.encoder_from_config(config)
     device = next(model.parameters()).device
     for i in range(0, len(samples), batch_size):
         chunk = samples[i : i + batch_size]
         batch = make_batch(chunk, bank, config, normalizer, encoder_normalizer=encoder_normalizer, statistics=True)
-        logits = model(**to_device(batch, device)).logits
-        out.append(logits.softmax(-1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, len(config.labels)), np.float32)
+        out = model(**to_device(batch, device))
+        found = {"probabilities": out.logits, "network": out.network_logits, "head": out.head_logits}
+        for name, logits in found.items():
+            if logits is not None:
+                parts.setdefault(name, []).append(logits.softmax(-1).cpu().numpy())
+        if out.head_heard is not None:
+            parts.setdefault("heard", []).append(out.head_heard.cpu().numpy())
+    if not parts:
+        return {"probabilities": np.zeros((0, len(config.labels)), np.float32)}
+    return {name: np.concatenate(arrays) for name, arrays in parts.items()}
+
+
+def predict_probabilities(model, samples, bank, normalizer: Optional[Normalizer] = None,
+                          batch_size: int = 64) -> np.ndarray:
+    """(n, n_labels) class probabilities of whole clips (see `predict_parts`)."""
+    return predict_parts(model, samples, bank, normalizer, batch_size)["probabilities"]
 
 
 def predict_labels(model, samples, bank, normalizer: Optional[Normalizer] = None, batch_size: int = 64) -> list[str]:

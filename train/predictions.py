@@ -1,0 +1,110 @@
+"""Every test clip's answer, kept per fold, so that a cross-validation can be read again later.
+
+`cv` writes `<model>/folds/<fold>/predictions.json` next to each fold's training state: for every test
+setting, each clip's corpus, file, truth and class probabilities, and, when the checkpoint has a
+statistics head, the two answers it mixes (the network's and the head's). From these
+`python -m train shares` scores any other share of the head on the very same folds and networks,
+without training again:
+
+    p(class) = (1 - share) * p_network + share * p_head       (clips with audio; share 0: the network)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from ser_demo.statistics_head import StatisticsHead
+from train.protocol import Fold, FoldResult, Summary, evaluate, summarize
+
+FILE = "predictions.json"
+PARTS = ("probabilities", "network", "head")
+
+
+def setting_record(samples: Sequence, parts: dict[str, np.ndarray]) -> dict:
+    """One test setting of one fold: who each clip is, and what the model answered."""
+    record = {
+        "corpus": [s.corpus for s in samples],
+        "audio": [str(s.audio_path) if s.audio_path is not None else None for s in samples],
+        "label": [s.label for s in samples],
+    }
+    for name in PARTS:
+        if name in parts:
+            record[name] = np.round(parts[name].astype(float), 5).tolist()
+    if "heard" in parts:
+        record["heard"] = parts["heard"].astype(bool).tolist()
+    return record
+
+
+def save(folder: Path, fold: Fold, labels: Sequence[str], settings: dict[str, dict]) -> None:
+    """Write a fold's predictions (atomically: a resumed fold overwrites its earlier file)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    body = {"fold": fold.name, "protocol": fold.protocol, "index": fold.index, "seed": fold.seed,
+            "labels": list(labels), "settings": settings}
+    tmp = folder / (FILE + ".tmp")
+    tmp.write_text(json.dumps(body))
+    os.replace(tmp, folder / FILE)
+
+
+def load(run: Path) -> list[dict]:
+    """Every fold's predictions under a cv run folder (its --out), in fold order."""
+    records = [json.loads(path.read_text()) for path in sorted(Path(run).glob(f"**/folds/*/{FILE}"))]
+    return sorted(records, key=lambda r: (r["seed"], r["index"]))
+
+
+def mixed(setting: dict, share: float) -> np.ndarray:
+    """(n, n_labels) probabilities with the head at `share` (the model's own answer where the
+    fold has no head; the network's alone where the clip had no audio or share is 0)."""
+    if "head" not in setting:
+        return np.asarray(setting["probabilities"])
+    network = torch.tensor(setting["network"], dtype=torch.float64)
+    if share == 0:
+        return network.numpy()
+    head = torch.tensor(setting["head"], dtype=torch.float64)
+    heard = torch.tensor(setting["heard"])
+    # StatisticsHead.fuse takes logits; log-probabilities are logits of the same softmax.
+    return StatisticsHead.fuse(network.clamp_min(1e-12).log(), head.clamp_min(1e-12).log(), share, heard).softmax(-1).numpy()
+
+
+def fold_result(record: dict, setting: str, share: float, corpus: Optional[str] = None) -> Optional[FoldResult]:
+    """UA, WA and the rest of one fold's setting at `share`, for one corpus or all clips."""
+    if setting not in record["settings"]:
+        return None
+    data = record["settings"][setting]
+    keep = [i for i, c in enumerate(data["corpus"]) if corpus is None or c == corpus]
+    if not keep:
+        return None
+    labels = record["labels"]
+    predicted = [labels[j] for j in mixed(data, share).argmax(-1)[keep]]
+    fold = Fold(protocol=record["protocol"], index=record["index"], seed=record["seed"], train=(), dev=(), test=tuple(keep))
+    return evaluate([data["label"][i] for i in keep], predicted, fold, labels=labels)
+
+
+def share_summaries(records: Sequence[dict], setting: str, shares: Sequence[float]) -> dict[str, dict[float, Summary]]:
+    """{"all clips" or corpus: {share: Summary over the folds}} for one test setting."""
+    corpora = sorted({c for r in records for c in r["settings"].get(setting, {}).get("corpus", [])})
+    table = {}
+    for corpus in [None, *corpora] if len(corpora) > 1 else [None]:
+        row = {}
+        for share in shares:
+            results = [x for x in (fold_result(r, setting, share, corpus) for r in records) if x is not None]
+            if results:
+                row[share] = summarize(results)
+        table[corpus or "all clips"] = row
+    return table
+
+
+def shares_markdown(records: Sequence[dict], setting: str, shares: Sequence[float]) -> str:
+    """UA (mean ± std over folds, in %) of one setting at each share, per test corpus."""
+    table = share_summaries(records, setting, shares)
+    lines = [f"| head share | {' | '.join(table)} |", "|---" * (len(table) + 1) + "|"]
+    for share in shares:
+        cells = [f"{100 * row[share].ua_mean:.1f} ± {100 * row[share].ua_std:.1f} ({row[share].n_runs})"
+                 if share in row else "–" for row in table.values()]
+        lines.append(f"| {share:g} | {' | '.join(cells)} |")
+    return "\n".join(lines)

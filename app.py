@@ -197,8 +197,8 @@ EXPLAIN = {
     "probabilities": "The model's final answer: one probability per emotion, adding up to 1. The grey "
                      "hatched bars show what it would answer if attention weighted every word equally. A "
                      "checkpoint may mix in a second, simpler opinion on the audio: a linear classifier on the "
-                     "whole clip's average sound (the bundled one does, for a quarter of the vote); the line "
-                     "under the bars then gives both answers.",
+                     "whole clip's average sound (the bundled one does); the line under the bars then gives "
+                     "both answers and how much each weighs.",
     "mfcc": "MFCCs describe the sound's colour every 10 ms (32 numbers per frame); delta and "
             "delta-delta show how fast they change. When the model also listens through Whisper's "
             "encoder (the bundled one does), the next map shows those states: 384 numbers per 20 ms, "

@@ -110,9 +110,9 @@ def command_shares(args) -> int:
     from train import predictions
     from train.experiment import SETTINGS
 
-    records = predictions.load(Path(args.run))
+    records = sorted((r for run in args.run for r in predictions.load(Path(run))), key=lambda r: (r["seed"], r["index"]))
     if not records:
-        raise SystemExit(f"no per-clip predictions under {args.run} (folds/*/{predictions.FILE}: cv writes them)")
+        raise SystemExit(f"no per-clip predictions under {' '.join(args.run)} (folds/*/{predictions.FILE}: cv writes them)")
     if not any("head" in setting for r in records for setting in r["settings"].values()):
         print("note: these folds have no statistics head; every share gives the model's own answer")
     for setting in args.setting:
@@ -340,7 +340,7 @@ def main(argv=None) -> int:
     p.add_argument("--run", required=True, help="the cv run's --out folder")
     p.add_argument("--transcripts", choices=("own", "asr"), default="own", help="what the run's test clips carried")
     p = commands.add_parser("shares", help="UA at other shares of the statistics head, from a cv run's per-clip predictions")
-    p.add_argument("--run", required=True, help="the cv run's --out folder")
+    p.add_argument("--run", required=True, nargs="+", help="the cv run's --out folder (several: their folds together)")
     p.add_argument("--shares", type=float, nargs="+", default=[0, 0.25, 0.33, 0.5, 0.67, 1], metavar="SHARE")
     p.add_argument("--setting", nargs="+", choices=("audio", "both", "text"), default=["audio", "both"])
     p = commands.add_parser("card", help="rewrite a checkpoint's model card from a cv run's results")

@@ -341,7 +341,7 @@ def main(argv=None) -> int:
     p.add_argument("--transcripts", choices=("own", "asr"), default="own", help="what the run's test clips carried")
     p = commands.add_parser("shares", help="UA at other shares of the statistics head, from a cv run's per-clip predictions")
     p.add_argument("--run", required=True, nargs="+", help="the cv run's --out folder (several: their folds together)")
-    p.add_argument("--shares", type=float, nargs="+", default=[0, 0.25, 0.33, 0.5, 0.67, 1], metavar="SHARE")
+    p.add_argument("--shares", type=float, nargs="+", default=[0, 0.25, 0.33, 0.4, 0.5, 1], metavar="SHARE")
     p.add_argument("--setting", nargs="+", choices=("audio", "both", "text"), default=["audio", "both"])
     p = commands.add_parser("card", help="rewrite a checkpoint's model card from a cv run's results")
     p.add_argument("--checkpoint", required=True, help="checkpoint folder written by fit")

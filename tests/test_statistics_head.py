@@ -3,8 +3,8 @@ into the network's (ser_demo/statistics_head.py, train/statistics_head.py)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np

@@ -110,7 +110,7 @@ def command_shares(args) -> int:
     from train import predictions
     from train.experiment import SETTINGS
 
-    records = sorted((r for run in args.run for r in predictions.load(Path(run))), key=lambda r: (r["seed"], r["index"]))
+    records = predictions.load(*map(Path, args.run))
     if not records:
         raise SystemExit(f"no per-clip predictions under {' '.join(args.run)} (folds/*/{predictions.FILE}: cv writes them)")
     if not any("head" in setting for r in records for setting in r["settings"].values()):

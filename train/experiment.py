@@ -24,7 +24,7 @@ from train.text_corpora import TEXT_SPLITS, load_text_corpus
 from train.pairing import BimodalSample, LabelMatchedPairing, ModalityDropout, natural_pairs, text_samples
 from train.protocol import Fold, FoldResult, evaluate, make_folds, summarize
 from train import predictions
-from train.trainer import TrainSettings, fit, predict_parts
+from train.trainer import TrainSettings, fit, most_likely, predict_parts
 
 MODALITY_DROPS = {"both": (False, False), "audio": (True, False), "text": (False, True)}  # (drop text, drop audio)
 # What each test setting means. Test clips are always paired with their *own* words (the
@@ -157,7 +157,7 @@ def run_fold(data: Data, fold: Fold, config: ModelConfig, settings: TrainSetting
         if not samples:
             continue
         parts = predict_parts(model, samples, bank)
-        predicted = [config.labels[j] for j in parts["probabilities"].argmax(-1).tolist()]
+        predicted = most_likely(config.labels, parts["probabilities"])
         results.update(score(samples, predicted, model_fold, config.labels, modality, per_corpus))
         if modality != "text corpus":  # thousands of sentences, and no audio for a head to mix in
             answers[modality] = predictions.setting_record(samples, parts)

@@ -21,6 +21,7 @@ import torch
 
 from ser_demo.statistics_head import StatisticsHead
 from train.protocol import Fold, FoldResult, Summary, evaluate, summarize
+from train.trainer import most_likely
 
 FILE = "predictions.json"
 PARTS = ("probabilities", "network", "head")
@@ -51,9 +52,9 @@ def save(folder: Path, fold: Fold, labels: Sequence[str], settings: dict[str, di
     os.replace(tmp, folder / FILE)
 
 
-def load(run: Path) -> list[dict]:
-    """Every fold's predictions under a cv run folder (its --out), in fold order."""
-    records = [json.loads(path.read_text()) for path in sorted(Path(run).glob(f"**/folds/*/{FILE}"))]
+def load(*runs: Path) -> list[dict]:
+    """Every fold's predictions under cv run folders (their --out), in fold order."""
+    records = [json.loads(path.read_text()) for run in runs for path in sorted(Path(run).glob(f"**/folds/*/{FILE}"))]
     return sorted(records, key=lambda r: (r["seed"], r["index"]))
 
 
@@ -63,8 +64,6 @@ def mixed(setting: dict, share: float) -> np.ndarray:
     if "head" not in setting:
         return np.asarray(setting["probabilities"])
     network = torch.tensor(setting["network"], dtype=torch.float64)
-    if share == 0:
-        return network.numpy()
     head = torch.tensor(setting["head"], dtype=torch.float64)
     heard = torch.tensor(setting["heard"])
     # StatisticsHead.fuse takes logits; log-probabilities are logits of the same softmax.
@@ -80,7 +79,7 @@ def fold_result(record: dict, setting: str, share: float, corpus: Optional[str] 
     if not keep:
         return None
     labels = record["labels"]
-    predicted = [labels[j] for j in mixed(data, share).argmax(-1)[keep]]
+    predicted = most_likely(labels, mixed(data, share)[keep])
     fold = Fold(protocol=record["protocol"], index=record["index"], seed=record["seed"], train=(), dev=(), test=tuple(keep))
     return evaluate([data["label"][i] for i in keep], predicted, fold, labels=labels)
 

@@ -225,9 +225,13 @@ def predict_probabilities(model, samples, bank, normalizer: Optional[Normalizer]
     return predict_parts(model, samples, bank, normalizer, batch_size)["probabilities"]
 
 
+def most_likely(labels: Sequence[str], probabilities: np.ndarray) -> list[str]:
+    """Each row's most probable label."""
+    return [labels[j] for j in np.asarray(probabilities).argmax(-1).tolist()]
+
+
 def predict_labels(model, samples, bank, normalizer: Optional[Normalizer] = None, batch_size: int = 64) -> list[str]:
-    probabilities = predict_probabilities(model, samples, bank, normalizer, batch_size)
-    return [model.config.labels[j] for j in probabilities.argmax(-1).tolist()]
+    return most_likely(model.config.labels, predict_probabilities(model, samples, bank, normalizer, batch_size))
 
 
 def dev_metrics(model, samples, bank, normalizer: Optional[Normalizer] = None) -> dict[str, float]:

@@ -80,6 +80,9 @@ def model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decay-from", type=int, default=None, metavar="EPOCH",
                    help="from this epoch (1-based) the learning rate falls linearly: over the n epochs left, "
                         "n/(n+1) of --lr first, 1/(n+1) last (default: constant)")
+    p.add_argument("--init-seed", type=int, default=0, metavar="N",
+                   help="another draw of the initial weights, dropout and batch order (same folds, same pairings): "
+                        "what two trainings of one recipe differ by")
     p.add_argument("--speaker-cap", type=int, default=None, metavar="N",
                    help="at most N clips of one speaker per epoch, drawn anew each epoch (default: all), so that "
                         "voices with many clips do not fill the epochs")
@@ -176,7 +179,7 @@ def settings_of(args):
         feature_masks=args.feature_masks, ema=args.ema, average_from=args.average_from,
         decay_from=args.decay_from, speaker_cap=args.speaker_cap, patience=args.patience, max_frames=args.max_frames,
         speed_factors=tuple(args.speed), noise_snr_db=args.noise_snr, augment_share=args.augment_share,
-        device=parse_device(args.device),
+        device=parse_device(args.device), seed=args.init_seed,
     )
 
 

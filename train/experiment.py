@@ -139,7 +139,8 @@ def run_fold(data: Data, fold: Fold, config: ModelConfig, settings: TrainSetting
     training on the others, and then (`train_on_dev`) train on the dev speakers too, as the model did."""
     pick = lambda idx: [data.utterances[i] for i in idx]  # noqa: E731
     model_fold = replace(fold, protocol=fold.protocol + DEV_TRAINED) if train_on_dev else fold
-    settings = replace(settings, seed=fold.seed)
+    # the fold's seed deals its pairings; --init-seed N draws other weights for the same fold
+    settings = replace(settings, seed=fold.seed + 1000 * settings.seed)
     trained_on = fold.train + fold.dev if train_on_dev else fold.train
     train = samples_for(data, pick(trained_on), "train", fold.seed, dropout, own_words, extra_texts, neutral_words)
     dev = [] if train_on_dev else dev_samples(data, pick(fold.dev), fold.seed)

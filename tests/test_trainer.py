@@ -410,10 +410,9 @@ def test_weight_averaging_warms_up_instead_of_clinging_to_the_initial_weights():
     torch.testing.assert_close(settled.module.weight, model.weight)
 
 
-def test_the_normaliser_is_fitted_on_every_training_clip_and_nothing_else(corpus, tmp_path):
-    """run_fold: mean/std come from the fold's training clips, all of them (also those whose audio
-    modality dropout removed in epoch 0), never from the dev or test speakers."""
-    from train.experiment import Data, run_fold
+def one_speaker_per_split(corpus):
+    """The test corpus as one fold: speaker 01 trains, 02 is dev, 03 is tested."""
+    from train.experiment import Data
     from train.protocol import Fold
 
     utterances, texts = corpus
@@ -421,7 +420,16 @@ def test_the_normaliser_is_fitted_on_every_training_clip_and_nothing_else(corpus
     for i, u in enumerate(utterances):
         index[{"ravdess_01": "train", "ravdess_02": "dev", "ravdess_03": "test"}[u.speaker]].append(i)
     fold = Fold("test-split", 0, 0, tuple(index["train"]), tuple(index["dev"]), tuple(index["test"]))
-    data = Data(utterances, {"train": texts, "dev": texts, "test": texts})
+    return Data(utterances, {"train": texts, "dev": texts, "test": texts}), fold, index
+
+
+def test_the_normaliser_is_fitted_on_every_training_clip_and_nothing_else(corpus, tmp_path):
+    """run_fold: mean/std come from the fold's training clips, all of them (also those whose audio
+    modality dropout removed in epoch 0), never from the dev or test speakers."""
+    from train.experiment import run_fold
+
+    utterances, texts = corpus
+    data, fold, index = one_speaker_per_split(corpus)
     config = ModelConfig(**TINY)
     bank = FeatureBank(config, tmp_path)
     dropout = ModalityDropout(0.0, 0.5)
@@ -437,6 +445,29 @@ def test_the_normaliser_is_fitted_on_every_training_clip_and_nothing_else(corpus
     np.testing.assert_allclose(fitted.std, expected.std, rtol=1e-5, atol=1e-5)
     everyone = Normalizer.fit([bank.mfcc(u.audio_path) for u in utterances])
     assert np.abs(fitted.mean - everyone.mean).max() > 1e-3  # the check above can tell them apart
+
+
+def test_another_init_seed_trains_the_same_fold_to_other_weights(corpus, tmp_path):
+    """--init-seed: the same fold and seed give the same weights twice (what makes a second
+    initialisation a measure of training noise), another init seed other weights, tested on the
+    very same clips."""
+    from train.experiment import run_fold
+
+    data, fold, _ = one_speaker_per_split(corpus)
+    bank = FeatureBank(ModelConfig(**TINY), tmp_path)
+
+    def trained(init_seed):
+        settings = TrainSettings(epochs=1, progress=False, seed=init_seed)
+        model, scores, _ = run_fold(data, fold, ModelConfig(**TINY), settings, bank, ModalityDropout(0.0, 0.5),
+                                    ["audio"], log=lambda m: None)
+        return model.state_dict(), scores
+
+    first, first_scores = trained(0)
+    again, _ = trained(0)
+    other, other_scores = trained(1)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert any(not torch.equal(first[k], other[k]) for k in first if first[k].is_floating_point())
+    assert first_scores.keys() == other_scores.keys()
 
 
 def script_dev_scores(monkeypatch, scores) -> list[dict]:

@@ -107,6 +107,19 @@ def test_paper_cv_then_fit_with_its_results_then_evaluate_text_only(corpora_with
     recorded = shlex.split(training["command"])  # shell-quoted: it runs again as it is written
     assert recorded[:4] == ["python", "-m", "train", "fit"] and note in recorded and "audio_kernel_sizes=[3,5]" in recorded
 
+    # `card` with a second run of the same folds (here: the first with its rows renamed, as a run
+    # with Whisper's words names them, and one row of its own as it was): their rows together, once each
+    second = json.loads((cv / "results.json").read_text())
+    renamed = [{**row, "setting": row["setting"] + ", Whisper's words", "wa_mean": 0.125} for row in second["table1"]]
+    (tmp_path / "second.json").write_text(json.dumps({"table1": second["table1"][:1] + renamed}))
+    result = run_module("train", "card", "--checkpoint", str(checkpoint), "--results", str(cv / "results.json"),
+                        str(tmp_path / "second.json"), "--protocol-note", note)
+    assert result.returncode == 0, result.stderr[-2000:]
+    card = (checkpoint / "README.md").read_text()
+    for row in rows + renamed:
+        assert card.count(f"| {row['model']}: {row['setting']} ({row['protocol']}) |") == 1
+    assert "| 12.50 ± " in card
+
     scores = {}
     for modality in ("text", "audio"):
         result = run_module("train", "evaluate", "--checkpoint", str(checkpoint), "--corpus", "ravdess",

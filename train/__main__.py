@@ -219,16 +219,18 @@ def command_fit(args) -> int:
     return 0
 
 
-def write_card(out: Path, config, results_file, protocol_note: str, repo_id=None) -> Path:
-    """The model card of the checkpoint in `out` (its training.json) with a cv run's results."""
+def write_card(out: Path, config, results_files, protocol_note: str, repo_id=None) -> Path:
+    """The model card of the checkpoint in `out` (its training.json) with cv runs' results: several
+    runs of the same folds (e.g. test clips with their own words, then with Whisper's) add their
+    rows; a row that two runs share is the first run's."""
     from train.hub import write_model_card
 
     training = json.loads((out / "training.json").read_text())
     results, baselines = {}, {}
-    if results_file:
+    for results_file in results_files or []:
         for row in json.loads(Path(results_file).read_text())["table1"]:
             table = baselines if row["model"].startswith("logistic regression") else results
-            table[f"{row['model']}: {row['setting']} ({row['protocol']})"] = row
+            table.setdefault(f"{row['model']}: {row['setting']} ({row['protocol']})", row)
     return write_model_card(out, results, training["training_data"], protocol_note, repo_id=repo_id,
                             pairing=training["pairing"], description=describe_model(config), baselines=baselines,
                             command=training.get("command"))
@@ -333,7 +335,8 @@ def main(argv=None) -> int:
     p.add_argument("--groups", type=int, default=5, help="one of this many speaker groups is the dev set")
     no_dev_argument(p)
     p.add_argument("--out", required=True, help="checkpoint folder")
-    p.add_argument("--results", default=None, help="results.json of a cv run, for the model card")
+    p.add_argument("--results", nargs="+", default=None, metavar="JSON",
+                   help="results.json of cv runs, for the model card (several: their rows together)")
     p.add_argument("--protocol-note", default="speaker-independent cross-validation (see results)")
     p.add_argument("--push-to-hub", default=None, metavar="REPO_ID")
     p = commands.add_parser("report", help="results.md/json of a cv run from the folds it finished")
@@ -345,7 +348,8 @@ def main(argv=None) -> int:
     p.add_argument("--setting", nargs="+", choices=("audio", "both", "text"), default=["audio", "both"])
     p = commands.add_parser("card", help="rewrite a checkpoint's model card from a cv run's results")
     p.add_argument("--checkpoint", required=True, help="checkpoint folder written by fit")
-    p.add_argument("--results", required=True, help="results.json of a cv run")
+    p.add_argument("--results", nargs="+", required=True, metavar="JSON",
+                   help="results.json of cv runs of the recipe (several, e.g. own words then Whisper's: their rows together)")
     p.add_argument("--protocol-note", default="speaker-independent cross-validation (see results)")
     p = commands.add_parser("features", help="extract and cache the audio features of a config")
     data_arguments(p), model_arguments(p)

@@ -188,18 +188,19 @@ def test_the_page_says_which_two_answers_it_mixed(speech_file):
 
 def test_cv_keeps_every_clips_two_answers_and_shares_mixes_them_again(fake_corpora, tmp_path):
     """cv writes each fold's per-clip predictions; `shares` re-mixes the network's and the head's
-    answers: at the run's own share it gives the run's UA, at 0 the network's, at 1 the head's."""
+    answers: at the run's own share it gives the run's UA, at 0 the network's, at 1 the head's; with
+    `--average` the networks of another training of the same fold answer together."""
     from test_train_commands import TINY_SET
     from test_trainer import run_module
     from train import predictions
     from train.protocol import unweighted_accuracy
 
     cv = tmp_path / "cv"
-    result = run_module("train", "cv", "--audio", f"ravdess={fake_corpora['ravdess']}", "--text", str(fake_corpora["goemotions"]),
-                        "--cache", str(tmp_path / "cache"), "--no-progress", "--epochs", "1", *TINY_SET,
-                        "--drop-text", "0.5", "--drop-audio", "0.3", "--statistics-head", "0.25", "--statistics-head-penalty", "0.01",
-                        "--protocol", "speaker-independent", "--groups", "3", "--seeds", "0", "--max-folds", "1",
-                        "--out", str(cv))
+    options = ["--audio", f"ravdess={fake_corpora['ravdess']}", "--text", str(fake_corpora["goemotions"]),
+               "--cache", str(tmp_path / "cache"), "--no-progress", "--epochs", "1", *TINY_SET,
+               "--drop-text", "0.5", "--drop-audio", "0.3", "--statistics-head", "0.25", "--statistics-head-penalty", "0.01",
+               "--protocol", "speaker-independent", "--groups", "3", "--seeds", "0", "--max-folds", "1"]
+    result = run_module("train", "cv", *options, "--out", str(cv))
     assert result.returncode == 0, result.stderr[-2000:]
     [record] = predictions.load(cv)
     assert set(record["settings"]) == {"audio", "both", "text"}
@@ -221,3 +222,23 @@ def test_cv_keeps_every_clips_two_answers_and_shares_mixes_them_again(fake_corpo
     assert shown.returncode == 0, shown.stderr[-2000:]
     row = next(line for line in shown.stdout.splitlines() if line.startswith("| 0.25 |"))
     assert row.startswith(f"| 0.25 | {100 * fold['audio']['ua']:.1f} ± 0.0 (1) |")
+
+    # Another training of the same fold (--init-seed 1): other networks, the same head (it reads
+    # the clips alone); `shares --average` scores the two networks' mean answer with that head.
+    again = tmp_path / "cv-init1"
+    result = run_module("train", "cv", *options, "--init-seed", "1", "--out", str(again))
+    assert result.returncode == 0, result.stderr[-2000:]
+    [other] = predictions.load(again)
+    second = other["settings"]["audio"]
+    np.testing.assert_allclose(second["head"], audio["head"], atol=1e-5)
+    assert not np.allclose(second["network"], audio["network"])
+    [ensemble] = predictions.averaged([record], [other])
+    np.testing.assert_allclose(ensemble["settings"]["audio"]["network"],
+                               (np.array(audio["network"]) + np.array(second["network"])) / 2, atol=1e-9)
+    assert predictions.fold_result(ensemble, "audio", 0).ua == pytest.approx(
+        ua((np.array(audio["network"]) + np.array(second["network"])) / 2))
+    with pytest.raises(ValueError, match="missing"):
+        predictions.averaged([record], [{**other, "fold": "another fold"}])
+    shown = run_module("train", "shares", "--run", str(cv), "--average", str(again), "--setting", "audio")
+    assert shown.returncode == 0 and "averaged with the same folds' networks" in shown.stdout, shown.stderr[-2000:]
+

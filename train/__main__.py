@@ -113,6 +113,13 @@ def command_shares(args) -> int:
     records = predictions.load(*map(Path, args.run))
     if not records:
         raise SystemExit(f"no per-clip predictions under {' '.join(args.run)} (folds/*/{predictions.FILE}: cv writes them)")
+    if args.average:
+        others = [predictions.load(Path(run)) for run in args.average]
+        try:
+            records = predictions.averaged(records, *others)
+        except ValueError as err:
+            raise SystemExit(f"--average: {err}") from None
+        print(f"each network's answer averaged with the same folds' networks of {' '.join(args.average)}")
     if not any("head" in setting for r in records for setting in r["settings"].values()):
         print("note: these folds have no statistics head; every share gives the model's own answer")
     for setting in args.setting:
@@ -346,6 +353,9 @@ def main(argv=None) -> int:
     p.add_argument("--run", required=True, nargs="+", help="the cv run's --out folder (several: their folds together)")
     p.add_argument("--shares", type=float, nargs="+", default=[0, 0.25, 0.33, 0.4, 0.5, 1], metavar="SHARE")
     p.add_argument("--setting", nargs="+", choices=("audio", "both", "text"), default=["audio", "both"])
+    p.add_argument("--average", nargs="+", default=[], metavar="RUN",
+                   help="other trainings of the same folds (cv --init-seed N): their networks' answers are averaged "
+                        "with --run's, each fold with its own (an ensemble of the trainings)")
     p = commands.add_parser("card", help="rewrite a checkpoint's model card from a cv run's results")
     p.add_argument("--checkpoint", required=True, help="checkpoint folder written by fit")
     p.add_argument("--results", nargs="+", required=True, metavar="JSON",

@@ -4,9 +4,10 @@
 setting, each clip's corpus, file, truth and class probabilities, and, when the checkpoint has a
 statistics head, the two answers it mixes (the network's and the head's). From these
 `python -m train shares` scores any other share of the head on the very same folds and networks,
-without training again:
+without training again, and, with `--average`, the ensemble of several trainings of the same folds:
 
     p(class) = (1 - share) * p_network + share * p_head       (clips with audio; share 0: the network)
+    p_network = mean of the trainings' p_network               (with --average)
 """
 
 from __future__ import annotations
@@ -56,6 +57,28 @@ def load(*runs: Path) -> list[dict]:
     """Every fold's predictions under cv run folders (their --out), in fold order."""
     records = [json.loads(path.read_text()) for run in runs for path in sorted(Path(run).glob(f"**/folds/*/{FILE}"))]
     return sorted(records, key=lambda r: (r["seed"], r["index"]))
+
+
+def averaged(records: Sequence[dict], *others: Sequence[dict]) -> list[dict]:
+    """The folds of `records` with each clip's answers averaged over other trainings of the same
+    folds (`cv --init-seed`): an ensemble of the trainings' networks. The statistics head depends
+    on the training clips alone, so it is the same in every training and is kept as it is."""
+    by_fold = [{r["fold"]: r for r in run} for run in others]
+    out = []
+    for record in records:
+        partners = [run.get(record["fold"]) for run in by_fold]
+        if any(p is None for p in partners):
+            missing = [i + 1 for i, p in enumerate(partners) if p is None]
+            raise ValueError(f"fold {record['fold']} is missing from the run(s) to average with (number {missing})")
+        settings = {}
+        for name, data in record["settings"].items():
+            group = [data] + [p["settings"][name] for p in partners]
+            if any(g["audio"] != data["audio"] or g["label"] != data["label"] for g in group):
+                raise ValueError(f"fold {record['fold']}, {name}: the runs tested other clips, not other trainings")
+            settings[name] = {**data, **{part: np.mean([g[part] for g in group], axis=0).tolist()
+                                         for part in ("probabilities", "network") if part in data}}
+        out.append({**record, "settings": settings})
+    return out
 
 
 def mixed(setting: dict, share: float) -> np.ndarray:

@@ -68,12 +68,11 @@ def averaged(records: Sequence[dict], *others: Sequence[dict]) -> list[dict]:
     for record in records:
         partners = [run.get(record["fold"]) for run in by_fold]
         if any(p is None for p in partners):
-            missing = [i + 1 for i, p in enumerate(partners) if p is None]
-            raise ValueError(f"fold {record['fold']} is missing from the run(s) to average with (number {missing})")
+            raise ValueError(f"fold {record['fold']} is missing from a run to average with")
         settings = {}
         for name, data in record["settings"].items():
-            group = [data] + [p["settings"][name] for p in partners]
-            if any(g["audio"] != data["audio"] or g["label"] != data["label"] for g in group):
+            group = [data] + [p["settings"].get(name, {}) for p in partners]
+            if any(g.get("audio") != data["audio"] or g.get("label") != data["label"] for g in group):
                 raise ValueError(f"fold {record['fold']}, {name}: the runs tested other clips, not other trainings")
             settings[name] = {**data, **{part: np.mean([g[part] for g in group], axis=0).tolist()
                                          for part in ("probabilities", "network") if part in data}}

@@ -43,7 +43,7 @@ class TrainSettings:
     batch_size: int = 64
     learning_rate: float = 5e-4
     clip_norm: float = 1.0
-    seed: int = 0
+    seed: int = 0  # initial weights, dropout, batch order (cv: the fold's seed + 1000 × --init-seed)
     select_on: str = "ua"  # dev metric that picks the kept epoch: "ua" or "wa"
     # None: training sees whole clips, as evaluation and the app do; a number crops longer
     # clips to a random window of that many MFCC frames (memory bound for long corpora)

@@ -120,12 +120,21 @@ def command_shares(args) -> int:
         except ValueError as err:
             raise SystemExit(f"--average: {err}") from None
         print(f"each network's answer averaged with the same folds' networks of {' '.join(args.average)}")
+    reference = predictions.load(*map(Path, args.against)) if args.against else []
+    if args.against and not reference:
+        raise SystemExit(f"--against: no per-clip predictions under {' '.join(args.against)}")
     if not any("head" in setting for r in records for setting in r["settings"].values()):
         print("note: these folds have no statistics head; every share gives the model's own answer")
     for setting in args.setting:
         if any(setting in r["settings"] for r in records):
             print(f"\n{SETTINGS[setting]}, UA in % (mean ± std over folds, number of folds); {records[0]['protocol']}:\n")
             print(predictions.shares_markdown(records, setting, args.shares))
+            if reference:
+                print(f"\nthe same, minus {' '.join(args.against)} fold by fold, in points:\n")
+                try:
+                    print(predictions.paired_markdown(records, reference, setting, args.shares))
+                except ValueError as err:
+                    raise SystemExit(f"--against: {err}") from None
     return 0
 
 
@@ -356,6 +365,9 @@ def main(argv=None) -> int:
     p.add_argument("--average", nargs="+", default=[], metavar="RUN",
                    help="other trainings of the same folds (cv --init-seed N): their networks' answers are averaged "
                         "with --run's, each fold with its own (an ensemble of the trainings)")
+    p.add_argument("--against", nargs="+", default=[], metavar="RUN",
+                   help="also show, fold by fold, how far these runs of the same folds are from --run (after "
+                        "--average): mean difference, folds higher and lower, mean and largest |difference|")
     p = commands.add_parser("card", help="rewrite a checkpoint's model card from a cv run's results")
     p.add_argument("--checkpoint", required=True, help="checkpoint folder written by fit")
     p.add_argument("--results", nargs="+", required=True, metavar="JSON",

@@ -4,7 +4,9 @@
 setting, each clip's corpus, file, truth and class probabilities, and, when the checkpoint has a
 statistics head, the two answers it mixes (the network's and the head's). From these
 `python -m train shares` scores any other share of the head on the very same folds and networks,
-without training again, and, with `--average`, the ensemble of several trainings of the same folds:
+without training again, with `--average`, the ensemble of several trainings of the same folds, and,
+with `--against`, the difference fold by fold from another run of the same folds (another training,
+or the same run without the ensemble):
 
     p(class) = (1 - share) * p_network + share * p_head       (clips with audio; share 0: the network)
     p_network = mean of the trainings' p_network               (with --average)
@@ -63,21 +65,29 @@ def averaged(records: Sequence[dict], *others: Sequence[dict]) -> list[dict]:
     """The folds of `records` with each clip's answers averaged over other trainings of the same
     folds (`cv --init-seed`): an ensemble of the trainings' networks. The statistics head depends
     on the training clips alone, so it is the same in every training and is kept as it is."""
-    by_fold = [{r["fold"]: r for r in run} for run in others]
     out = []
     for record in records:
-        partners = [run.get(record["fold"]) for run in by_fold]
-        if any(p is None for p in partners):
-            raise ValueError(f"fold {record['fold']} is missing from a run to average with")
+        partners = [same_fold(record, run, "average with") for run in others]
         settings = {}
         for name, data in record["settings"].items():
-            group = [data] + [p["settings"].get(name, {}) for p in partners]
-            if any(g.get("audio") != data["audio"] or g.get("label") != data["label"] for g in group):
-                raise ValueError(f"fold {record['fold']}, {name}: the runs tested other clips, not other trainings")
+            group = [data] + [p["settings"][name] for p in partners]
             settings[name] = {**data, **{part: np.mean([g[part] for g in group], axis=0).tolist()
                                          for part in ("probabilities", "network") if part in data}}
         out.append({**record, "settings": settings})
     return out
+
+
+def same_fold(record: dict, run: Sequence[dict], purpose: str) -> dict:
+    """`record`'s fold in another run of the same folds, which must have tested the same clips in
+    every setting of `record` (other trainings of one fold, never other folds)."""
+    partner = next((r for r in run if r["fold"] == record["fold"]), None)
+    if partner is None:
+        raise ValueError(f"fold {record['fold']} is missing from a run to {purpose}")
+    for name, data in record["settings"].items():
+        other = partner["settings"].get(name, {})
+        if other.get("audio") != data["audio"] or other.get("label") != data["label"]:
+            raise ValueError(f"fold {record['fold']}, {name}: the runs tested other clips, not other trainings")
+    return partner
 
 
 def mixed(setting: dict, share: float) -> np.ndarray:
@@ -127,5 +137,24 @@ def shares_markdown(records: Sequence[dict], setting: str, shares: Sequence[floa
     for share in shares:
         cells = [f"{100 * row[share].ua_mean:.1f} ± {100 * row[share].ua_std:.1f} ({row[share].n_runs})"
                  if share in row else "–" for row in table.values()]
+        lines.append(f"| {share:g} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def paired_markdown(records: Sequence[dict], reference: Sequence[dict], setting: str, shares: Sequence[float]) -> str:
+    """UA of `records` minus UA of the same folds in `reference`, fold by fold, at each share, per test
+    corpus: the mean difference in points, the folds higher and lower, and the mean and largest |difference|."""
+    pairs = [(r, same_fold(r, reference, "compare with")) for r in records if setting in r["settings"]]
+    corpora = sorted({c for r, _ in pairs for c in r["settings"][setting]["corpus"]})
+    columns = [None, *corpora] if len(corpora) > 1 else [None]
+    lines = [f"| head share | {' | '.join(c or 'all clips' for c in columns)} |", "|---" * (len(columns) + 1) + "|"]
+    for share in shares:
+        cells = []
+        for corpus in columns:
+            results = [(fold_result(r, setting, share, corpus), fold_result(o, setting, share, corpus)) for r, o in pairs]
+            # rounded: the same answers give UAs that differ in the last bits, which is no change
+            gaps = np.round([100 * (a.ua - b.ua) for a, b in results if a is not None], 6)
+            cells.append(f"{gaps.mean():+.1f} (↑{(gaps > 0).sum()} ↓{(gaps < 0).sum()} of {len(gaps)}; "
+                         f"mean abs {np.abs(gaps).mean():.1f}, max {np.abs(gaps).max():.1f})" if len(gaps) else "–")
         lines.append(f"| {share:g} | {' | '.join(cells)} |")
     return "\n".join(lines)

@@ -1,6 +1,7 @@
-"""The bundled checkpoint: its recorded results belong to it, and its recipe really learns.
+"""The bundled checkpoints: their recorded results belong to them, and the recipe really learns.
 
-The first tests read only committed files (checkpoints/<name>/: config.json, training.json and
+The first tests, run for each checkpoint in checkpoints/ (the bundled one and the fast one), read
+only committed files (checkpoints/<name>/: config.json, training.json and
 its log, the model card, and results/ with the cross-validation log when the recipe's CV is on
 record): the recorded command gives this configuration, the log is this training, the CV results
 were measured with this configuration on these data, and every copy of those numbers (results
@@ -28,7 +29,8 @@ from ser_demo.recognizer import BUNDLED_CHECKPOINT
 from train.experiment import DEV_TRAINED
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = BUNDLED_CHECKPOINT / "results"
+# Every checkpoint the project ships: each must keep its own record straight.
+CHECKPOINTS = [BUNDLED_CHECKPOINT, BUNDLED_CHECKPOINT.with_name(BUNDLED_CHECKPOINT.name + "-fast")]
 CONFIG_FIELDS = {f.name for f in fields(ModelConfig)}
 # Filled in by training (statistics of the training clips, the encoder actually loaded): a CV log
 # prints the config before that, so these may differ between the log and the checkpoint.
@@ -105,15 +107,26 @@ def per_corpus(row: dict) -> bool:
     return ", test corpus " in row["setting"]
 
 
+@pytest.fixture(scope="module", params=[c for c in CHECKPOINTS if (c / "model.safetensors").is_file()],
+                ids=lambda checkpoint: checkpoint.name)
+def record(request) -> dict:
+    return read_record(request.param)
+
+
 @pytest.fixture(scope="module")
-def record() -> dict:
+def bundled() -> dict:
+    return read_record(BUNDLED_CHECKPOINT)
+
+
+def read_record(checkpoint: Path) -> dict:
     for name in ("config.json", "training.json", "README.md"):
-        assert (BUNDLED_CHECKPOINT / name).is_file(), f"the bundled checkpoint lacks {name}"
+        assert (checkpoint / name).is_file(), f"{checkpoint.name} lacks {name}"
+    results = checkpoint / "results"
     # The cross-validation of its recipe, when on record (results/), and other runs of the same
     # folds in its folders (results/whisper-transcripts: the test clips with Whisper's words). The
     # card shows their rows together, a row two runs share from the first, as `train card` does.
     runs = []
-    for folder in [RESULTS, *sorted(p.parent for p in RESULTS.glob("*/results.json"))]:
+    for folder in [results, *sorted(p.parent for p in results.glob("*/results.json"))]:
         if (folder / "results.json").is_file():
             results = json.loads((folder / "results.json").read_text())
             rows = [{**row, "folder": folder} for row in results["table1"] + results.get("table2", [])]
@@ -123,8 +136,9 @@ def record() -> dict:
         for row in run["rows"]:
             shown.setdefault((row["model"], row["setting"], row["protocol"]), row)
     return {
-        "config": json.loads((BUNDLED_CHECKPOINT / "config.json").read_text()),
-        "training": json.loads((BUNDLED_CHECKPOINT / "training.json").read_text()),
+        "checkpoint": checkpoint,
+        "config": json.loads((checkpoint / "config.json").read_text()),
+        "training": json.loads((checkpoint / "training.json").read_text()),
         "runs": runs,
         "rows": list(shown.values()),
         "log": runs[0]["log"] if runs else None,  # the recipe's own run
@@ -161,7 +175,7 @@ def test_the_training_log_is_this_training(record):
         assert training["dev_speakers"] == [] and not any(training["select_on"] in h for h in history)
     else:
         assert training["best_dev"] == max(h[training["select_on"]] for h in history)
-    log_file = BUNDLED_CHECKPOINT / "training-log.txt"
+    log_file = record["checkpoint"] / "training-log.txt"
     if not log_file.is_file():
         return
     lines = log_file.read_text().splitlines()
@@ -177,7 +191,7 @@ def test_the_training_log_is_this_training(record):
 def test_the_cross_validation_on_record_trained_this_configuration_on_this_data(record):
     log = record["log"]
     if log is None:
-        pytest.skip(f"the bundled checkpoint carries no cross-validation results ({RESULTS} is absent)")
+        pytest.skip(f"{record['checkpoint'].name} carries no cross-validation results (no results/)")
     config, training = record["config"], record["training"]
     assert "MSCNN-SPU-ATT" in log["configs"], f"no MSCNN-SPU-ATT config in the CV log: {list(log['configs'])}"
     logged = model_config({**log["configs"]["MSCNN-SPU-ATT"], "feature_params": config.get("feature_params")})
@@ -206,7 +220,7 @@ def test_the_results_are_the_folds_in_the_log(record):
     """Every overall table row is the mean and std of a series of per-fold scores in the log,
     one score per fold; per-corpus rows have at most one run per fold."""
     if not record["runs"]:
-        pytest.skip(f"the bundled checkpoint carries no cross-validation results ({RESULTS} is absent)")
+        pytest.skip(f"{record['checkpoint'].name} carries no cross-validation results (no results/)")
     for run in record["runs"]:
         check_rows_are_the_folds_in_the_log(run["rows"], run["log"], record["config"]["labels"])
 
@@ -241,7 +255,7 @@ def test_the_model_card_shows_only_results_on_record(record):
     """The card's model-index and results table hold exactly the rows of results/results.json
     and of the other runs on record (none when the checkpoint carries no results), and each run's
     results.md the same numbers."""
-    card = (BUNDLED_CHECKPOINT / "README.md").read_text()
+    card = (record["checkpoint"] / "README.md").read_text()
     front_matter = yaml.safe_load(card.split("---")[1])
     reported = [(m["type"], m["value"]) for entry in front_matter.get("model-index", [])
                 for r in entry["results"] for m in r["metrics"]]
@@ -259,14 +273,16 @@ def test_the_model_card_shows_only_results_on_record(record):
             assert ("accuracy", round(row["wa_mean"], 4)) in reported and ("recall", round(row["ua_mean"], 4)) in reported
 
 
-def test_the_readme_quotes_the_cross_validation_on_record(record):
-    """README.md writes the recipe's CV figures as "UA ± std (folds)": each of them is a row on
-    record (so a retrain cannot leave the README quoting the previous run's numbers)."""
-    if not record["rows"]:
-        pytest.skip(f"the bundled checkpoint carries no cross-validation results ({RESULTS} is absent)")
+def test_the_readme_quotes_the_cross_validation_on_record():
+    """README.md writes the checkpoints' CV figures as "UA ± std (folds)": each of them is a row on
+    record of one of them (so a retrain cannot leave the README quoting the previous run's numbers)."""
+    recorded = [(100 * r["ua_mean"], 100 * r["ua_std"], r["n_runs"])
+                for checkpoint in CHECKPOINTS if (checkpoint / "model.safetensors").is_file()
+                for r in read_record(checkpoint)["rows"]]
+    if not recorded:
+        pytest.skip("no checkpoint carries cross-validation results (no results/)")
     quoted = re.findall(r"(\d+\.\d+) ± (\d+\.\d+) \((\d+)\)", (ROOT / "README.md").read_text())
     assert quoted, "README.md quotes none of the recorded cross-validation results"
-    recorded = [(100 * r["ua_mean"], 100 * r["ua_std"], r["n_runs"]) for r in record["rows"]]
     for mean, std, runs in quoted:
         assert any(abs(float(mean) - m) <= 0.051 and abs(float(std) - s) <= 0.051 and int(runs) == n
                    for m, s, n in recorded), f"README.md quotes {mean} ± {std} ({runs}), which is not on record"
@@ -274,7 +290,7 @@ def test_the_readme_quotes_the_cross_validation_on_record(record):
 
 @pytest.mark.slow
 @pytest.mark.shared_data("ravdess")
-def test_the_bundled_recipe_learns_emotions_of_unseen_speakers(record, shared_data, tmp_path, monkeypatch):
+def test_the_bundled_recipe_learns_emotions_of_unseen_speakers(bundled, shared_data, tmp_path, monkeypatch):
     """The bundled checkpoint's configuration and training recipe (its recorded fit command:
     text corpora, modality dropout, augmentation, optimiser), trained for a few epochs on RAVDESS
     actors 01-10 (dev 11-12), scored on actors 13-18, whom it never heard. Chance is 25% UA; a
@@ -288,7 +304,7 @@ def test_the_bundled_recipe_learns_emotions_of_unseen_speakers(record, shared_da
     from train.protocol import Fold
     from train.features import FeatureBank
 
-    args = parse_recorded(record["training"]["command"], monkeypatch)
+    args = parse_recorded(bundled["training"]["command"], monkeypatch)
     texts = []
     for item in args.text:  # the recipe's text corpora, read from the shared folder
         name = item.partition("=")[0] if "=" in item and "/" not in item.partition("=")[0] else "goemotions"
@@ -297,7 +313,7 @@ def test_the_bundled_recipe_learns_emotions_of_unseen_speakers(record, shared_da
         texts.append(f"{name}={shared_corpus(name)}")
     args.audio, args.text, args.cache = [f"ravdess={shared_corpus('ravdess')}"], texts, str(tmp_path / "cache")
     data = data_of(args)
-    config = model_config(record["config"])
+    config = model_config(bundled["config"])
     settings = replace(settings_of(args), epochs=6, patience=None, progress=False)
     dropout = ModalityDropout(args.drop_text, args.drop_audio)
     actor = [int(u.speaker.split("_")[-1]) for u in data.utterances]

@@ -189,8 +189,8 @@ def test_the_page_says_which_two_answers_it_mixed(speech_file):
 def test_cv_keeps_every_clips_two_answers_and_shares_mixes_them_again(fake_corpora, tmp_path):
     """cv writes each fold's per-clip predictions; `shares` re-mixes the network's and the head's
     answers: at the run's own share it gives the run's UA, at 0 the network's, at 1 the head's; with
-    `--average` the networks of another training of the same fold answer together, and `--against`
-    compares two runs of the same folds fold by fold."""
+    `--average` the networks of another training of the same fold answer together, `--against`
+    compares two runs of the same folds fold by fold, and `--clips-of` keeps the clips another run tested."""
     from test_train_commands import TINY_SET
     from test_trainer import run_module
     from train import predictions
@@ -242,12 +242,21 @@ def test_cv_keeps_every_clips_two_answers_and_shares_mixes_them_again(fake_corpo
         predictions.averaged([record], [{**other, "fold": "another fold"}])
     # `--against`: the ensemble minus the first training, fold by fold (here one fold).
     shown = run_module("train", "shares", "--run", str(cv), "--average", str(again), "--against", str(cv),
-                       "--setting", "audio", "--shares", "0")
+                       "--clips-of", str(cv), "--setting", "audio", "--shares", "0")
     assert shown.returncode == 0 and "averaged with the same folds' networks" in shown.stdout, shown.stderr[-2000:]
+    assert f"only the test clips that {cv} tested" in shown.stdout
     gap = round(100 * (predictions.fold_result(ensemble, "audio", 0).ua - predictions.fold_result(record, "audio", 0).ua), 6)
     paired = shown.stdout.split("fold by fold, in points:")[1]
     assert f"| 0 | {gap:+.1f} (↑{int(gap > 0)} ↓{int(gap < 0)} of 1; mean abs {abs(gap):.1f}, max {abs(gap):.1f}) |" in paired, shown.stdout
     assert "| 0.25 | +0.0 (↑0 ↓0 of 1; mean abs 0.0, max 0.0) |" in predictions.paired_markdown([record], [record], "audio", [0.25])
     with pytest.raises(ValueError, match="missing"):
         predictions.paired_markdown([record], [{**other, "fold": "another fold"}], "audio", [0.25])
+
+    # `--clips-of`: a run that tested more clips (trained with --calm-as-neutral, say) scored on the
+    # clips of one that tested fewer; a setting the other run lacks is left out.
+    fewer = {**record, "settings": {"audio": {k: v[::2] if isinstance(v, list) else v for k, v in audio.items()}}}
+    [kept] = predictions.restricted([record], [fewer])
+    assert set(kept["settings"]) == {"audio"} and kept["settings"]["audio"]["audio"] == audio["audio"][::2]
+    assert predictions.fold_result(kept, "audio", 0.25).ua == pytest.approx(predictions.fold_result(fewer, "audio", 0.25).ua)
+    assert "| 0.25 | +0.0 (↑0 ↓0 of 1;" in predictions.paired_markdown([kept], [fewer], "audio", [0.25])
 

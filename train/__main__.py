@@ -120,6 +120,12 @@ def command_shares(args) -> int:
         except ValueError as err:
             raise SystemExit(f"--average: {err}") from None
         print(f"each network's answer averaged with the same folds' networks of {' '.join(args.average)}")
+    if args.clips_of:
+        try:
+            records = predictions.restricted(records, predictions.load(*map(Path, args.clips_of)))
+        except ValueError as err:
+            raise SystemExit(f"--clips-of: {err}") from None
+        print(f"only the test clips that {' '.join(args.clips_of)} tested")
     reference = predictions.load(*map(Path, args.against)) if args.against else []
     if args.against and not reference:
         raise SystemExit(f"--against: no per-clip predictions under {' '.join(args.against)}")
@@ -365,6 +371,9 @@ def main(argv=None) -> int:
     p.add_argument("--average", nargs="+", default=[], metavar="RUN",
                    help="other trainings of the same folds (cv --init-seed N): their networks' answers are averaged "
                         "with --run's, each fold with its own (an ensemble of the trainings)")
+    p.add_argument("--clips-of", nargs="+", default=[], metavar="RUN",
+                   help="score only the test clips that these runs of the same folds tested (a run that tested "
+                        "more clips, e.g. trained with --calm-as-neutral, against one that did not)")
     p.add_argument("--against", nargs="+", default=[], metavar="RUN",
                    help="also show, fold by fold, how far these runs of the same folds are from --run (after "
                         "--average): mean difference, folds higher and lower, mean and largest |difference|")

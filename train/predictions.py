@@ -6,7 +6,7 @@ statistics head, the two answers it mixes (the network's and the head's). From t
 `python -m train shares` scores any other share of the head on the very same folds and networks,
 without training again, with `--average`, the ensemble of several trainings of the same folds, and,
 with `--against`, the difference fold by fold from another run of the same folds (another training,
-or the same run without the ensemble):
+or the same run without the ensemble; `--clips-of` first keeps only the clips another run tested):
 
     p(class) = (1 - share) * p_network + share * p_head       (clips with audio; share 0: the network)
     p_network = mean of the trainings' p_network               (with --average)
@@ -73,6 +73,26 @@ def averaged(records: Sequence[dict], *others: Sequence[dict]) -> list[dict]:
             group = [data] + [p["settings"][name] for p in partners]
             settings[name] = {**data, **{part: np.mean([g[part] for g in group], axis=0).tolist()
                                          for part in ("probabilities", "network") if part in data}}
+        out.append({**record, "settings": settings})
+    return out
+
+
+def restricted(records: Sequence[dict], reference: Sequence[dict]) -> list[dict]:
+    """The folds of `records` scored on only the clips that the same folds of `reference` tested:
+    a run that trained and tested on more clips (e.g. RAVDESS calm as neutral) against one without."""
+    out = []
+    for record in records:
+        partner = next((r for r in reference if r["fold"] == record["fold"]), None)
+        if partner is None:
+            raise ValueError(f"fold {record['fold']} is missing from the run whose clips to keep")
+        settings = {}
+        for name, data in record["settings"].items():
+            if name not in partner["settings"]:
+                continue
+            wanted = set(partner["settings"][name]["audio"])
+            keep = [i for i, audio in enumerate(data["audio"]) if audio in wanted]
+            settings[name] = {key: [value[i] for i in keep] if isinstance(value, list) else value
+                              for key, value in data.items()}
         out.append({**record, "settings": settings})
     return out
 

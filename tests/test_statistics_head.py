@@ -259,4 +259,10 @@ def test_cv_keeps_every_clips_two_answers_and_shares_mixes_them_again(fake_corpo
     assert set(kept["settings"]) == {"audio"} and kept["settings"]["audio"]["audio"] == audio["audio"][::2]
     assert predictions.fold_result(kept, "audio", 0.25).ua == pytest.approx(predictions.fold_result(fewer, "audio", 0.25).ua)
     assert "| 0.25 | +0.0 (↑0 ↓0 of 1;" in predictions.paired_markdown([kept], [fewer], "audio", [0.25])
+    # only the compared setting must hold the same clips (the text corpora's sentences may differ)
+    relabelled = {**words_alone, "label": ["angry" if label != "angry" else "sad" for label in words_alone["label"]]}
+    other_texts = {**record, "settings": {**record["settings"], "text": relabelled}}
+    assert "| 0.25 | +0.0 (↑0 ↓0 of 1;" in predictions.paired_markdown([other_texts], [record], "audio", [0.25])
+    with pytest.raises(ValueError, match="other clips"):
+        predictions.paired_markdown([other_texts], [record], "text", [0.25])
 

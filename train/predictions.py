@@ -97,13 +97,15 @@ def restricted(records: Sequence[dict], reference: Sequence[dict]) -> list[dict]
     return out
 
 
-def same_fold(record: dict, run: Sequence[dict], purpose: str) -> dict:
+def same_fold(record: dict, run: Sequence[dict], purpose: str, settings: Optional[Sequence[str]] = None) -> dict:
     """`record`'s fold in another run of the same folds, which must have tested the same clips in
-    every setting of `record` (other trainings of one fold, never other folds)."""
+    `settings` (default: every setting of `record`): other trainings of one fold, never other folds."""
     partner = next((r for r in run if r["fold"] == record["fold"]), None)
     if partner is None:
         raise ValueError(f"fold {record['fold']} is missing from a run to {purpose}")
     for name, data in record["settings"].items():
+        if settings is not None and name not in settings:
+            continue
         other = partner["settings"].get(name, {})
         if other.get("audio") != data["audio"] or other.get("label") != data["label"]:
             raise ValueError(f"fold {record['fold']}, {name}: the runs tested other clips, not other trainings")
@@ -164,7 +166,7 @@ def shares_markdown(records: Sequence[dict], setting: str, shares: Sequence[floa
 def paired_markdown(records: Sequence[dict], reference: Sequence[dict], setting: str, shares: Sequence[float]) -> str:
     """UA of `records` minus UA of the same folds in `reference`, fold by fold, at each share, per test
     corpus: the mean difference in points, the folds higher and lower, and the mean and largest |difference|."""
-    pairs = [(r, same_fold(r, reference, "compare with")) for r in records if setting in r["settings"]]
+    pairs = [(r, same_fold(r, reference, "compare with", [setting])) for r in records if setting in r["settings"]]
     corpora = sorted({c for r, _ in pairs for c in r["settings"][setting]["corpus"]})
     columns = [None, *corpora] if len(corpora) > 1 else [None]
     lines = [f"| head share | {' | '.join(c or 'all clips' for c in columns)} |", "|---" * (len(columns) + 1) + "|"]

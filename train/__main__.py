@@ -375,8 +375,8 @@ def main(argv=None) -> int:
                    help="score only the test clips that these runs of the same folds tested (a run that tested "
                         "more clips, e.g. trained with --calm-as-neutral, against one that did not)")
     p.add_argument("--against", nargs="+", default=[], metavar="RUN",
-                   help="also show, fold by fold, how far these runs of the same folds are from --run (after "
-                        "--average): mean difference, folds higher and lower, mean and largest |difference|")
+                   help="also show, fold by fold, --run (after --average) minus these runs of the same folds: "
+                        "mean difference, folds higher and lower, mean and largest |difference|")
     p = commands.add_parser("card", help="rewrite a checkpoint's model card from a cv run's results")
     p.add_argument("--checkpoint", required=True, help="checkpoint folder written by fit")
     p.add_argument("--results", nargs="+", required=True, metavar="JSON",

@@ -82,9 +82,7 @@ def restricted(records: Sequence[dict], reference: Sequence[dict]) -> list[dict]
     a run that trained and tested on more clips (e.g. RAVDESS calm as neutral) against one without."""
     out = []
     for record in records:
-        partner = next((r for r in reference if r["fold"] == record["fold"]), None)
-        if partner is None:
-            raise ValueError(f"fold {record['fold']} is missing from the run whose clips to keep")
+        partner = same_fold(record, reference, "keep the clips of", settings=())
         settings = {}
         for name, data in record["settings"].items():
             if name not in partner["settings"]:

@@ -121,12 +121,12 @@ def bundled() -> dict:
 def read_record(checkpoint: Path) -> dict:
     for name in ("config.json", "training.json", "README.md"):
         assert (checkpoint / name).is_file(), f"{checkpoint.name} lacks {name}"
-    results = checkpoint / "results"
+    results_dir = checkpoint / "results"
     # The cross-validation of its recipe, when on record (results/), and other runs of the same
     # folds in its folders (results/whisper-transcripts: the test clips with Whisper's words). The
     # card shows their rows together, a row two runs share from the first, as `train card` does.
     runs = []
-    for folder in [results, *sorted(p.parent for p in results.glob("*/results.json"))]:
+    for folder in [results_dir, *sorted(p.parent for p in results_dir.glob("*/results.json"))]:
         if (folder / "results.json").is_file():
             results = json.loads((folder / "results.json").read_text())
             rows = [{**row, "folder": folder} for row in results["table1"] + results.get("table2", [])]

@@ -136,11 +136,23 @@ def fold_result(record: dict, setting: str, share: float, corpus: Optional[str] 
     return evaluate([data["label"][i] for i in keep], predicted, fold, labels=labels)
 
 
+def corpus_columns(records: Sequence[dict], setting: str) -> list[Optional[str]]:
+    """The columns of a setting's tables: all clips (None), then each test corpus when there are several."""
+    corpora = sorted({c for r in records for c in r["settings"].get(setting, {}).get("corpus", [])})
+    return [None, *corpora] if len(corpora) > 1 else [None]
+
+
+def share_table(columns: Sequence[Optional[str]], shares: Sequence[float], cell) -> str:
+    """A markdown table with a row per share and a column per corpus; `cell(share, corpus)` fills it."""
+    lines = [f"| head share | {' | '.join(c or 'all clips' for c in columns)} |", "|---" * (len(columns) + 1) + "|"]
+    lines += [f"| {share:g} | {' | '.join(cell(share, corpus) for corpus in columns)} |" for share in shares]
+    return "\n".join(lines)
+
+
 def share_summaries(records: Sequence[dict], setting: str, shares: Sequence[float]) -> dict[str, dict[float, Summary]]:
     """{"all clips" or corpus: {share: Summary over the folds}} for one test setting."""
-    corpora = sorted({c for r in records for c in r["settings"].get(setting, {}).get("corpus", [])})
     table = {}
-    for corpus in [None, *corpora] if len(corpora) > 1 else [None]:
+    for corpus in corpus_columns(records, setting):
         row = {}
         for share in shares:
             results = [x for x in (fold_result(r, setting, share, corpus) for r in records) if x is not None]
@@ -153,28 +165,26 @@ def share_summaries(records: Sequence[dict], setting: str, shares: Sequence[floa
 def shares_markdown(records: Sequence[dict], setting: str, shares: Sequence[float]) -> str:
     """UA (mean ± std over folds, in %) of one setting at each share, per test corpus."""
     table = share_summaries(records, setting, shares)
-    lines = [f"| head share | {' | '.join(table)} |", "|---" * (len(table) + 1) + "|"]
-    for share in shares:
-        cells = [f"{100 * row[share].ua_mean:.1f} ± {100 * row[share].ua_std:.1f} ({row[share].n_runs})"
-                 if share in row else "–" for row in table.values()]
-        lines.append(f"| {share:g} | {' | '.join(cells)} |")
-    return "\n".join(lines)
+
+    def cell(share: float, corpus: Optional[str]) -> str:
+        summary = table[corpus or "all clips"].get(share)
+        return f"{100 * summary.ua_mean:.1f} ± {100 * summary.ua_std:.1f} ({summary.n_runs})" if summary else "–"
+
+    return share_table(corpus_columns(records, setting), shares, cell)
 
 
 def paired_markdown(records: Sequence[dict], reference: Sequence[dict], setting: str, shares: Sequence[float]) -> str:
     """UA of `records` minus UA of the same folds in `reference`, fold by fold, at each share, per test
     corpus: the mean difference in points, the folds higher and lower, and the mean and largest |difference|."""
     pairs = [(r, same_fold(r, reference, "compare with", [setting])) for r in records if setting in r["settings"]]
-    corpora = sorted({c for r, _ in pairs for c in r["settings"][setting]["corpus"]})
-    columns = [None, *corpora] if len(corpora) > 1 else [None]
-    lines = [f"| head share | {' | '.join(c or 'all clips' for c in columns)} |", "|---" * (len(columns) + 1) + "|"]
-    for share in shares:
-        cells = []
-        for corpus in columns:
-            results = [(fold_result(r, setting, share, corpus), fold_result(o, setting, share, corpus)) for r, o in pairs]
-            # rounded: the same answers give UAs that differ in the last bits, which is no change
-            gaps = np.round([100 * (a.ua - b.ua) for a, b in results if a is not None], 6)
-            cells.append(f"{gaps.mean():+.1f} (↑{(gaps > 0).sum()} ↓{(gaps < 0).sum()} of {len(gaps)}; "
-                         f"mean abs {np.abs(gaps).mean():.1f}, max {np.abs(gaps).max():.1f})" if len(gaps) else "–")
-        lines.append(f"| {share:g} | {' | '.join(cells)} |")
-    return "\n".join(lines)
+
+    def cell(share: float, corpus: Optional[str]) -> str:
+        results = [(fold_result(r, setting, share, corpus), fold_result(o, setting, share, corpus)) for r, o in pairs]
+        # rounded: the same answers give UAs that differ in the last bits, which is no change
+        gaps = np.round([100 * (a.ua - b.ua) for a, b in results if a is not None], 6)
+        if not len(gaps):
+            return "–"
+        return (f"{gaps.mean():+.1f} (↑{(gaps > 0).sum()} ↓{(gaps < 0).sum()} of {len(gaps)}; "
+                f"mean abs {np.abs(gaps).mean():.1f}, max {np.abs(gaps).max():.1f})")
+
+    return share_table(corpus_columns([r for r, _ in pairs], setting), shares, cell)

@@ -67,6 +67,7 @@ class Analysis:
     notes: list[str] = field(default_factory=list)
     encoder_states: Optional[np.ndarray] = None  # (384, states) raw, when the model reads Whisper's encoder
     faithfulness: Optional[Faithfulness] = None  # deletion curves of the explanations
+    calibration: Optional[str] = None  # how often answers this sure were right in cross-validation
 
     @property
     def label(self) -> str:
@@ -92,8 +93,16 @@ class Analysis:
             timings={k: round(v, 4) for k, v in self.timings.items()},
             notes=self.notes,
             faithfulness=self.faithfulness.to_dict() if self.faithfulness else None,
+            calibration=self.calibration,
         )
         return d
+
+
+def calibration_sentence(recognizer: EmotionRecognizer, has_audio: bool, modality: str, explanation) -> Optional[str]:
+    """The checkpoint's cross-validation record for answers as sure as this one (audio answers only)."""
+    if recognizer.calibration is None or not has_audio:
+        return None
+    return recognizer.calibration.sentence(modality, float(explanation.probabilities[explanation.target]))
 
 
 def analyze(
@@ -157,6 +166,7 @@ def analyze(
         explanation=explanation,
         timings=timings,
         notes=notes,
+        calibration=calibration_sentence(recognizer, inputs.has_audio, modality, explanation),
     )
     if not explanations:
         if while_measuring is not None:

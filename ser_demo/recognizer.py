@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .audio import FeatureParams, Normalizer, mfcc_features
+from .calibration import Calibration, load_calibration
 from .devices import resolve_device, to_device
 from .encoder import WhisperEncoder
 from .inputs import collate
@@ -69,6 +70,9 @@ class EmotionRecognizer:
     # listen(features=True): Whisper transcribes in a thread of its own while this thread computes
     # the audio features. False runs one after the other (the same results, on one core's time).
     transcribe_alongside: bool = True
+    # how often answers of each confidence were right in its recipe's cross-validation, when the
+    # checkpoint carries that table (`calibration.py`)
+    calibration: Optional[Calibration] = None
 
     def __init__(self, model: MSCNN_SPU_ATT, word_vectors=None, speaker_embedder=None, transcriber=None,
                  encoder=None, device: Optional[str] = None):
@@ -113,7 +117,9 @@ class EmotionRecognizer:
             raise FileNotFoundError(
                 "no checkpoint given and none bundled yet: pass --checkpoint DIR_OR_REPO (or set SER_CHECKPOINT)"
             )
-        return cls(load_model(checkpoint, **hub_kwargs), transcriber=transcriber, device=device)
+        recognizer = cls(load_model(checkpoint, **hub_kwargs), transcriber=transcriber, device=device)
+        recognizer.calibration = load_calibration(checkpoint, **hub_kwargs)
+        return recognizer
 
     @property
     def labels(self) -> tuple:

@@ -1,5 +1,5 @@
 """One analysis in words, as the app's page shows it: the prediction table (with the prediction
-under uniform attention), what uniform attention would change, the deletion curves' sentences
+under uniform attention, and how often answers as sure were right in cross-validation), what uniform attention would change, the deletion curves' sentences
 (`faithfulness.describe_words` / `describe_windows`), the time of each stage, and the notes.
 
 Plain Markdown / HTML strings, no UI imports: `app.py` puts them into its components.
@@ -25,7 +25,9 @@ def prediction_summary_html(analysis) -> str:
         f'<div id="prediction-summary"><p style="font-size: 1.3em">The model hears <b>{html.escape(e.label)}</b> '
         f"({e.probabilities[e.target]:.0%}).</p>"
         "<table><thead><tr><th>emotion</th><th>probability</th><th>with uniform attention</th></tr></thead>"
-        f"<tbody>{''.join(rows)}</tbody></table></div>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+        + (f'<p class="calibration">{html.escape(analysis.calibration)}</p>' if analysis.calibration else "")
+        + "</div>"
     )
 
 

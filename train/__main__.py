@@ -403,13 +403,16 @@ def main(argv=None) -> int:
     p.add_argument("--calm-as-neutral", action="store_true", help="RAVDESS: count calm as neutral")
     p.add_argument("--cache", default=".cache/features")
     device_argument(p)
-    from train import faithfulness
+    from train import calibration, faithfulness
 
     faithfulness.add_arguments(commands.add_parser("faithfulness", help="faithfulness of the explanations over a corpus"))
+    calibration.add_arguments(commands.add_parser(
+        "calibration", help="how often answers of each confidence were right in cv runs: the checkpoint's calibration table"))
     args = parser.parse_args(argv)
     return {"cv": command_cv, "ablate": command_ablate, "fit": command_fit, "evaluate": command_evaluate,
             "features": command_features, "card": command_card,
-            "report": command_report, "shares": command_shares, "faithfulness": faithfulness.command}[args.command](args)
+            "report": command_report, "shares": command_shares, "faithfulness": faithfulness.command,
+            "calibration": calibration.command}[args.command](args)
 
 
 if __name__ == "__main__":

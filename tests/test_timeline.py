@@ -338,7 +338,8 @@ def test_a_long_recording_is_transcribed_window_by_window(recognizer, whisper):
     for segment, sentence in zip(found, sentences):
         said = set(sentence["text"].lower().strip(".").split())
         matched += len(said & set(segment.text.lower().replace(".", "").replace(",", "").split())) >= len(said) // 2
-        assert all(segment.start - 1.0 <= w.start <= segment.end + 1.0 for w in segment.words)
+        astray = [(w.text, w.start) for w in segment.words if not segment.start - 1.0 <= w.start <= segment.end + 1.0]
+        assert not astray, (segment.start, segment.end, segment.text, astray, [(s.start, s.end, s.text) for s in found])
     assert matched == len(found)
 
 

@@ -1,15 +1,15 @@
 """How often an answer as sure as this one was right, on voices the model never heard.
 
 A softmax probability is not the chance of being right, and how far apart the two lie depends on
-how unfamiliar the voice is. The bundled checkpoint's recipe, cross-validated on speakers it never
-heard, was right 93 % of the time when it said 60-70 %; trained on two corpora and tested on the
-third, 59 %. A checkpoint may carry such a table (`results/calibration.json`, written by
+how unfamiliar the voice is: cross-validated on speakers it never heard, the bundled recipe is
+under-confident; trained on two corpora and tested on the third, over-confident (README, *How sure
+is sure?*). A checkpoint may carry such a table (`results/calibration.json`, written by
 `python -m train calibration` from the per-clip answers of its recipe's cross-validation), and the
 page then puts the answer's own row next to it.
 
 The table bins the answers of every test clip by their top probability; per protocol (speakers or
-a corpus never heard) and test setting (audio alone, audio + words, text alone) it keeps how many
-answers fell in each bin and how many of them were right.
+a corpus never heard) and test setting (audio alone, audio + the clip's words; the clip's words
+alone are kept but not shown) it keeps how many answers fell in each bin and how many were right.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ EDGES = (0.0, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0)  # top-probability bins; the last on
 MIN_ANSWERS = 20  # a bin with fewer answers says nothing on the page
 
 # the page's modality -> the cross-validation setting that scored the same inputs
-SETTINGS = {"audio": "audio", "both": "both"}  # text alone was scored on text corpora, not speakers
+SETTINGS = {"audio": "audio", "both": "both"}  # words alone: acted scripts carry no emotion to calibrate
 # what a protocol measured, in the page's words
 PROTOCOL_WORDS = {"speaker-independent": "on speakers it never heard",
                   "leave-one-corpus-out": "on a corpus it never heard"}
@@ -55,7 +55,8 @@ class Calibration:
         for protocol, settings in data["protocols"].items():
             for setting, bins in settings.items():
                 if len(bins) != len(edges) - 1 or any(not 0 <= b["right"] <= b["answers"] for b in bins):
-                    raise ValueError(f"calibration {protocol} / {setting}: {len(bins)} bins for {len(edges) - 1}")
+                    raise ValueError(f"calibration {protocol} / {setting}: needs {len(edges) - 1} bins, "
+                                     "each with 0 <= right <= answers")
         return cls(edges, data["protocols"])
 
     def accuracy(self, protocol: str, modality: str, confidence: float) -> Optional[tuple[float, int]]:

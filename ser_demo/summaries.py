@@ -1,6 +1,7 @@
 """One analysis in words, as the app's page shows it: the prediction table (with the prediction
-under uniform attention, and how often answers as sure were right in cross-validation), what uniform attention would change, the deletion curves' sentences
-(`faithfulness.describe_words` / `describe_windows`), the time of each stage, and the notes.
+under uniform attention, and how often answers as sure were right in cross-validation), what
+uniform attention would change, the deletion curves' sentences (`faithfulness.describe_words` /
+`describe_windows`), the time of each stage, and the notes.
 
 Plain Markdown / HTML strings, no UI imports: `app.py` puts them into its components.
 """

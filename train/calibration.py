@@ -70,7 +70,7 @@ def command(args) -> int:
     records = predictions.load(*map(Path, args.run))
     if not records:
         raise SystemExit(f"no per-clip predictions under {' '.join(args.run)} (folds/*/{predictions.FILE}: cv writes them)")
-    if config.labels != tuple(records[0]["labels"]) and list(config.labels) != records[0]["labels"]:
+    if list(config.labels) != list(records[0]["labels"]):
         raise SystemExit(f"the runs scored {records[0]['labels']}, the checkpoint answers {list(config.labels)}")
     share = (config.statistics_head or {}).get("share", 0.0)
     if share and not any("head" in s for r in records for s in r["settings"].values()):

@@ -217,7 +217,8 @@ Research, teaching and demonstrations of speech emotion recognition on short Eng
 
 - Trained on acted speech: actors portraying emotions, often exaggerated. Spontaneous emotion in real conversations is subtler and is recognised much less reliably.
 - The spoken corpora read fixed, emotionally neutral scripts, so their transcripts carry no emotion; what the text branch knows comes from text-only data, not from speech.
-- Few speakers, mostly North American English. A new corpus costs far more than a new voice: trained on two of this project's three corpora and tested on the third (`python -m train cv --protocol cross-corpus`), its recipes fall to about 40 % UA, most answers in one class. Accuracy on other accents, languages, ages, rooms and microphones is unknown and likely much lower.
+- Few speakers, mostly North American English. A new corpus costs far more than a new voice: trained on two of this project's three corpora and tested on the third (`python -m train cv --protocol cross-corpus`), its recipes fall below 50 % UA, and on the held-out corpus the answers often pile into one or two classes. Accuracy on other accents, languages, ages, rooms and microphones is unknown and likely much lower.
+- A probability is not the chance of being right, and how far apart they lie depends on how familiar the voice is: where this folder has `results/calibration.json`, it says how often answers of each confidence were right in the cross-validation (the demo app shows the answer's row).
 - Four classes only: every input is forced into angry, happy, sad or neutral.
 - {licence_note}
 

@@ -111,7 +111,7 @@ def test_record_analyse_and_show_everything(microphone_file):
     assert len(shown) == 4 and set(shown) == {"angry", "happy", "sad", "neutral"}
     assert sum(shown.values()) == pytest.approx(1.0, abs=0.002)
     # the bundled checkpoint's cross-validation record for answers as sure as this one
-    assert "of the time on speakers it never heard" in calibration and "not the chance of being right" in calibration
+    assert "of the time on RAVDESS actors it never heard" in calibration and "not the chance of being right" in calibration
     assert error_toasts == 0 and example_error_toasts == 0 and not errors, errors
     assert example_transcript == "That is wonderful news, I am so happy for you!"
     assert (ARTIFACTS / "app-browser.png").stat().st_size > 50_000

@@ -19,19 +19,25 @@ from train.predictions import mixed
 
 
 def calibration_table(records: Sequence[dict], share: float, edges=EDGES) -> dict:
-    """{"edges", "protocols": protocol -> setting -> bins, "folds": protocol -> n} of cv fold records."""
+    """{"edges", "share", "folds": protocol -> n, "protocols": protocol -> setting -> bins over all
+    test clips, "corpora": protocol -> test corpus -> setting -> bins} of cv fold records."""
     protocols: dict = defaultdict(dict)
+    corpora: dict = defaultdict(lambda: defaultdict(dict))
     folds: dict = defaultdict(int)
+    empty = lambda: [{"answers": 0, "right": 0} for _ in edges[1:]]  # noqa: E731
     for record in records:
-        folds[record["protocol"]] += 1
+        protocol = record["protocol"]
+        folds[protocol] += 1
         for setting, data in record["settings"].items():
-            bins = protocols[record["protocol"]].setdefault(setting, [{"answers": 0, "right": 0} for _ in edges[1:]])
-            probabilities = mixed(data, share)
-            for p, label in zip(probabilities, data["label"]):
-                cell = bins[bin_of(float(p.max()), edges)]
-                cell["answers"] += 1
-                cell["right"] += int(record["labels"][int(np.argmax(p))] == label)
-    return {"edges": list(edges), "share": share, "folds": dict(folds), "protocols": dict(protocols)}
+            pooled = protocols[protocol].setdefault(setting, empty())
+            for p, label, corpus in zip(mixed(data, share), data["label"], data["corpus"]):
+                right = int(record["labels"][int(np.argmax(p))] == label)
+                for bins in (pooled, corpora[protocol][corpus].setdefault(setting, empty())):
+                    cell = bins[bin_of(float(p.max()), edges)]
+                    cell["answers"] += 1
+                    cell["right"] += right
+    return {"edges": list(edges), "share": share, "folds": dict(folds), "protocols": dict(protocols),
+            "corpora": {protocol: {corpus: dict(s) for corpus, s in by.items()} for protocol, by in corpora.items()}}
 
 
 def write_calibration(checkpoint: Path, table: dict) -> Path:
@@ -49,11 +55,13 @@ def calibration_markdown(table: dict) -> str:
     lines = []
     for protocol, settings in table["protocols"].items():
         lines += ["", f"{protocol} ({table['folds'][protocol]} folds), right / answers by top probability:", "",
-                  "| setting | " + " | ".join(heads) + " | all |", "|---" * (len(heads) + 2) + "|"]
-        for setting, bins in settings.items():
-            cells = [f"{b['right'] / b['answers']:.0%} ({b['answers']})" if b["answers"] else "-" for b in bins]
-            right, answers = sum(b["right"] for b in bins), sum(b["answers"] for b in bins)
-            lines.append(f"| {setting} | " + " | ".join(cells) + f" | {right / answers:.0%} ({answers}) |")
+                  "| test clips | setting | " + " | ".join(heads) + " | all |", "|---" * (len(heads) + 3) + "|"]
+        rows = [("all", settings)] + sorted(table.get("corpora", {}).get(protocol, {}).items())
+        for clips, by_setting in rows:
+            for setting, bins in by_setting.items():
+                cells = [f"{b['right'] / b['answers']:.0%} ({b['answers']})" if b["answers"] else "-" for b in bins]
+                right, answers = sum(b["right"] for b in bins), sum(b["answers"] for b in bins)
+                lines.append(f"| {clips} | {setting} | " + " | ".join(cells) + f" | {right / answers:.0%} ({answers}) |")
     return "\n".join(lines[1:])
 
 

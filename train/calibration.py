@@ -2,7 +2,8 @@
 
 Every test clip's answer of every fold (the per-clip answers `cv` keeps: `train.predictions`),
 mixed with the statistics head at the checkpoint's own share, binned by its top probability:
-per protocol and setting, how many answers fell in each bin and how many were right.
+per protocol and setting, over all test clips and per test corpus, how many answers fell in each
+bin and how many were right.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def write_calibration(checkpoint: Path, table: dict) -> Path:
 
 
 def calibration_markdown(table: dict) -> str:
-    """The table for people: per protocol and setting, the fraction right in each bin (answers)."""
+    """The table for people: per protocol, test clips and setting, the fraction right in each bin (answers)."""
     edges = table["edges"]
     heads = [f"{lo:.0%}–{hi:.0%}" for lo, hi in zip(edges, edges[1:])]
     lines = []

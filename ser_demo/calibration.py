@@ -24,6 +24,7 @@ from typing import Optional
 FILE = "results/calibration.json"
 EDGES = (0.0, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0)  # top-probability bins; the last one includes 1.0
 MIN_ANSWERS = 20  # a bin with fewer answers says nothing on the page
+HUB_OPTIONS = ("revision", "cache_dir", "force_download", "token", "local_files_only")
 
 # the page's modality -> the cross-validation setting that scored the same inputs
 SETTINGS = {"audio": "audio", "both": "both"}  # words alone: acted scripts carry no emotion to calibrate
@@ -116,8 +117,9 @@ def load_calibration(checkpoint: str, **hub_kwargs) -> Optional[Calibration]:
         if not Path(checkpoint).expanduser().is_dir():
             from huggingface_hub import hf_hub_download
 
-            path = Path(hf_hub_download(checkpoint, FILE, **{k: v for k, v in hub_kwargs.items()
-                                                             if k in ("revision", "cache_dir", "token")}))
+            # the download options the model's own weights were fetched with (MSCNN_SPU_ATT._from_pretrained),
+            # so that local_files_only keeps this read offline too
+            path = Path(hf_hub_download(checkpoint, FILE, **{k: v for k, v in hub_kwargs.items() if k in HUB_OPTIONS}))
         if not path.is_file():
             return None
         return Calibration.from_dict(json.loads(path.read_text()))

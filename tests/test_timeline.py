@@ -338,8 +338,13 @@ def test_a_long_recording_is_transcribed_window_by_window(recognizer, whisper):
     for segment, sentence in zip(found, sentences):
         said = set(sentence["text"].lower().strip(".").split())
         matched += len(said & set(segment.text.lower().replace(".", "").replace(",", "").split())) >= len(said) // 2
-        astray = [(w.text, w.start) for w in segment.words if not segment.start - 1.0 <= w.start <= segment.end + 1.0]
-        assert not astray, (segment.start, segment.end, segment.text, astray, [(s.start, s.end, s.text) for s in found])
+        # Whisper's word times (cross-attention alignment) can put the first word after a pause a
+        # second or more early (seen in two runs of this test, once 1.26 s); a wrong window offset
+        # would move every word. So: most words within 1 s of their utterance, none beyond 3 s.
+        where = (segment.start, segment.end, segment.text, [(w.text, w.start) for w in segment.words])
+        near = [segment.start - 1.0 <= w.start <= segment.end + 1.0 for w in segment.words]
+        assert sum(near) >= len(near) - 1 and sum(near) > len(near) / 2, where
+        assert all(segment.start - 3.0 <= w.start <= segment.end + 3.0 for w in segment.words), where
     assert matched == len(found)
 
 

@@ -28,6 +28,7 @@ import pandas as pd
 import soundfile as sf
 
 from ser_demo.audio import SAMPLE_RATE
+from ser_demo.calibration import PROTOCOL_KEYS
 from ser_demo.charts import LABEL_COLORS
 from ser_demo.utterance import PredictionError
 
@@ -94,11 +95,16 @@ def timeline_frame(result) -> pd.DataFrame:
 
 
 def segments_frame(result) -> pd.DataFrame:
+    """One row per segment; the "right" columns: how often answers as sure as the segment's were
+    right in the checkpoint's cross-validation (its calibration table; empty without one)."""
     rows = []
     for i, s in enumerate(result.segments if result is not None else [], 1):
         share = round(s.probabilities[s.label], 3) if s.probabilities else None
-        rows.append([i, round(s.start, 2), round(s.end, 2), s.label, share, s.text])
-    return pd.DataFrame(rows, columns=["#", "start (s)", "end (s)", "emotion", "probability", "words"])
+        right = [round(s.calibration[key]["right"], 2) if s.calibration and key in s.calibration else None
+                 for key in PROTOCOL_KEYS.values()]
+        rows.append([i, round(s.start, 2), round(s.end, 2), s.label, share, *right, s.text])
+    return pd.DataFrame(rows, columns=["#", "start (s)", "end (s)", "emotion", "probability",
+                                       "right if as sure: new speakers", "right if as sure: new corpus", "words"])
 
 
 def coloured_transcript(result) -> list[tuple[str, str | None]]:
@@ -119,6 +125,12 @@ def _summary(result) -> str:
     how = "Whisper's sentences" if result.segmentation == "asr" else "pauses (voice activity)"
     lines = [f"**{len(speech)} utterances** in {result.duration:.1f} s, cut at {how}: {found or 'no speech'}. "
              f"Built in {result.timings.get('total', 0):.1f} s."]
+    measured_on = {key: s.calibration[key]["measured_on"] for s in speech if s.calibration
+                   for key in PROTOCOL_KEYS.values() if key in s.calibration}
+    if measured_on:
+        where = " and ".join(f"on {words} ({key.replace('_', ' ')})" for key, words in measured_on.items())
+        lines.append(f"*Right if as sure*: how often answers as sure as a segment's were right in the cross-validation "
+                     f"of this checkpoint's recipe, {where}. A probability is not the chance of being right.")
     return "\n".join(lines + [f"- {note}" for note in result.notes])
 
 
@@ -177,7 +189,7 @@ def build_timeline_tab(service, tabs: gr.Tabs, step_tab: str, step_audio: gr.Aud
         )
 
     def run_timeline(audio, modality, checkpoint_name, progress=gr.Progress()):
-        """Emotion over time in an English speech recording of up to a few minutes: cuts it into utterances (Whisper's sentences, or pauses), classifies each as angry, happy, sad or neutral, and returns the segments (start, end, text, label, probabilities) and a smoothed probability curve.
+        """Emotion over time in an English speech recording of up to a few minutes: cuts it into utterances (Whisper's sentences, or pauses), classifies each as angry, happy, sad or neutral, and returns the segments (start, end, text, label, probabilities, and how often answers as sure were right in the checkpoint's cross-validation on new speakers and on a new corpus) and a smoothed probability curve.
 
         Args:
             audio: the recording: a URL of an audio file (wav, flac, ogg, mp3, webm, m4a; http(s) or a data: URL with base64).

@@ -31,8 +31,11 @@ SETTINGS = {"audio": "audio", "both": "both"}  # words alone: acted scripts carr
 # What a protocol measured, in the page's words: over all its test clips, or, where the table has
 # them, over one test corpus's. Pooled over corpora, the speaker-independent rows are mostly TESS's
 # two voices, which the model recognises best; RAVDESS's actors are the voices most like a user's.
-PROTOCOL_WORDS = {"speaker-independent": ("on speakers it never heard", ("ravdess", "on RAVDESS actors it never heard")),
-                  "leave-one-corpus-out": ("on a corpus it never heard", None)}
+PROTOCOL_WORDS = {"speaker-independent": ("speakers it never heard", ("ravdess", "RAVDESS actors it never heard")),
+                  "leave-one-corpus-out": ("a corpus it never heard", None)}
+# ... and as a column or key of the machine-readable outputs (batch CSV, timeline, JSON)
+PROTOCOL_KEYS = {"speaker-independent": "new_speakers", "leave-one-corpus-out": "new_corpus"}
+CSV_COLUMNS = tuple(f"right_{key}" for key in PROTOCOL_KEYS.values())  # fraction right of answers as sure
 
 log = logging.getLogger(__name__)
 
@@ -81,23 +84,48 @@ class Calibration:
             return None
         return cell["right"] / cell["answers"], cell["answers"]
 
-    def sentence(self, modality: str, confidence: float) -> Optional[str]:
-        """One sentence for the page, or None where the table has nothing for this answer."""
-        parts = []
+    def figures(self, modality: str, confidence: float) -> dict[str, dict]:
+        """Per protocol of the table (by its PROTOCOL_KEYS name), how often answers as sure as
+        `confidence` were right: {"right": fraction, "answers": n, "measured_on": words}. The
+        speaker-independent figure is RAVDESS's unheard actors' where the table has them. Bins with
+        too few answers are left out."""
+        found = {}
         for protocol in self.protocols:
-            words, by_corpus = next((w for key, w in PROTOCOL_WORDS.items() if protocol.startswith(key)),
-                                    (f"in {protocol}", None))
+            key = next((k for prefix, k in PROTOCOL_KEYS.items() if protocol.startswith(prefix)), protocol)
+            words, by_corpus = next((w for prefix, w in PROTOCOL_WORDS.items() if protocol.startswith(prefix)),
+                                    (f"the {protocol} folds", None))
             corpus = None
             if by_corpus is not None and by_corpus[0] in self.corpora.get(protocol, {}):
                 corpus, words = by_corpus
-            found = self.accuracy(protocol, modality, confidence, corpus)
-            if found is not None:
-                parts.append(f"{found[0]:.0%} of the time {words} ({found[1]} answers)")
-        if not parts:
+            cell = self.accuracy(protocol, modality, confidence, corpus)
+            if cell is not None:
+                key = protocol if key in found else key  # two tables of one kind keep their own names
+                found[key] = {"right": cell[0], "answers": cell[1], "measured_on": words}
+        return found
+
+    def record(self, modality: str, confidence: float) -> Optional[dict]:
+        """The machine-readable form of `sentence`: the answer's bin and its `figures`; None where
+        the table has nothing for this answer."""
+        figures = self.figures(modality, confidence)
+        if not figures:
             return None
+        return {"bin": self.bin_words(confidence), **{k: {**f, "right": round(f["right"], 4)} for k, f in figures.items()}}
+
+    def sentence(self, modality: str, confidence: float) -> Optional[str]:
+        """One sentence for the page, or None where the table has nothing for this answer."""
+        figures = self.figures(modality, confidence).values()
+        if not figures:
+            return None
+        parts = [f"{f['right']:.0%} of the time on {f['measured_on']} ({f['answers']} answers)" for f in figures]
         return (f"In the cross-validation of this checkpoint's recipe, answers as sure as this one "
                 f"({self.bin_words(confidence)}) were right " + ", and ".join(parts)
                 + ". A probability is not the chance of being right.")
+
+    @staticmethod
+    def columns(record: Optional[dict]) -> list[str]:
+        """`record`'s fractions right in CSV_COLUMNS order ("" where it has none)."""
+        record = record or {}
+        return [f"{record[key]['right']:.4f}" if key in record else "" for key in PROTOCOL_KEYS.values()]
 
     def bin_words(self, confidence: float) -> str:
         i = bin_of(confidence, self.edges)

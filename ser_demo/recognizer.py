@@ -285,6 +285,13 @@ class EmotionRecognizer:
         return (self.encoder is not None and self.encoder.shares_with_decoder
                 and getattr(transcriber, "model", None) is self.encoder.whisper)
 
+    def calibration_record(self, modality: str, has_audio: bool, confidence: float) -> Optional[dict]:
+        """How often answers as sure as `confidence` were right in the cross-validation of this
+        checkpoint's recipe (`calibration.py`); None without a table, or for the words alone."""
+        if self.calibration is None or not has_audio:
+            return None
+        return self.calibration.record(modality, confidence)
+
     def check_transcript(self, transcript: str, heard_by: str = "") -> None:
         """Refuse a transcript longer than this recognizer's limits (PredictionError)."""
         check_transcript_length(transcript, self.max_transcript_words, self.max_transcript_characters, heard_by)
@@ -337,5 +344,6 @@ class EmotionRecognizer:
             words=heard.words,
             notes=notes,
             encoder_states=inputs.encoder_states,
+            calibration=self.calibration_record(modality, inputs.has_audio, float(probs.max())),
             **answers,
         )

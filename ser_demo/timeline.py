@@ -31,6 +31,7 @@ import numpy as np
 
 from .asr import Phrase
 from .audio import SAMPLE_RATE
+from .calibration import CSV_COLUMNS, Calibration
 from .ingest import TRIM_PADDING_SECONDS, AudioInputError, load_audio, speech_bounds
 from .recognizer import EmotionRecognizer
 from .segments import (Piece, merge_short, phrases_by_piece, split_at_phrases, split_long, tile,
@@ -54,6 +55,7 @@ class Segment:
     probabilities: Optional[dict[str, float]] = None  # None for silence
     text: str = ""
     words: list = field(default_factory=list)  # asr.Word, times from the start of the recording
+    calibration: Optional[dict] = None  # how often answers as sure were right in cross-validation
 
     @property
     def kind(self) -> str:
@@ -62,7 +64,7 @@ class Segment:
     def to_dict(self) -> dict:
         return {
             "start": round(self.start, 3), "end": round(self.end, 3), "kind": self.kind, "label": self.label,
-            "probabilities": self.probabilities, "text": self.text,
+            "probabilities": self.probabilities, "calibration": self.calibration, "text": self.text,
             "words": [{"text": w.text, "start": round(w.start, 3), "end": round(w.end, 3)} for w in self.words],
         }
 
@@ -106,14 +108,15 @@ class Timeline:
         }
 
     def csv_header(self) -> list[str]:
-        return [*CSV_FIELDS, *self.labels, "text"]
+        return [*CSV_FIELDS, *self.labels, *CSV_COLUMNS, "text"]
 
     def csv_rows(self) -> list[list]:
         """One row per segment, in `csv_header` order; silence has empty probabilities."""
         rows = []
         for s in self.segments:
             probabilities = [f"{s.probabilities[label]:.4f}" if s.probabilities else "" for label in self.labels]
-            rows.append([f"{s.start:.2f}", f"{s.end:.2f}", s.kind, s.label, *probabilities, s.text])
+            rows.append([f"{s.start:.2f}", f"{s.end:.2f}", s.kind, s.label, *probabilities,
+                         *Calibration.columns(s.calibration), s.text])
         return rows
 
 
@@ -250,8 +253,9 @@ def classify(recognizer: EmotionRecognizer, waveform: np.ndarray, begin: float, 
         return [Segment(begin, end, SILENCE, None, text, piece.words)]
     unknown.update(dict.fromkeys(inputs.tokens.unknown_words))
     labels = recognizer.labels
+    calibration = recognizer.calibration_record(modality, inputs.has_audio, float(np.max(probabilities)))
     return [Segment(begin, end, labels[int(np.argmax(probabilities))],
-                    {label: float(p) for label, p in zip(labels, probabilities)}, text, piece.words)]
+                    {label: float(p) for label, p in zip(labels, probabilities)}, text, piece.words, calibration)]
 
 
 def split(recognizer: EmotionRecognizer, waveform: np.ndarray, begin: float, end: float, parts: list[Piece],

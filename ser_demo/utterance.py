@@ -64,6 +64,8 @@ class Prediction:
     # With a statistics head (ser_demo.statistics_head), `probabilities` mixes these two answers:
     network_probabilities: Optional[dict[str, float]] = None  # MSCNN-SPU-ATT's own
     head_probabilities: Optional[dict[str, float]] = None  # the linear head's, on clip statistics
+    # how often answers as sure as this one were right in the checkpoint's cross-validation (calibration.py)
+    calibration: Optional[dict] = None
 
     def to_dict(self) -> dict:
         """JSON-ready summary (the command line prints it)."""
@@ -89,6 +91,7 @@ class Prediction:
             "words": [vars(w) if hasattr(w, "__dict__") else w for w in self.words],
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "notes": self.notes,
+            "calibration": self.calibration,
         }
 
 

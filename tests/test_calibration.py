@@ -174,3 +174,64 @@ def test_the_readme_table_is_the_bundled_checkpoints():
         cells = [f"{b['right'] / b['answers']:.0%} ({b['answers']})".replace("%", " %") for b in bins]
         line = f"| {name} | " + " | ".join(cells) + f" | {right / answers:.0%} ({answers}) |".replace("%", " %")
         assert line in readme, line
+
+
+@pytest.mark.skipif(not (BUNDLED_CHECKPOINT / "results" / "calibration.json").is_file(), reason="no calibration table")
+def test_every_output_of_an_answer_says_how_often_answers_as_sure_were_right(speech_file, speech, tmp_path):
+    """`predict`'s JSON, the batch CSV, the timeline's segments (JSON, CSV) and the app's segment
+    table carry the answer's row of the table: the same figures the page's sentence quotes."""
+    import csv
+    import io
+
+    import soundfile as sf
+
+    from ser_demo import load_recognizer
+    from ser_demo.batch import csv_header, predict_rows
+    from ser_demo.timeline import timeline
+    from timeline_tab import _summary, segments_frame
+
+    recognizer = load_recognizer(str(BUNDLED_CHECKPOINT), asr=None)
+    table = recognizer.calibration
+    prediction = recognizer.predict(str(speech_file), modality="audio")
+    confidence = max(prediction.probabilities.values())
+    record = prediction.to_dict()["calibration"]
+    right, answers = table.accuracy("speaker-independent-5group, dev trained on", "audio", confidence, corpus="ravdess")
+    assert record["bin"] == table.bin_words(confidence)
+    assert record["new_speakers"] == {"right": round(right, 4), "answers": answers,
+                                      "measured_on": "RAVDESS actors it never heard"}
+    right, answers = table.accuracy("leave-one-corpus-out, dev trained on", "audio", confidence)
+    assert record["new_corpus"] == {"right": round(right, 4), "answers": answers, "measured_on": "a corpus it never heard"}
+    for key in ("new_speakers", "new_corpus"):  # the sentence quotes the same figures
+        assert f"{record[key]['right']:.0%} of the time on {record[key]['measured_on']}" in table.sentence("audio", confidence)
+    assert recognizer.predict(None, transcript="what a day", modality="text").calibration is None
+
+    header = csv_header(recognizer.labels)
+    (tmp_path / "bad.wav").write_bytes(b"RIFF not audio")
+    good, bad = (dict(zip(header, row)) for row in predict_rows(recognizer, [speech_file, tmp_path / "bad.wav"],
+                                                                   modality="audio", workers=1))
+    assert good["right_new_speakers"] == f"{record['new_speakers']['right']:.4f}"
+    assert good["right_new_corpus"] == f"{record['new_corpus']['right']:.4f}"
+    assert bad["right_new_speakers"] == bad["right_new_corpus"] == "" and bad["error"]
+
+    sf.write(tmp_path / "long.wav", np.concatenate([speech, np.zeros(32000, np.float32), speech]), 16000)
+    result = timeline(recognizer, str(tmp_path / "long.wav"), modality="audio")
+    spoken = [s for s in result.segments if s.kind == "speech"]
+    assert spoken and all(s.calibration == table.record("audio", max(s.probabilities.values())) for s in spoken)
+    assert all(s.calibration is None for s in result.segments if s.kind == "silence")
+    written = io.StringIO()
+    csv.writer(written).writerows([result.csv_header(), *result.csv_rows()])
+    rows = list(csv.DictReader(io.StringIO(written.getvalue())))
+    for row, segment in zip(rows, result.segments):
+        assert row["right_new_speakers"] == Calibration.columns(segment.calibration)[0]
+    assert result.to_dict()["segments"][[s.kind for s in result.segments].index("speech")]["calibration"] == spoken[0].calibration
+    frame = segments_frame(result)
+    first = frame.iloc[[s.kind for s in result.segments].index("speech")]
+    assert first["right if as sure: new speakers"] == round(spoken[0].calibration["new_speakers"]["right"], 2)
+    assert "on RAVDESS actors it never heard (new speakers)" in _summary(result)
+
+    recognizer.calibration = None  # a checkpoint without a table: empty columns, no line
+    assert recognizer.predict(str(speech_file), modality="audio").calibration is None
+    row = next(predict_rows(recognizer, [speech_file], modality="audio", workers=1))
+    assert row[header.index("right_new_speakers")] == row[header.index("right_new_corpus")] == "" and row[1]
+    result = timeline(recognizer, str(tmp_path / "long.wav"), modality="audio")
+    assert segments_frame(result)["right if as sure: new speakers"].isna().all() and "as sure" not in _summary(result)

@@ -458,12 +458,15 @@ def test_json_schema(recognizer, speech):
                          "timings", "notes"}
     assert data["labels"] == list(recognizer.labels) and data["modality"] == "audio"
     for segment in data["segments"]:
-        assert set(segment) == {"start", "end", "kind", "label", "probabilities", "text", "words"}
+        assert set(segment) == {"start", "end", "kind", "label", "probabilities", "calibration", "text", "words"}
         assert isinstance(segment["start"], float) and segment["end"] > segment["start"]
         if segment["kind"] == "speech":
             assert list(segment["probabilities"]) == data["labels"]
+            if recognizer.calibration is not None:  # the bundled checkpoint's table has rows for every answer
+                assert {"bin", "new_speakers", "new_corpus"} <= set(segment["calibration"])
         else:
             assert segment["kind"] == segment["label"] == "silence" and segment["probabilities"] is None
+            assert segment["calibration"] is None
     curve = data["curve"]
     assert set(curve) == {"step", "times", "probabilities"} and list(curve["probabilities"]) == data["labels"]
     assert all(len(v) == len(curve["times"]) for v in curve["probabilities"].values())
@@ -506,7 +509,9 @@ def test_cli_predict_folder_to_csv_reports_a_corrupt_file_and_goes_on(tmp_path, 
     assert [Path(r["file"]).name for r in rows] == ["a.wav", "b.wav", "c.flac"]
     bad = rows[1]
     assert bad["label"] == "" and "corrupt or not in an audio format" in bad["error"]
-    labels = list(rows[0])[2:-2]  # file, label, one column per label, transcript, error
+    # file, label, one column per label, how often answers as sure were right (2), transcript, error
+    labels = list(rows[0])[2:-4]
+    assert list(rows[0])[-4:-2] == ["right_new_speakers", "right_new_corpus"]
     for row in (rows[0], rows[2]):
         assert row["error"] == "" and float(row[row["label"]]) == max(float(row[label]) for label in labels)
     assert rows[0]["label"] == rows[2]["label"]  # the same audio, the same answer

@@ -4,6 +4,7 @@ the espeak-ng corpus with a tiny model and one epoch: the point is the wiring, n
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 
@@ -155,6 +156,18 @@ def test_no_dev_trains_on_the_dev_speakers_and_keeps_the_last_epoch(fake_corpora
     # the baselines choose their L2 on the dev speakers, then train on them too, as the model did
     assert baseline and {r["protocol"] for r in baseline} == {"speaker-independent-3group, dev trained on"}
     assert "baseline MFCC stats: refitted on train + dev (16 clips)" in log
+    # each fold keeps its model as a checkpoint, with the speakers it never heard: a checkpoint
+    # command (here the faithfulness study) runs on it with those voices
+    folder = next((cv / "MSCNN-SPU-ATT" / "folds").iterdir()) / "model"
+    heldout = json.loads((folder / "fold.json").read_text())
+    assert heldout["fold"] == "speaker-independent-3group, dev trained on/seed0/fold0"
+    assert heldout["test_speakers"] == sorted(re.search(r"seed0/fold0: .*\(held out: ([^)]*)\)", log)[1].split(","))
+    study = tmp_path / "faithfulness"
+    result = run_module("train", "faithfulness", "--checkpoint", str(folder), "--corpus", "ravdess",
+                        "--data", str(fake_corpora["ravdess"]), "--speakers", ",".join(heldout["test_speakers"]),
+                        "--limit", "2", "--permutations", "1", "--no-windows", "--out", str(study))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((study / "faithfulness.json").read_text())["summary"]["clips"] == 2
     fit = tmp_path / "fit"
     result = run_module("train", "fit", *data, "--out", str(fit))
     assert result.returncode == 0, result.stderr[-2000:]

@@ -24,7 +24,7 @@ from train.text_corpora import TEXT_SPLITS, load_text_corpus
 from train.pairing import BimodalSample, LabelMatchedPairing, ModalityDropout, natural_pairs, text_samples
 from train.protocol import Fold, FoldResult, evaluate, make_folds, summarize
 from train import predictions
-from train.trainer import TrainSettings, fit, most_likely, predict_parts
+from train.trainer import TrainSettings, fit, is_main_process, most_likely, predict_parts
 
 MODALITY_DROPS = {"both": (False, False), "audio": (True, False), "text": (False, True)}  # (drop text, drop audio)
 # What each test setting means. Test clips are always paired with their *own* words (the
@@ -165,6 +165,8 @@ def run_fold(data: Data, fold: Fold, config: ModelConfig, settings: TrainSetting
         log(f"  {SETTINGS[modality]}: WA {results[modality].wa:.3f} UA {results[modality].ua:.3f}")
     if run_dir is not None:
         predictions.save(run_dir, model_fold, config.labels, answers)
+        if is_main_process():
+            save_fold_model(run_dir, model, model_fold, sorted({u.speaker for u in pick(fold.test)}))
     if baselines:
         from train.baselines import baseline_predictions
 
@@ -175,6 +177,19 @@ def run_fold(data: Data, fold: Fold, config: ModelConfig, settings: TrainSetting
             results.update(score(audio_test, predicted, model_fold, config.labels, f"baseline:{name}", per_corpus))
             log(f"  baseline {name}: WA {results[f'baseline:{name}'].wa:.3f} UA {results[f'baseline:{name}'].ua:.3f}")
     return model, results, info
+
+
+def save_fold_model(run_dir: Path, model, fold: Fold, test_speakers: Sequence[str]) -> Path:
+    """The fold's trained model as a checkpoint folder, `RUN/folds/FOLD/model/` (statistics head
+    included), with `fold.json` naming the speakers it never heard: any command that takes a
+    checkpoint can then study the recipe on voices it never heard (`train faithfulness
+    --checkpoint RUN/folds/FOLD/model --speakers ...`), which the bundled checkpoint, trained on
+    every shared speaker, cannot show."""
+    folder = run_dir / "model"
+    model.save_pretrained(folder)
+    (folder / "fold.json").write_text(json.dumps({"fold": fold.name, "protocol": fold.protocol,
+                                                  "test_speakers": list(test_speakers)}, indent=1))
+    return folder
 
 
 def supported_modalities(config: ModelConfig, dropout: ModalityDropout, has_text_corpus: bool = False) -> list[str]:

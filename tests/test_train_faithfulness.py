@@ -71,3 +71,34 @@ def test_the_corpus_command_on_a_small_real_set(shared_data, tmp_path, capsys):
     with pytest.raises(SystemExit, match="no clips of"):
         main(["faithfulness", "--checkpoint", str(CHECKPOINT), "--corpus", "ravdess",
               "--data", str(shared_data / "ravdess"), "--speakers", "ravdess_99", "--out", str(out)])
+
+
+STUDY = CHECKPOINT / "results" / "faithfulness"
+
+
+@pytest.mark.skipif(not STUDY.is_dir(), reason="no committed faithfulness study")
+def test_the_readme_tables_are_the_committed_study():
+    """README's *Is attention an explanation here?* rows are the committed results of
+    `train faithfulness` on two cv folds' models (each file's table renders from its numbers)."""
+    readme = (ROOT / "README.md").read_text()
+    folds = {"seed0-fold1": "03, 05, 09, 17", "seed0-fold0": "01, 10, 15"}
+    for fold, actors in folds.items():
+        for words, source in (("own", "own"), ("Whisper's", "asr")):
+            summary = json.loads((STUDY / f"{fold}-{source}.json").read_text())["summary"]
+            assert summary["speakers"] == ",".join(f"ravdess_{a}" for a in actors.split(", "))
+            assert fold.replace("-", "_") in summary["checkpoint"]
+            assert (STUDY / f"{fold}-{source}.md").read_text().split("\n", 1)[1] == \
+                TF.table_markdown(summary, "").split("\n", 1)[1]
+            for removal, name in (("mask", "masked"), ("delete", "deleted")):
+                row = summary["words"][removal]
+                cells = [row["kendall_tau"], *(row["aopc"][o] for o in TF.WORD_ORDERS),
+                         row["sufficiency"]["attention"], row["sufficiency"]["leave-one-out"]]
+                line = (f"| {actors}, {words}, {name} | {summary['clips']} | " + " | ".join(map(TF._cell, cells))
+                        + f" | {TF._cell(row['removing_words_changes_label'])} |")
+                assert line in readme, line
+            if source == "own":
+                w = summary["windows"]
+                line = (f"| {actors} | {w['clips']} | " + " | ".join(TF._cell(w[k][o]) for k in ("aopc", "sufficiency")
+                                                                     for o in ("occlusion", "random")) + " |")
+                assert line in readme, line
+                assert summary["uniform_changes_label"] == 0  # README: uniform attention changed no answer

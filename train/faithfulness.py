@@ -212,7 +212,10 @@ def command(args) -> int:
                            windows=not args.no_windows, log=lambda m: print(m, file=sys.stderr, flush=True))
     summary.update(checkpoint=args.checkpoint, corpus=args.corpus, transcripts=source, permutations=args.permutations,
                    speakers=args.speakers)
-    title = (f"Faithfulness of {Path(args.checkpoint).name} on {args.corpus} ({summary['clips']} clips, "
+    name, fold = Path(args.checkpoint).name, Path(args.checkpoint) / "fold.json"
+    if fold.is_file():  # a cv fold's model (train.experiment.save_fold_model): name the fold
+        name = f"the model of {json.loads(fold.read_text())['fold']}"
+    title = (f"Faithfulness of {name} on {args.corpus} ({summary['clips']} clips, "
              f"{source} transcripts, {args.permutations} random orders)")
     markdown = table_markdown(summary, title)
     out = Path(args.out)

@@ -41,6 +41,13 @@ class Word:
     text: str
     start: float  # seconds from the start of the audio
     end: float
+    probability: float | None = None  # Whisper's probability of the word's tokens, when it gives one
+
+
+def mean_log_probability(words) -> float | None:
+    """Whisper's confidence in some words: the mean log-probability of those it scored."""
+    scored = [max(w.probability, 1e-6) for w in words if w.probability is not None]
+    return float(np.mean(np.log(scored))) if scored else None
 
 
 @dataclass
@@ -55,7 +62,7 @@ class Phrase:
     def shifted(self, seconds: float) -> "Phrase":
         """The same phrase with its times moved by `seconds` (clip times -> recording times)."""
         return Phrase(self.text, self.start + seconds, self.end + seconds,
-                      [Word(w.text, w.start + seconds, w.end + seconds) for w in self.words])
+                      [Word(w.text, w.start + seconds, w.end + seconds, w.probability) for w in self.words])
 
 
 @dataclass
@@ -66,6 +73,38 @@ class Transcript:
     backend: str = ""
     model: str = ""
     phrases: list[Phrase] = field(default_factory=list)  # Whisper's segments, in order
+
+    @property
+    def log_probability(self) -> float | None:
+        """Whisper's own confidence in the words (None without word timestamps)."""
+        return mean_log_probability(self.words)
+
+
+# tiny.en knows English only, and turns speech it cannot follow (another language, noise) into
+# fluent English words it is unsure of. Below this mean log-probability of the words (Whisper's
+# own logprob_threshold for a failed decoding, and the 5th percentile of the shared English
+# clips) fell 19 of 23 transcripts of espeak German, French and Spanish sentences, and 4.6 % of
+# 632 shared English clips (SAVEE's processed copies; no RAVDESS or TESS clip). Such words cost the
+# voice UA (README, *Words Whisper was unsure of*).
+UNSURE_LOG_PROBABILITY = -1.0
+
+
+def is_unsure(words: list[Word]) -> bool:
+    """Whether Whisper's own confidence in `words` (of a transcript, or of one utterance) is below
+    UNSURE_LOG_PROBABILITY; words without a probability never are."""
+    confidence = mean_log_probability(words)
+    return confidence is not None and confidence < UNSURE_LOG_PROBABILITY
+
+
+def unsure_words_note(transcript: "Transcript", read: bool) -> str:
+    """The note that says so; `read`: whether the words are read anyway (text only)."""
+    words = transcript.text if len(transcript.text) <= 80 else transcript.text[:77] + "..."
+    return (f'Whisper was unsure of the words it heard ("{words}": mean log-probability of its words '
+            f"{transcript.log_probability:.2f}, below {UNSURE_LOG_PROBABILITY:.1f}). Whisper tiny.en knows English only; "
+            + ("text only reads them anyway." if read else
+               "the words are left out and the answer reads the voice alone. Type what was said to use words."))
+
+
 
 
 class RecentWords:
@@ -259,7 +298,8 @@ class FasterWhisperTranscriber:
         segments = list(segments)  # decoding happens lazily, while iterating
         phrases = [
             Phrase(segment.text.strip(), float(segment.start), float(segment.end),
-                   [Word(w.word.strip(), float(w.start), float(w.end)) for w in (segment.words or [])])
+                   [Word(w.word.strip(), float(w.start), float(w.end), float(w.probability))
+                    for w in (segment.words or [])])
             for segment in segments
         ]
         text = "".join(segment.text for segment in segments).strip()
@@ -325,7 +365,8 @@ class OpenAIWhisperTranscriber:
             )
         phrases = [
             Phrase(segment["text"].strip(), float(segment["start"]), float(segment["end"]),
-                   [Word(w["word"].strip(), float(w["start"]), float(w["end"])) for w in segment.get("words", [])])
+                   [Word(w["word"].strip(), float(w["start"]), float(w["end"]), float(w["probability"]))
+                    for w in segment.get("words", [])])
             for segment in result["segments"]
         ]
         words = [w for phrase in phrases for w in phrase.words]

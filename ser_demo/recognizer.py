@@ -20,6 +20,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from .asr import Phrase, is_unsure, unsure_words_note
 from .audio import FeatureParams, Normalizer, mfcc_features
 from .calibration import Calibration, load_calibration
 from .devices import resolve_device, to_device
@@ -70,6 +71,9 @@ class EmotionRecognizer:
     # listen(features=True): Whisper transcribes in a thread of its own while this thread computes
     # the audio features. False runs one after the other (the same results, on one core's time).
     transcribe_alongside: bool = True
+    # Whisper's words that it was itself unsure of (asr.is_unsure: another language, noise) are
+    # left out when the voice is read too, with a note; False reads them anyway.
+    skip_unsure_words: bool = True
     # how often answers of each confidence were right in its recipe's cross-validation, when the
     # checkpoint carries that table (`calibration.py`)
     calibration: Optional[Calibration] = None
@@ -267,6 +271,11 @@ class EmotionRecognizer:
             self.check_transcript(heard.transcript, heard_by=" Whisper heard")
             if not heard.transcript:
                 heard.notes.append("speech recognition heard no words")
+            elif is_unsure(result.words) and self.skip_unsure_words:
+                heard.notes.append(unsure_words_note(result, read=not wants_audio))
+                if wants_audio:  # the voice answers alone; the phrases keep their times, not their words
+                    heard.unsure_words, heard.transcript, heard.words = heard.transcript, "", []
+                    heard.phrases = [Phrase("", p.start, p.end) for p in heard.phrases]
         if wants_text and not heard.transcript:
             if not wants_audio:
                 raise PredictionError(

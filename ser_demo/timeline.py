@@ -29,7 +29,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .asr import Phrase
+from .asr import UNSURE_LOG_PROBABILITY, Phrase, is_unsure
 from .audio import SAMPLE_RATE
 from .calibration import CSV_COLUMNS, Calibration
 from .ingest import TRIM_PADDING_SECONDS, AudioInputError, load_audio, speech_bounds
@@ -177,11 +177,15 @@ def timeline(
         segments += classify(recognizer, waveform, begin, end, piece, modality, unknown, work,
                              transcriber if asr and heard is None else None, reach=(lo, hi),
                              phrases=None if heard is None or piece is None else heard[done])
-    unclassified = work.pop("unclassified")
+    unclassified, unsure = work.pop("unclassified"), work.pop("unsure", 0)
     timings.update(work)
     if unclassified:
         notes.append(f"{unclassified} of {unclassified + sum(s.kind == 'speech' for s in segments)} utterances "
                      f"held too little speech to classify: labelled {SILENCE}")
+    if unsure:
+        notes.append(f"Whisper was unsure of the words it heard in {unsure} utterance{'s' * (unsure > 1)} (mean log-probability "
+                     f"below {UNSURE_LOG_PROBABILITY:.1f}; Whisper tiny.en knows English only): they were left out, "
+                     "and the voice answered alone")
     if unknown:
         notes.append("words without a GloVe vector (the model sees zeros for them): " + ", ".join(unknown))
     times, curve = probability_curve(segments, duration, recognizer.labels)
@@ -222,12 +226,15 @@ def classify(recognizer: EmotionRecognizer, waveform: np.ndarray, begin: float, 
     itself)."""
     if piece is None:
         return [Segment(begin, end, SILENCE)]
+    use_audio, use_text = recognizer.branches(modality)
+    if phrases and use_audio and recognizer.skip_unsure_words and is_unsure(_words_of(phrases)):
+        work["unsure"] = work.get("unsure", 0) + 1  # the voice answers alone, as `listen` does for one clip
+        phrases = []
     if phrases is not None:
         parts = split_at_phrases(piece, phrases)
         if len(parts) > 1:
             return split(recognizer, waveform, begin, end, parts, modality, unknown, work)
         piece = parts[0]
-    use_audio, use_text = recognizer.branches(modality)
     # A little audio around the speech, as ingestion keeps around trimmed clips; listen trims it.
     lo, hi = reach or (begin, end)
     first = int(max(lo, piece.start - TRIM_PADDING_SECONDS) * SAMPLE_RATE)
@@ -238,6 +245,7 @@ def classify(recognizer: EmotionRecognizer, waveform: np.ndarray, begin: float, 
         for stage, seconds in heard.timings.items():  # ingest (of the utterance: trimming), encoder, asr
             stage = "trim" if stage == "ingest" else stage
             work[stage] = work.get(stage, 0.0) + seconds
+        work["unsure"] = work.get("unsure", 0) + bool(heard.unsure_words)
         if transcriber is not None:
             offset = (first + speech_bounds(audio)[0]) / SAMPLE_RATE  # Whisper's times are the trimmed clip's
             parts = split_at_phrases(piece, [p.shifted(offset) for p in heard.phrases])
@@ -256,6 +264,10 @@ def classify(recognizer: EmotionRecognizer, waveform: np.ndarray, begin: float, 
     calibration = recognizer.calibration_record(modality, inputs.has_audio, float(np.max(probabilities)))
     return [Segment(begin, end, labels[int(np.argmax(probabilities))],
                     {label: float(p) for label, p in zip(labels, probabilities)}, text, piece.words, calibration)]
+
+
+def _words_of(phrases: list) -> list:
+    return [w for phrase in phrases for w in phrase.words]
 
 
 def split(recognizer: EmotionRecognizer, waveform: np.ndarray, begin: float, end: float, parts: list[Piece],

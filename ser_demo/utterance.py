@@ -134,6 +134,7 @@ class Heard:
     timings: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
     audio_used: bool = True  # False when the audio was read only for Whisper (text-only mode)
+    unsure_words: str = ""  # Whisper's words left out as unsure (asr.is_unsure); the model read none
 
     @property
     def waveform_for_model(self) -> Optional[np.ndarray]:

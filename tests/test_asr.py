@@ -56,6 +56,23 @@ def test_offline_default_transcribes_speech(offline_whisper, item):
     assert transcript.words[-1].end <= duration + 0.05
 
 
+def test_whisper_says_how_sure_it_is_of_the_words(offline_whisper):
+    """The mean log-probability of Whisper's words: English it follows is above
+    asr.UNSURE_LOG_PROBABILITY, German (tiny.en knows English only: it hears English words in it) below."""
+    import ctranslate2
+
+    ctranslate2.set_random_seed(0)  # the temperature fallback samples
+    for item in SENTENCES:
+        transcript = offline_whisper.transcribe(load_audio(FIXTURES / item["file"]))
+        assert not asr.is_unsure(transcript.words), (transcript.text, transcript.log_probability)
+    german = offline_whisper.transcribe(load_audio(FIXTURES / "german.flac"))
+    assert german.text and asr.is_unsure(german.words), (german.text, german.log_probability)
+    assert "mean log-probability" in asr.unsure_words_note(german, read=False)
+    words = [Word("a", 0, 1, np.exp(-0.5)), Word("b", 1, 2, np.exp(-1.5)), Word("c", 2, 3)]  # c: not scored
+    assert asr.mean_log_probability(words) == pytest.approx(-1.0) and not asr.is_unsure(words)
+    assert asr.is_unsure(words[1:]) and asr.mean_log_probability(words[2:]) is None and not asr.is_unsure([])
+
+
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
 def test_live_espeak_sentence_end_to_end(offline_whisper):
     text = "I really love listening to music in the evening."
@@ -213,6 +230,7 @@ def test_openai_whisper_backend_runs_on_a_checkpoint(tiny_checkpoint):
         assert isinstance(word, Word) and isinstance(word.text, str)
         assert isinstance(word.start, float) and 0 <= word.start <= word.end
     assert transcriber.transcribe(audio) == transcript  # greedy decoding is deterministic
+    assert transcript.log_probability is None or transcript.log_probability <= 0
 
 
 def test_openai_whisper_needs_no_ffmpeg(tiny_checkpoint, monkeypatch):

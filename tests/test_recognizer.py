@@ -350,3 +350,33 @@ def test_alongside_work_runs_only_while_whisper_transcribes(checkpoint, speech):
     r.transcribe_alongside = False
     r.listen(speech, 16000, features=True, alongside=alongside)
     assert len(calls) == 1
+
+
+def test_words_whisper_is_unsure_of_are_left_out(speech_file):
+    """German speech: Whisper tiny.en hears English words it is unsure of (asr.is_unsure), and
+    they cost the voice (README): the answer reads the voice alone, and a note says why. English
+    keeps its words; text only reads them anyway; skip_unsure_words=False reads them."""
+    import ctranslate2
+
+    from ser_demo import load_recognizer
+    from ser_demo.analysis import analyze
+
+    ctranslate2.set_random_seed(0)  # Whisper's temperature fallback samples
+    german = Path(__file__).parent / "fixtures" / "german.flac"
+    r = load_recognizer()
+    alone = r.predict(str(german), modality="audio")
+    both = r.predict(str(german), modality="both")
+    assert both.transcript is None and both.tokens == [] and both.probabilities == alone.probabilities
+    assert any("Whisper was unsure of the words it heard" in n and "voice alone" in n for n in both.notes), both.notes
+    page = analyze(r, str(german), None, "both", explanations=False, transcriber=r.transcriber)
+    assert page.transcript == "" and any("Whisper was unsure" in n for n in page.notes)
+    english = r.predict(str(speech_file), modality="both")
+    assert english.transcript and not any("unsure" in n for n in english.notes)
+    text_only = r.predict(str(german), modality="text")
+    assert text_only.transcript and any("text only reads them anyway" in n for n in text_only.notes)
+    r.skip_unsure_words = False
+    try:
+        read = r.predict(str(german), modality="both")
+        assert read.transcript and not any("unsure" in n for n in read.notes)
+    finally:
+        r.skip_unsure_words = True

@@ -619,3 +619,20 @@ def test_live_limits(recognizer, speech):
         LiveTimeline(recognizer).feed(speech, 100)
     with pytest.raises(AudioInputError, match="invalid samples"):
         LiveTimeline(recognizer).feed(np.full(4800, np.nan, np.float32), 48000)
+
+
+@pytest.mark.parametrize("context", ["window", "clip"])
+def test_words_whisper_is_unsure_of_are_left_out_of_their_utterance(recognizer, whisper, context):
+    """German, then English: Whisper's English-sounding words for the German (asr.is_unsure) are
+    left out of that utterance alone, the English keeps its words, and a note says so; in either
+    encoder context (per utterance, or Whisper's segments of a window)."""
+    import ctranslate2
+
+    ctranslate2.set_random_seed(0)  # Whisper's temperature fallback samples
+    reader = reading(recognizer, whisper, context)
+    german, english = (sf.read(FIXTURES / name, dtype="float32")[0] for name in ("german.flac", "happy.flac"))
+    audio, _ = join([german, english], pause=1.0)
+    result = timeline(reader, audio, RATE, modality="both", transcriber=whisper)
+    found = speech_segments(result)
+    assert len(found) == 2 and found[0].text == "" and "happy" in found[1].text.lower(), [s.text for s in found]
+    assert any("Whisper was unsure of the words it heard in 1 " in n for n in result.notes), result.notes

@@ -7,6 +7,7 @@ import json
 import re
 import shlex
 import shutil
+from pathlib import Path
 
 import pytest
 from huggingface_hub import metadata_load
@@ -168,6 +169,16 @@ def test_no_dev_trains_on_the_dev_speakers_and_keeps_the_last_epoch(fake_corpora
                         "--limit", "2", "--permutations", "1", "--no-windows", "--out", str(study))
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((study / "faithfulness.json").read_text())["summary"]["clips"] == 2
+    # and what Whisper's words for German cost that model on those voices (train/unsure_words.py)
+    cost = tmp_path / "unsure"
+    german = Path(__file__).parent / "fixtures" / "german.flac"
+    result = run_module("train", "unsure-words", "--checkpoint", str(folder), "--audio", f"ravdess={fake_corpora['ravdess']}",
+                        "--speakers", ",".join(heldout["test_speakers"]), "--speech", str(german), "--out", str(cost))
+    assert result.returncode == 0, result.stderr[-2000:]
+    measured = json.loads((cost / "unsure-words.json").read_text())
+    assert measured["transcripts"][0]["unsure"] and measured["summary"]["all"]["clips"] == 8
+    for row in measured["clips"]:  # the unsure words are left out: the voice's own answer
+        assert row["unsure words left out"] == row["voice alone"] and row["words"] == measured["transcripts"][0]["text"]
     fit = tmp_path / "fit"
     result = run_module("train", "fit", *data, "--out", str(fit))
     assert result.returncode == 0, result.stderr[-2000:]

@@ -1,4 +1,4 @@
-"""python -m train {cv,ablate,fit,report,shares,evaluate,features,card,faithfulness} ... - see README "Training" for the recipes.
+"""python -m train {cv,ablate,fit,report,shares,evaluate,features,card,faithfulness,calibration,unsure-words} ... - see README "Training" for the recipes.
 
     cv        cross-validate under a protocol (paper 10-fold 8/1/1, or speaker-independent)
     ablate    the rows of the paper's Table 2 under a protocol
@@ -8,6 +8,8 @@
     evaluate  score any checkpoint on any supported corpus; the last line printed is JSON
     features  extract and cache a config's audio features (MFCC, Whisper encoder, speaker) once
     faithfulness  is attention an explanation? deletion curves, AOPC, rank agreement over a corpus
+    calibration   how often answers of each confidence were right in cv runs: a checkpoint's table
+    unsure-words  what Whisper's words for speech in another language cost the voice, and leaving them out
 Devices: --device auto|cpu|cuda|cuda:N (default $SER_DEVICE, else auto: CUDA when there is a GPU).
 Multi-process: `torchrun --nproc_per_node 2 -m train fit ...` (DistributedDataParallel; NCCL when
 every rank has a GPU, else gloo).
@@ -403,16 +405,18 @@ def main(argv=None) -> int:
     p.add_argument("--calm-as-neutral", action="store_true", help="RAVDESS: count calm as neutral")
     p.add_argument("--cache", default=".cache/features")
     device_argument(p)
-    from train import calibration, faithfulness
+    from train import calibration, faithfulness, unsure_words
 
     faithfulness.add_arguments(commands.add_parser("faithfulness", help="faithfulness of the explanations over a corpus"))
     calibration.add_arguments(commands.add_parser(
         "calibration", help="how often answers of each confidence were right in cv runs: the checkpoint's calibration table"))
+    unsure_words.add_arguments(commands.add_parser(
+        "unsure-words", help="what Whisper's words for speech in another language cost the voice, and leaving them out"))
     args = parser.parse_args(argv)
     return {"cv": command_cv, "ablate": command_ablate, "fit": command_fit, "evaluate": command_evaluate,
             "features": command_features, "card": command_card,
             "report": command_report, "shares": command_shares, "faithfulness": faithfulness.command,
-            "calibration": calibration.command}[args.command](args)
+            "calibration": calibration.command, "unsure-words": unsure_words.command}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -112,3 +112,19 @@ def load_corpus(name: str, path: str | os.PathLike, **options: Any) -> tuple[lis
         known = sorted({*AUDIO_CORPORA, *TEXT_CORPORA})
         raise KeyError(f"unknown corpus {name!r}; known: {', '.join(known)}")
     return loader(path, **options)
+
+
+def load_speakers(name: str, path: str | os.PathLike, speakers: str | None = None,
+                  strict: bool = True) -> tuple[list, LoadReport]:
+    """An audio corpus's clips, only those of `speakers` (comma-separated, e.g. the test speakers
+    of a cv fold's model: voices it never heard) when given. SystemExit names the speakers without
+    clips here: any of them (`strict`), or all of them (the others may be another corpus's)."""
+    utterances, report = load_corpus(name, path)
+    utterances = [u for u in utterances if u.audio_path is not None]
+    if speakers:
+        wanted = set(speakers.split(","))
+        missing = wanted - {u.speaker for u in utterances}
+        if missing and (strict or missing == wanted):
+            raise SystemExit(f"--speakers: no clips of {', '.join(sorted(missing))} in {path}")
+        utterances = [u for u in utterances if u.speaker in wanted]
+    return utterances, report

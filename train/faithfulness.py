@@ -178,7 +178,7 @@ def run(recognizer: EmotionRecognizer, utterances: Sequence, read_audio: Callabl
 
 
 def command(args) -> int:
-    from train.datasets import load_corpus
+    from train.datasets import load_speakers
     from train.features import load_clip
     from train.transcripts import transcripts_for, with_transcripts
 
@@ -187,14 +187,8 @@ def command(args) -> int:
     recognizer = EmotionRecognizer.from_pretrained(args.checkpoint)
     if not (recognizer.config.use_audio and recognizer.config.use_text):
         raise SystemExit("faithfulness needs a checkpoint with both an audio and a text branch")
-    utterances, report = load_corpus(args.corpus, args.data)
-    utterances = [u for u in utterances if u.audio_path is not None]
-    if args.speakers:  # e.g. the checkpoint's dev speakers (training.json): voices it was not trained on
-        wanted = set(args.speakers.split(","))
-        unknown = wanted - {u.speaker for u in utterances}
-        if unknown:
-            raise SystemExit(f"--speakers: no clips of {', '.join(sorted(unknown))} in {args.data}")
-        utterances = [u for u in utterances if u.speaker in wanted]
+    # --speakers: e.g. a cv fold's test speakers (its model's fold.json): voices it was not trained on
+    utterances, report = load_speakers(args.corpus, args.data, args.speakers)
     if args.limit:  # a seeded sample keeps every class and speaker in play
         order = np.random.default_rng(0).permutation(len(utterances))[: args.limit]
         utterances = [utterances[i] for i in sorted(order)]

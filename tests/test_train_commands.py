@@ -177,6 +177,7 @@ def test_no_dev_trains_on_the_dev_speakers_and_keeps_the_last_epoch(fake_corpora
     assert result.returncode == 0, result.stderr[-2000:]
     measured = json.loads((cost / "unsure-words.json").read_text())
     assert measured["transcripts"][0]["unsure"] and measured["summary"]["all"]["clips"] == 8
+    assert measured["summary"]["all"]["own words unsure"] == sum(r["own words unsure"] for r in measured["clips"])
     for row in measured["clips"]:  # the unsure words are left out: the voice's own answer
         assert row["unsure words left out"] == row["voice alone"] and row["words"] == measured["transcripts"][0]["text"]
     fit = tmp_path / "fit"

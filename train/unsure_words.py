@@ -10,7 +10,8 @@ heard (a cv fold's model and its test speakers: `RUN/folds/FOLD/model/fold.json`
 
 Whisper transcribes every --speech recording (its words and their mean log-probability are
 listed); each clip is then paired with one of those transcripts at random (seeded) and scored
-from the voice alone, with the words, and with the words left out where Whisper was unsure.
+from the voice alone, with the words, and with the words left out where Whisper was unsure. Each
+clip's own speech is transcribed too: how many of those English words would be left out.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ from train.protocol import unweighted_accuracy
 VARIANTS = ("voice alone", "with the words", "unsure words left out")
 
 
-def pair_and_score(recognizer, clips, transcripts, seed: int = 0) -> list[dict]:
+def pair_and_score(recognizer, clips, transcripts, seed: int = 0, whisper=None) -> list[dict]:
     """clips: (audio path, label, corpus); transcripts: asr.Transcript of the foreign speech. One
-    row per clip, with the label each variant gives (a clip with no speech in it is skipped)."""
+    row per clip, with the label each variant gives (a clip with no speech in it is skipped); with
+    `whisper`, also whether Whisper is unsure of the clip's own words (what leaving out costs them)."""
     from ser_demo.asr import is_unsure
-    from ser_demo.ingest import AudioInputError
+    from ser_demo.ingest import AudioInputError, load_audio
 
     heard = [t for t in transcripts if t.text.strip()]
     if not heard:
@@ -47,6 +49,10 @@ def pair_and_score(recognizer, clips, transcripts, seed: int = 0) -> list[dict]:
         rows.append({"audio": str(path), "corpus": corpus, "label": label, "words": words.text,
                      "log_probability": words.log_probability, VARIANTS[0]: alone, VARIANTS[1]: read,
                      VARIANTS[2]: alone if is_unsure(words.words) else read})
+        if whisper is not None:
+            own = whisper.transcribe(load_audio(path, max_seconds=None, trim_silence=True))
+            rows[-1] |= {"own words": own.text, "own log_probability": own.log_probability,
+                         "own words unsure": is_unsure(own.words)}
     return rows
 
 
@@ -56,7 +62,8 @@ def summary(rows: list[dict], labels) -> dict:
     return {name: {"clips": len(group), **{v: 100 * unweighted_accuracy([r["label"] for r in group],
                                                                         [r[v] for r in group], labels)
                                            for v in VARIANTS},
-                   "changed by the words": 100 * float(np.mean([r[VARIANTS[0]] != r[VARIANTS[1]] for r in group]))}
+                   "changed by the words": 100 * float(np.mean([r[VARIANTS[0]] != r[VARIANTS[1]] for r in group])),
+                   "own words unsure": sum(bool(r.get("own words unsure")) for r in group)}
             for name, group in groups.items() if group}
 
 
@@ -90,14 +97,15 @@ def command(args) -> int:
     missing = set(args.speakers.split(",")) - found if args.speakers else set()
     if missing:
         raise SystemExit(f"--speakers: no clips of {', '.join(sorted(missing))} in any --audio corpus")
-    rows = pair_and_score(recognizer, clips, transcripts, args.seed)
+    rows = pair_and_score(recognizer, clips, transcripts, args.seed, whisper)
     result = {"checkpoint": args.checkpoint, "speakers": args.speakers, "seed": args.seed,
               "transcripts": [{"text": t.text, "log_probability": t.log_probability, "unsure": is_unsure(t.words)}
                               for t in transcripts],
               "summary": summary(rows, recognizer.labels), "clips": rows}
-    lines = ["| clips | n | UA " + " | UA ".join(VARIANTS) + " | answers the words changed |", "|---|---|---|---|---|---|"]
+    lines = ["| clips | n | UA " + " | UA ".join(VARIANTS) + " | answers the words changed | own words unsure |",
+             "|---|---|---|---|---|---|---|"]
     lines += [f"| {name} | {s['clips']} | " + " | ".join(f"{s[v]:.1f}" for v in VARIANTS)
-              + f" | {s['changed by the words']:.1f} % |" for name, s in result["summary"].items()]
+              + f" | {s['changed by the words']:.1f} % | {s['own words unsure']} |" for name, s in result["summary"].items()]
     unsure = sum(t["unsure"] for t in result["transcripts"] if t["text"].strip())
     lines.append(f"\n{unsure} of {sum(bool(t['text'].strip()) for t in result['transcripts'])} transcripts with words "
                  "were unsure (left out).")

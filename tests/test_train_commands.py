@@ -189,3 +189,31 @@ def test_no_dev_trains_on_the_dev_speakers_and_keeps_the_last_epoch(fake_corpora
     assert state["best_score"] is None  # strict JSON: no -Infinity for "no dev score"
     assert [sorted(h) for h in training["history"]] == [["epoch", "loss", "seconds"]] * 2  # nothing scored
     assert "train 24 utterances, dev 0" in (fit / "log.txt").read_text()
+
+
+UNSURE = Path(__file__).resolve().parent.parent / "checkpoints" / "mscnn-spu-att-en-4class" / "results" / "unsure-words"
+
+
+@pytest.mark.skipif(not UNSURE.is_dir(), reason="no committed unsure-words results")
+def test_the_readme_unsure_words_table_is_the_committed_runs():
+    """README's *Words Whisper was unsure of* rows are the committed `train unsure-words` runs."""
+    readme = (UNSURE.parents[3] / "README.md").read_text()
+    sentences = (UNSURE / "sentences.tsv").read_text().splitlines()
+    for fold in (0, 1):
+        runs = [json.loads((UNSURE / f"seed0-fold{fold}-seed{seed}.json").read_text()) for seed in (0, 1, 2)]
+        assert [r["seed"] for r in runs] == [0, 1, 2] and all(len(r["transcripts"]) == len(sentences) for r in runs)
+        every = [r["summary"]["all"] for r in runs]
+        speakers = runs[0]["speakers"].split(",")
+        actors = ", ".join(s.split("_")[1] for s in speakers if s.startswith("ravdess"))
+        savee = ", ".join(s.split("_")[1] for s in speakers if s.startswith("savee"))
+        alone = {f"{s['voice alone']:.1f}" for s in every}
+        assert len(alone) == 1  # the voice alone does not depend on the draw
+        unsure = [sum(t["unsure"] for t in r["transcripts"] if t["text"].strip()) for r in runs]
+        with_words = [sum(bool(t["text"].strip()) for t in r["transcripts"]) for r in runs]
+        row = (f"| fold {fold}: RAVDESS {actors}, SAVEE {savee} ({every[0]['clips']}) | {alone.pop()} | "
+               + " / ".join(f"{s['with the words']:.1f}" for s in every) + " | "
+               + " / ".join(f"{s['unsure words left out']:.1f}" for s in every) + " | "
+               + " / ".join(f"{s['changed by the words']:.1f}" for s in every) + " % | "
+               + " / ".join(f"{u} of {n}" for u, n in zip(unsure, with_words)) + " | "
+               + " / ".join(str(s["own words unsure"]) for s in every) + f" of {every[0]['clips']} |")
+        assert row in readme, row

@@ -83,9 +83,9 @@ class Transcript:
 # tiny.en knows English only, and turns speech it cannot follow (another language, noise) into
 # fluent English words it is unsure of. Below this mean log-probability of the words (Whisper's
 # own logprob_threshold for a failed decoding, and the 5th percentile of the shared English
-# clips) fell 19 of 23 transcripts of espeak German, French and Spanish sentences, and 4.6 % of
-# 632 shared English clips (SAVEE's processed copies; no RAVDESS or TESS clip). Such words cost the
-# voice UA (README, *Words Whisper was unsure of*).
+# clips) fall 15-17 of 23 transcripts of espeak German, French and Spanish sentences, and 4.6 %
+# of 632 shared English clips (SAVEE's processed copies; no RAVDESS or TESS clip). Such words move
+# the voice's answers at random (README, *Words Whisper was unsure of*).
 UNSURE_LOG_PROBABILITY = -1.0
 
 
@@ -103,8 +103,6 @@ def unsure_words_note(transcript: "Transcript", read: bool) -> str:
             f"{transcript.log_probability:.2f}, below {UNSURE_LOG_PROBABILITY:.1f}). Whisper tiny.en knows English only; "
             + ("text only reads them anyway." if read else
                "the words are left out and the answer reads the voice alone. Type what was said to use words."))
-
-
 
 
 class RecentWords:

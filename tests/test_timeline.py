@@ -636,3 +636,21 @@ def test_words_whisper_is_unsure_of_are_left_out_of_their_utterance(recognizer, 
     found = speech_segments(result)
     assert len(found) == 2 and found[0].text == "" and "happy" in found[1].text.lower(), [s.text for s in found]
     assert any("Whisper was unsure of the words it heard in 1 " in n for n in result.notes), result.notes
+
+
+def test_the_live_transcript_marks_words_whisper_is_unsure_of(recognizer, whisper):
+    """German, a pause, English: the live transcript shows the made-up English for the German as
+    unsure (the full timeline leaves it out), and the English as heard."""
+    import ctranslate2
+
+    from ser_demo.live import LiveTimeline
+
+    ctranslate2.set_random_seed(0)  # Whisper's temperature fallback samples
+    german, english = (sf.read(FIXTURES / name, dtype="float32")[0] for name in ("german.flac", "happy.flac"))
+    audio, _ = join([german, english], pause=1.5)
+    live = LiveTimeline(recognizer, whisper, max_seconds=60, background=False)
+    for k in range(0, len(audio), RATE // 2):
+        live.feed(audio[k:k + RATE // 2], RATE)
+    live.finish(timeout=120)
+    (_, _, first), (_, _, second) = live.phrases
+    assert first.startswith('(Whisper unsure: "') and "unsure" not in second and "happy" in second.lower()

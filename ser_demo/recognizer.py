@@ -20,7 +20,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from .asr import Phrase, is_unsure, unsure_words_note
+from .asr import is_unsure, unsure_words_note
 from .audio import FeatureParams, Normalizer, mfcc_features
 from .calibration import Calibration, load_calibration
 from .devices import resolve_device, to_device
@@ -273,9 +273,8 @@ class EmotionRecognizer:
                 heard.notes.append("speech recognition heard no words")
             elif is_unsure(result.words) and self.skip_unsure_words:
                 heard.notes.append(unsure_words_note(result, read=not wants_audio))
-                if wants_audio:  # the voice answers alone; the phrases keep their times, not their words
-                    heard.unsure_words, heard.transcript, heard.words = heard.transcript, "", []
-                    heard.phrases = [Phrase("", p.start, p.end) for p in heard.phrases]
+                if wants_audio:  # the voice answers alone
+                    heard.unsure_words, heard.transcript, heard.words, heard.phrases = heard.transcript, "", [], []
         if wants_text and not heard.transcript:
             if not wants_audio:
                 raise PredictionError(

@@ -33,24 +33,29 @@ def pair_and_score(recognizer, clips, transcripts, seed: int = 0, whisper=None) 
     row per clip, with the label each variant gives (a clip with no speech in it is skipped); with
     `whisper`, also whether Whisper is unsure of the clip's own words (what leaving out costs them)."""
     from ser_demo.asr import is_unsure
-    from ser_demo.ingest import AudioInputError, load_audio
+    from ser_demo.ingest import AudioInputError
 
-    heard = [t for t in transcripts if t.text.strip()]
-    if not heard:
+    foreign = [t for t in transcripts if t.text.strip()]
+    if not foreign:
         raise SystemExit("Whisper heard no words in any --speech recording")
     draw, rows = random.Random(seed), []
     for path, label, corpus in clips:
-        words = draw.choice(heard)
-        try:
-            alone = recognizer.predict(str(path), modality="audio", max_seconds=None).label
-            read = recognizer.predict(str(path), transcript=words.text, modality="both", max_seconds=None).label
+        words = draw.choice(foreign)
+        try:  # one reading of the clip (ingestion, encoder pass, audio features) serves every answer
+            heard = recognizer.listen(str(path), None, words.text, "both", max_seconds=None, features=True)
         except AudioInputError:
             continue
+
+        def answer(text: str, modality: str) -> str:  # what `predict` answers from the same reading
+            inputs = recognizer.prepare(heard.waveform, text, modality, heard.encoded, heard.features)
+            return recognizer.labels[int(np.argmax(recognizer.forward(inputs)[0]))]
+
+        alone, read = answer("", "audio"), answer(words.text, "both")
         rows.append({"audio": str(path), "corpus": corpus, "label": label, "words": words.text,
                      "log_probability": words.log_probability, VARIANTS[0]: alone, VARIANTS[1]: read,
                      VARIANTS[2]: alone if is_unsure(words.words) else read})
         if whisper is not None:
-            own = whisper.transcribe(load_audio(path, max_seconds=None, trim_silence=True))
+            own = whisper.transcribe(heard.waveform)
             rows[-1] |= {"own words": own.text, "own log_probability": own.log_probability,
                          "own words unsure": is_unsure(own.words)}
     return rows

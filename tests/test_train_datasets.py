@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from train.audio_corpora import load_crema_d, load_emodb, load_iemocap, load_ravdess, load_savee, load_tess
-from train.cache import FeatureCache
+from train.cache import FeatureCache, file_sha256
 from train.datasets import (
     AUDIO_CORPORA,
     LABELS,
@@ -26,6 +26,8 @@ from train.datasets import (
     transcripts_for,
     with_transcripts,
 )
+from train.features import INGEST
+from train.transcripts import Heard, heard_for, transcriber_name, words_read_with_the_voice
 from train.pairing import LabelMatchedPairing, ModalityDropout, natural_pairs
 from train.text_corpora import TEXT_SPLITS, load_dailydialog, load_isear, load_text_corpus
 
@@ -414,18 +416,19 @@ def test_registry_and_unknown_corpus(tmp_path):
 @dataclass
 class FakeResult:
     text: str
+    log_probability: float | None = None
 
 
 class FakeTranscriber:
     name = "fake-asr"
 
-    def __init__(self, model_name="tiny"):
-        self.model_name = model_name
+    def __init__(self, model_name="tiny", log_probability=None):
+        self.model_name, self.log_probability = model_name, log_probability
         self.calls = []
 
     def transcribe(self, audio):
         self.calls.append(audio)
-        return FakeResult(f" {len(audio)} samples ")
+        return FakeResult(f" {len(audio)} samples ", self.log_probability)
 
 
 def speech_copy(speech_file: Path, path: Path, sample_rate: int = 16000) -> Path:
@@ -470,6 +473,31 @@ def test_transcripts_are_cached_per_audio_content_and_model(speech_file, tmp_pat
 
     asr_utterances = with_transcripts(utterances, texts)
     assert asr_utterances[1].transcript == f"{heard_b} samples" and asr_utterances[1].label == "sad"
+
+
+def test_whispers_confidence_is_cached_and_marks_unsure_words(speech_file, tmp_path):
+    """heard_for keeps Whisper's confidence with its text; a cache line written before it was kept
+    is heard again; unsure words are read only without the voice."""
+    a = speech_copy(speech_file, tmp_path / "a.wav")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    older = {"audio_sha256": file_sha256(a), "transcriber": transcriber_name(FakeTranscriber()), "ingest": INGEST,
+             "text": "from before"}
+    (cache / "transcripts.jsonl").write_text(json.dumps(older) + "\n")
+
+    asr = FakeTranscriber(log_probability=-1.7)  # as tiny.en writes English words for German speech
+    (heard,) = heard_for([Utterance(a, None, "sad", "s", "fake", "a")], asr, cache)
+    assert len(asr.calls) == 1 and heard == Heard(f"{len(asr.calls[0])} samples", -1.7) and heard.unsure
+    assert not Heard("kids are talking", -0.2).unsure and not Heard("typed", None).unsure
+    again = FakeTranscriber()
+    assert heard_for([Utterance(a, None, "sad", "s", "fake", "a")], again, cache) == [heard] and again.calls == []
+
+    utterances = with_transcripts([Utterance(a, None, "sad", "s", "fake", "a"), Utterance(a, None, "sad", "s", "fake", "b")],
+                                  [heard, Heard("kids are talking", -0.2)])
+    assert [u.unsure_words for u in utterances] == [True, False]
+    with_voice = words_read_with_the_voice(utterances)
+    assert [u.transcript for u in with_voice] == ["", "kids are talking"] and not any(u.unsure_words for u in with_voice)
+    assert with_transcripts(utterances[:1], ["plain text"])[0].unsure_words is False  # no confidence: read
 
 
 def test_whisper_hears_the_trimmed_clip_the_app_hears(speech_file, tmp_path):

@@ -145,6 +145,31 @@ def test_audio_corpus_with_whispers_words(shared_data, bimodal_checkpoint, capsy
     assert len(records) == 4 and all("door" in r["text"].lower() for r in records)  # "Kids are talking by the door"
 
 
+def test_words_whisper_was_unsure_of_are_scored_as_the_app_reads_them(bimodal_checkpoint, capsys, tmp_path):
+    """German speech: tiny.en writes English words it is unsure of. With the voice, the score leaves
+    them out (the voice answers alone, as in the app); --read-unsure-words reads them anyway."""
+    fixtures = Path(__file__).parent / "fixtures"
+    manifest = tmp_path / "voices.csv"
+    manifest.write_text("audio_path,transcript,label,speaker\n"
+                        f"{fixtures / 'german.flac'},,neutral,de\n{fixtures / 'children.flac'},,happy,en\n")
+    cache = tmp_path / "cache"
+    common = ("--checkpoint", bimodal_checkpoint, "--corpus", "manifest", "--data", manifest, "--cache", cache)
+    gated, _ = evaluate(capsys, *common, "--transcripts", "asr")
+    assert "Whisper's words left out where it was unsure of them (1 of 2 clips" in gated["protocol"]
+    records = [json.loads(x) for x in (cache / "transcripts" / "transcripts.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and sorted(r["log_probability"] < -1.0 for r in records) == [False, True]
+    read, _ = evaluate(capsys, *common, "--transcripts", "asr", "--read-unsure-words")
+    assert "unsure" not in read["protocol"] and read["n"] == 2
+    assert len((cache / "transcripts" / "transcripts.jsonl").read_text().splitlines()) == 2  # heard once
+
+    german = tmp_path / "german.csv"
+    german.write_text(f"audio_path,transcript,label,speaker\n{fixtures / 'german.flac'},,neutral,de\n")
+    common = ("--checkpoint", bimodal_checkpoint, "--corpus", "manifest", "--data", german, "--cache", cache)
+    voice_alone, _ = evaluate(capsys, *common, "--modality", "audio")
+    gated, _ = evaluate(capsys, *common, "--transcripts", "asr")
+    assert gated["confusion"] == voice_alone["confusion"] and "(1 of 1 clips" in gated["protocol"]
+
+
 def test_a_checkpoint_trained_on_the_data_is_flagged(tmp_path):
     (tmp_path / "training.json").write_text(json.dumps({"data": [
         "ravdess: kept 504 of 648 (dropped calm: 144)",

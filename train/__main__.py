@@ -23,7 +23,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from train.arguments import (data_arguments, data_of, device_argument, model_arguments, model_config,
+from train.arguments import (asr_arguments, data_arguments, data_of, device_argument, model_arguments, model_config,
                              no_dev_argument, protocol_arguments, settings_of, text_corpora_of, training_data_of, with_asr)
 
 
@@ -397,8 +397,7 @@ def main(argv=None) -> int:
                    help="what the model is given (default: text for text corpora, every branch it has for audio corpora)")
     p.add_argument("--transcripts", choices=("own", "asr"), default="own",
                    help="audio corpora: the words given with each clip: its own transcript, or what Whisper hears in it")
-    p.add_argument("--asr-backend", default=None, help="with --transcripts asr: faster-whisper or openai-whisper")
-    p.add_argument("--asr-model", default=None, help="with --transcripts asr: model folder, Hub id or name")
+    asr_arguments(p)
     p.add_argument("--label-matched-text", "--text", action="append", default=[], metavar="CORPUS=PATH",
                    help="pair each clip with a test-split text of its own class from this text corpus instead of its own "
                         "words; that measures the text branch with label-carrying text, not the model on speech")

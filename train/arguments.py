@@ -37,9 +37,16 @@ def data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--transcripts", choices=("own", "asr", "own+asr"), default="own",
                    help="the corpus's own transcripts, Whisper's (the paper's ASR setting; cached per clip and model), "
                         "or own+asr: the own transcript where a corpus has one and Whisper's where it has none (SAVEE)")
+    asr_arguments(p)
+    p.add_argument("--cache", default=".cache/features", help="feature cache folder")
+
+
+def asr_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--asr-backend", default=None, help="with --transcripts asr: faster-whisper or openai-whisper")
     p.add_argument("--asr-model", default=None, help="with --transcripts asr: model folder, Hub id or name")
-    p.add_argument("--cache", default=".cache/features", help="feature cache folder")
+    p.add_argument("--read-unsure-words", action="store_true",
+                   help="score the voice with Whisper's words even where Whisper was unsure of them (the app leaves "
+                        "them out, and so do scores by default; training reads them either way)")
 
 
 def model_arguments(p: argparse.ArgumentParser) -> None:
@@ -236,14 +243,16 @@ def data_of(args):
 def with_asr(utterances, args):
     """The utterances carrying Whisper's words (--asr-backend, --asr-model), and its name."""
     from ser_demo.asr import TranscriptionUnavailable, load_transcriber
-    from train.datasets import transcripts_for, with_transcripts
+    from train.transcripts import heard_for, with_transcripts
 
     try:
         transcriber = load_transcriber(args.asr_backend, args.asr_model)
     except TranscriptionUnavailable as err:
         raise SystemExit(f"error: --transcripts asr: {err}") from None
-    texts = transcripts_for(utterances, transcriber, Path(args.cache) / "transcripts")
-    return with_transcripts(utterances, texts), transcriber.name
+    heard = heard_for(utterances, transcriber, Path(args.cache) / "transcripts")
+    if getattr(args, "read_unsure_words", False):
+        heard = [text for text, _ in heard]  # no confidence: every transcript is read with the voice
+    return with_transcripts(utterances, heard), transcriber.name
 
 
 def training_data_of(args) -> list[dict]:

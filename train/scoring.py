@@ -6,7 +6,8 @@ protocol (what the model was given) and a data description (which corpus, split 
 * a text corpus (GoEmotions, DailyDialog, ISEAR): its labelled texts alone, no audio;
 * an audio corpus, audio only: the clips alone;
 * an audio corpus with words: each clip with its own transcript (the corpus's, "own") or with what
-  Whisper hears in it ("asr", the app's path);
+  Whisper hears in it ("asr", the app's path; words Whisper was unsure of are left out, as the app
+  leaves them out, unless --read-unsure-words);
 * label-matched pairing, only when asked for: each clip with a text *of its own class* drawn from a
   text corpus. The text carries the answer, so that figure measures the text branch with
   label-carrying text, not the model on speech, and its protocol says so.
@@ -24,7 +25,7 @@ from train.datasets import AUDIO_CORPORA, Utterance, load_corpus
 from train.pairing import BimodalSample, LabelMatchedPairing, natural_pairs, text_samples
 from train.protocol import Fold, FoldResult, evaluate
 from train.text_corpora import TEXT_CORPORA, load_text_corpus
-from train.transcripts import with_missing_transcripts
+from train.transcripts import with_missing_transcripts, words_read_with_the_voice
 
 LABEL_MATCHED_WARNING = (
     "each clip is paired with a text of its own class, so the text carries the answer: this measures "
@@ -122,6 +123,12 @@ def audio_corpus_set(
                     "use --transcripts asr (Whisper's words) or --modality audio"
                 )
             words = "the clip's own transcript (from the corpus)"
+        if give_audio and give_text:  # as the app reads them with the voice
+            unsure = sum(u.unsure_words for u in utterances)
+            utterances = words_read_with_the_voice(utterances)
+            if unsure:
+                words += (f"; Whisper's words left out where it was unsure of them ({unsure} of {len(utterances)} "
+                          "clips: the voice alone, as in the app)")
         samples = natural_pairs(utterances)
     samples = [replace(s, text=s.text if give_text else "", audio_path=s.audio_path if give_audio else None) for s in samples]
     if give_audio and give_text:

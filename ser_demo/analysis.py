@@ -126,7 +126,7 @@ def analyze(
 
     transcriber: anything with .transcribe(float32 16 kHz) -> Transcript; None = no ASR, and
     `asr_unavailable` (the reason) is then reported in the notes when a transcript was needed.
-    word_memory: an `asr.RecentWords`; Whisper's words are kept there, and a typed transcript of
+    word_memory: a `transcript.RecentWords`; Whisper's words are kept there, and a typed transcript of
     a recording heard before is aligned to them.
     alongside(heard): work on the audio that needs no words, done while Whisper transcribes
     (`EmotionRecognizer.listen`). while_measuring(analysis): work on the finished analysis that

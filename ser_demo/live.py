@@ -34,7 +34,7 @@ from typing import Optional
 import numpy as np
 import soxr
 
-from .asr import is_unsure
+from .transcript import is_unsure
 from .audio import SAMPLE_RATE
 from .ingest import MIN_ACTIVE_SECONDS, AudioInputError, active_seconds, check_sample_rate, to_mono_float32
 from .recognizer import EmotionRecognizer

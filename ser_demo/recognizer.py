@@ -20,7 +20,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from .asr import is_unsure, unsure_words_note
+from .transcript import is_unsure, unsure_words_note
 from .audio import FeatureParams, Normalizer, mfcc_features
 from .calibration import Calibration, load_calibration
 from .devices import resolve_device, to_device
@@ -71,7 +71,7 @@ class EmotionRecognizer:
     # listen(features=True): Whisper transcribes in a thread of its own while this thread computes
     # the audio features. False runs one after the other (the same results, on one core's time).
     transcribe_alongside: bool = True
-    # Whisper's words that it was itself unsure of (asr.is_unsure: another language, noise) are
+    # Whisper's words that it was itself unsure of (transcript.is_unsure: another language, noise) are
     # left out when the voice is read too, with a note; False reads them anyway.
     skip_unsure_words: bool = True
     # how often answers of each confidence were right in its recipe's cross-validation, when the

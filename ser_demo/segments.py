@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .asr import Phrase, Word
+from .transcript import Phrase, Word
 from .audio import SAMPLE_RATE
 from .ingest import FRAME_SECONDS, HOP_SECONDS, active_frames
 
@@ -42,7 +42,7 @@ class Piece:
 
     start: float
     end: float
-    words: list = field(default_factory=list)  # asr.Word, times relative to the recording
+    words: list = field(default_factory=list)  # transcript.Word, times relative to the recording
 
     @property
     def duration(self) -> float:
@@ -74,7 +74,7 @@ def voice_activity(audio: np.ndarray, rate: int = SAMPLE_RATE) -> list[Piece]:
 
 
 def split_at_phrases(piece: Piece, phrases: list) -> list[Piece]:
-    """A stretch of speech cut where Whisper ended a segment (asr.Phrase, times from the start of
+    """A stretch of speech cut where Whisper ended a segment (transcript.Phrase, times from the start of
     the recording): sentences said without a pause between them still get a label each. Cuts
     fall midway between one segment's last word and the next one's first; each part keeps its
     segment's words."""
@@ -170,7 +170,7 @@ def transcription_windows(pieces: list[Piece], window_seconds: float = WINDOW_SE
 
 
 def phrases_by_piece(phrases: list, pieces: list[Piece], max_drift: float = MAX_WORD_DRIFT_SECONDS) -> list[list]:
-    """Whisper's segments (asr.Phrase, recording times) shared out among `pieces`: each word goes
+    """Whisper's segments (transcript.Phrase, recording times) shared out among `pieces`: each word goes
     to the utterance that holds its middle, else to the nearest one within `max_drift` (else it
     was heard in a silence and is dropped); a segment spanning a pause becomes one phrase in each
     utterance it reaches. Returns one list of phrases per piece."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from .asr import RecentWords
+from .transcript import RecentWords
 from .memory import rss_mb
 from .recognizer import EmotionRecognizer, default_checkpoint
 from .utterance import MAX_TRANSCRIPT_CHARACTERS, MAX_TRANSCRIPT_WORDS

@@ -29,7 +29,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .asr import UNSURE_LOG_PROBABILITY, Phrase, is_unsure
+from .transcript import UNSURE_LOG_PROBABILITY, Phrase, is_unsure
 from .audio import SAMPLE_RATE
 from .calibration import CSV_COLUMNS, Calibration
 from .ingest import TRIM_PADDING_SECONDS, AudioInputError, load_audio, speech_bounds
@@ -54,7 +54,7 @@ class Segment:
     label: str  # one of the model's labels, or "silence"
     probabilities: Optional[dict[str, float]] = None  # None for silence
     text: str = ""
-    words: list = field(default_factory=list)  # asr.Word, times from the start of the recording
+    words: list = field(default_factory=list)  # transcript.Word, times from the start of the recording
     calibration: Optional[dict] = None  # how often answers as sure were right in cross-validation
 
     @property

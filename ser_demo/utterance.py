@@ -128,13 +128,13 @@ class Heard:
     transcript: str = ""  # what the text branch reads ("" for none)
     source: str = "none"  # "typed", "asr" or "none"
     words: list = field(default_factory=list)  # ASR word timestamps
-    phrases: list = field(default_factory=list)  # Whisper's segments (asr.Phrase), when it ran
+    phrases: list = field(default_factory=list)  # Whisper's segments (transcript.Phrase), when it ran
     encoded: object = None  # ser_demo.encoder.Encoded: the model's encoder pass (shared with ASR in context "window")
     features: Optional[AudioFeatures] = None  # listen(features=True): computed while Whisper transcribed
     timings: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
     audio_used: bool = True  # False when the audio was read only for Whisper (text-only mode)
-    unsure_words: str = ""  # Whisper's words left out as unsure (asr.is_unsure); the model read none
+    unsure_words: str = ""  # Whisper's words left out as unsure (transcript.is_unsure); the model read none
 
     @property
     def waveform_for_model(self) -> Optional[np.ndarray]:

@@ -11,8 +11,9 @@ import pytest
 
 from conftest import run_in_threads
 
-from ser_demo import asr
-from ser_demo.asr import Transcript, TranscriptionUnavailable, Word, load_transcriber
+from ser_demo import asr, transcript as heard
+from ser_demo.asr import TranscriptionUnavailable, load_transcriber
+from ser_demo.transcript import Transcript, Word
 from ser_demo.audio import SAMPLE_RATE
 from ser_demo.ingest import load_audio
 
@@ -58,19 +59,19 @@ def test_offline_default_transcribes_speech(offline_whisper, item):
 
 def test_whisper_says_how_sure_it_is_of_the_words(offline_whisper):
     """The mean log-probability of Whisper's words: English it follows is above
-    asr.UNSURE_LOG_PROBABILITY, German (tiny.en knows English only: it hears English words in it) below."""
+    heard.UNSURE_LOG_PROBABILITY, German (tiny.en knows English only: it hears English words in it) below."""
     import ctranslate2
 
     ctranslate2.set_random_seed(0)  # the temperature fallback samples
     for item in SENTENCES:
         transcript = offline_whisper.transcribe(load_audio(FIXTURES / item["file"]))
-        assert not asr.is_unsure(transcript.words), (transcript.text, transcript.log_probability)
+        assert not heard.is_unsure(transcript.words), (transcript.text, transcript.log_probability)
     german = offline_whisper.transcribe(load_audio(FIXTURES / "german.flac"))
-    assert german.text and asr.is_unsure(german.words), (german.text, german.log_probability)
-    assert "mean log-probability" in asr.unsure_words_note(german, read=False)
+    assert german.text and heard.is_unsure(german.words), (german.text, german.log_probability)
+    assert "mean log-probability" in heard.unsure_words_note(german, read=False)
     words = [Word("a", 0, 1, np.exp(-0.5)), Word("b", 1, 2, np.exp(-1.5)), Word("c", 2, 3)]  # c: not scored
-    assert asr.mean_log_probability(words) == pytest.approx(-1.0) and not asr.is_unsure(words)
-    assert asr.is_unsure(words[1:]) and asr.mean_log_probability(words[2:]) is None and not asr.is_unsure([])
+    assert heard.mean_log_probability(words) == pytest.approx(-1.0) and not heard.is_unsure(words)
+    assert heard.is_unsure(words[1:]) and heard.mean_log_probability(words[2:]) is None and not heard.is_unsure([])
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ser_demo.analysis import align_tokens, analyze
-from ser_demo.asr import Transcript, Word
+from ser_demo.transcript import Transcript, Word
 from ser_demo.explain import (
     explain,
     gradient_x_input,
@@ -262,7 +262,7 @@ def test_work_done_while_the_deletion_curves_are_measured_changes_nothing(rec, a
 
 
 def test_word_times_of_a_recording_survive_a_typed_rerun(rec, audio):
-    from ser_demo.asr import RecentWords
+    from ser_demo.transcript import RecentWords
 
     memory, asr = RecentWords(size=2), FakeTranscriber()
     heard = analyze(rec, audio, None, "both", sample_rate=16000, transcriber=asr, word_memory=memory)

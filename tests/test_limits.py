@@ -76,7 +76,7 @@ def test_a_library_user_may_raise_the_limits(speech):
 
 
 def test_what_whisper_heard_obeys_the_same_limits(speech):
-    from ser_demo.asr import Transcript
+    from ser_demo.transcript import Transcript
 
     class Chatty:  # a Whisper that hallucinates a long loop
         name = "chatty"

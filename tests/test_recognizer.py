@@ -102,7 +102,7 @@ def test_cli_defaults_to_the_bundled_checkpoint_and_whisper(speech_file):
 
 
 def test_text_only_mode_asks_whisper_for_the_words(checkpoint, speech):
-    from ser_demo.asr import Transcript, Word
+    from ser_demo.transcript import Transcript, Word
 
     class ScriptedTranscriber:  # stands in for Whisper: the recognizer's wiring is under test here
         name = "scripted"
@@ -245,7 +245,8 @@ class WaitingTranscriber:
     def transcribe(self, audio):
         import threading
 
-        from ser_demo.asr import Transcript, TranscriptionUnavailable, Word
+        from ser_demo.asr import TranscriptionUnavailable
+        from ser_demo.transcript import Transcript, Word
 
         self.thread = threading.get_ident()
         self.met = self.features_started.wait(timeout=60)  # a guard against a deadlock, not a timing
@@ -353,7 +354,7 @@ def test_alongside_work_runs_only_while_whisper_transcribes(checkpoint, speech):
 
 
 def test_words_whisper_is_unsure_of_are_left_out(speech_file):
-    """German speech: Whisper tiny.en hears English words it is unsure of (asr.is_unsure), and
+    """German speech: Whisper tiny.en hears English words it is unsure of (transcript.is_unsure), and
     they cost the voice (README): the answer reads the voice alone, and a note says why. English
     keeps its words; text only reads them anyway; skip_unsure_words=False reads them."""
     import ctranslate2

@@ -283,7 +283,7 @@ class SentenceSegments:
         self.whisper, self.model = whisper, whisper.model
 
     def transcribe(self, audio, encoded=None):
-        from ser_demo.asr import Phrase
+        from ser_demo.transcript import Phrase
 
         result = self.whisper.transcribe(audio, encoded=encoded)
         phrases, words = [], []
@@ -349,7 +349,7 @@ def test_a_long_recording_is_transcribed_window_by_window(recognizer, whisper):
 
 
 def test_words_are_shared_out_by_time():
-    from ser_demo.asr import Phrase, Word
+    from ser_demo.transcript import Phrase, Word
     from ser_demo.segments import phrases_by_piece, transcription_windows
 
     pieces = [Piece(1.0, 4.0), Piece(5.0, 9.0), Piece(20.0, 28.0), Piece(40.0, 45.0)]
@@ -623,7 +623,7 @@ def test_live_limits(recognizer, speech):
 
 @pytest.mark.parametrize("context", ["window", "clip"])
 def test_words_whisper_is_unsure_of_are_left_out_of_their_utterance(recognizer, whisper, context):
-    """German, then English: Whisper's English-sounding words for the German (asr.is_unsure) are
+    """German, then English: Whisper's English-sounding words for the German (transcript.is_unsure) are
     left out of that utterance alone, the English keeps its words, and a note says so; in either
     encoder context (per utterance, or Whisper's segments of a window)."""
     import ctranslate2

@@ -22,7 +22,7 @@ class Utterance:
     corpus: str
     utterance_id: str
     session: str | None = None  # IEMOCAP session ("Ses01"), for leave-one-session-out
-    # The transcript is Whisper's and Whisper was unsure of it (ser_demo.asr.is_unsure): scores
+    # The transcript is Whisper's and Whisper was unsure of it (ser_demo.transcript.is_unsure): scores
     # read it only without the voice, as the app does (train.transcripts.words_read_with_the_voice).
     unsure_words: bool = False
 

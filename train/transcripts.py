@@ -35,8 +35,8 @@ class Heard(NamedTuple):
 
     @property
     def unsure(self) -> bool:
-        """Whisper's confidence below the app's threshold (ser_demo.asr.is_unsure)."""
-        from ser_demo.asr import UNSURE_LOG_PROBABILITY
+        """Whisper's confidence below the app's threshold (ser_demo.transcript.is_unsure)."""
+        from ser_demo.transcript import UNSURE_LOG_PROBABILITY
 
         return self.log_probability is not None and self.log_probability < UNSURE_LOG_PROBABILITY
 
@@ -59,7 +59,7 @@ def heard_for(
 
     ``transcriber.transcribe(audio)`` gets the clip as the app's Whisper hears it (16 kHz mono
     float32, silent edges trimmed, peak-normalised: :func:`train.features.load_clip`) and returns an
-    object with ``.text`` and ``.log_probability`` (a ``ser_demo.asr.Transcript``), or a plain
+    object with ``.text`` and ``.log_probability`` (a ``ser_demo.transcript.Transcript``), or a plain
     string; a clip with no speech in it gets "". Results are appended to
     ``cache_dir/transcripts.jsonl`` as soon as each is known, so an interrupted run resumes where it
     stopped; lines written before the confidence was kept are heard again. Utterances without

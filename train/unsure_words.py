@@ -1,7 +1,7 @@
 """What Whisper's words for speech it cannot follow cost the voice, and what leaving them out buys.
 
 Whisper tiny.en knows English only: speech in another language comes out as fluent English words
-it is unsure of, and the recognizer leaves out Whisper's words below `asr.UNSURE_LOG_PROBABILITY`
+it is unsure of, and the recognizer leaves out Whisper's words below `transcript.UNSURE_LOG_PROBABILITY`
 (`EmotionRecognizer.skip_unsure_words`). This measures both on a checkpoint and clips it never
 heard (a cv fold's model and its test speakers: `RUN/folds/FOLD/model/fold.json`):
 
@@ -29,10 +29,10 @@ VARIANTS = ("voice alone", "with the words", "unsure words left out")
 
 
 def pair_and_score(recognizer, clips, transcripts, seed: int = 0, whisper=None) -> list[dict]:
-    """clips: (audio path, label, corpus); transcripts: asr.Transcript of the foreign speech. One
+    """clips: (audio path, label, corpus); transcripts: transcript.Transcript of the foreign speech. One
     row per clip, with the label each variant gives (a clip with no speech in it is skipped); with
     `whisper`, also whether Whisper is unsure of the clip's own words (what leaving out costs them)."""
-    from ser_demo.asr import is_unsure
+    from ser_demo.transcript import is_unsure
     from ser_demo.ingest import AudioInputError
 
     foreign = [t for t in transcripts if t.text.strip()]
@@ -74,7 +74,8 @@ def summary(rows: list[dict], labels) -> dict:
 
 def command(args) -> int:
     from ser_demo import EmotionRecognizer
-    from ser_demo.asr import is_unsure, load_transcriber
+    from ser_demo.asr import load_transcriber
+    from ser_demo.transcript import is_unsure
     from ser_demo.batch import audio_files
     from ser_demo.ingest import load_audio
     from train.datasets import load_speakers

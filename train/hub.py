@@ -3,12 +3,14 @@
 ``write_model_card`` writes README.md with YAML front matter the Hub understands (licence, tags,
 datasets, pipeline tag, and a ``model-index`` with WA and UA per protocol) and a body that says
 what the model is, what it was trained on under which licences, how it was measured, what it
-scored, and where it should not be trusted. ``push_to_hub`` creates the repository if needed and
-uploads the folder; it refuses a folder without a model card.
+scored, and where it should not be trusted; ``write_card`` gathers all that for a trained
+checkpoint (its training.json, its config, cv runs' results). ``push_to_hub`` creates the
+repository if needed and uploads the folder; it refuses a folder without a model card.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -235,6 +237,43 @@ print(prediction.label, prediction.probabilities)
 
 
 RUN_FILES = ["state/*", "log.txt"]
+
+
+def describe_model(config) -> str:
+    """The model card's first paragraph, from what the checkpoint actually reads."""
+    fronts = {"mfcc": "32 MFCCs with deltas (the paper's features)",
+              "whisper": f"Whisper encoder states ({(config.encoder or {}).get('model', 'Whisper')}, {config.n_encoder_features}-d, 50 per second, "
+                         + ("each clip encoded alone)" if config.encoder_context == "clip" else "from zero-padded 30 s windows)")}
+    audio = " and ".join(fronts[f] for f in config.audio_frontends)
+    parts = [f"An open implementation of MSCNN-SPU-ATT ({PAPER}): a multi-scale CNN per audio front-end over {audio}"]
+    if config.use_speaker:
+        parts.append(f"a {config.n_speaker_features}-d speaker embedding ({config.speaker_model}) in place of the paper's x-vector")
+    if config.use_text:
+        parts.append("a multi-scale CNN over GloVe word vectors of the transcript, statistical pooling units and attention from the audio statistics to the words")
+    if config.statistics_head:
+        head = config.statistics_head
+        parts.append(f"and, not in the paper, a statistics head: a logistic regression (L2 {head['penalty']:g}) on clip "
+                     f"statistics ({', '.join(head['parts'])}; mean and std over time, the speaker embedding as is), "
+                     f"fitted after the network on its training clips, whose answer makes {head['share']:.0%} of the "
+                     "output probabilities when there is audio")
+    return ("; ".join(parts) + ". It classifies an utterance as angry, happy, sad or neutral, from audio and "
+            "transcript together, audio alone or text alone. Checkpoints that read Whisper encoder states need "
+            "the same Whisper model, compute type and context (recorded in config.json) and refuse another.")
+
+
+def write_card(out: Path, config, results_files, protocol_note: str, repo_id=None) -> Path:
+    """The model card of the checkpoint in `out` (its training.json) with cv runs' results: several
+    runs of the same folds (e.g. test clips with their own words, then with Whisper's) add their
+    rows; a row that two runs share is the first run's."""
+    training = json.loads((out / "training.json").read_text())
+    results, baselines = {}, {}
+    for results_file in results_files or []:
+        for row in json.loads(Path(results_file).read_text())["table1"]:
+            table = baselines if row["model"].startswith("logistic regression") else results
+            table.setdefault(f"{row['model']}: {row['setting']} ({row['protocol']})", row)
+    return write_model_card(out, results, training["training_data"], protocol_note, repo_id=repo_id,
+                            pairing=training["pairing"], description=describe_model(config), baselines=baselines,
+                            command=training.get("command"))
 
 
 def push_to_hub(

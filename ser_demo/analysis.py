@@ -100,9 +100,8 @@ class Analysis:
 
 def calibration_sentence(recognizer: EmotionRecognizer, has_audio: bool, modality: str, explanation) -> Optional[str]:
     """The checkpoint's cross-validation record for answers as sure as this one (audio answers only)."""
-    if recognizer.calibration is None or not has_audio:
-        return None
-    return recognizer.calibration.sentence(modality, float(explanation.probabilities[explanation.target]))
+    table = recognizer.calibration_for(has_audio)
+    return table.sentence(modality, float(explanation.probabilities[explanation.target])) if table else None
 
 
 def analyze(

@@ -34,7 +34,6 @@ from typing import Optional
 import numpy as np
 import soxr
 
-from .transcript import is_unsure
 from .audio import SAMPLE_RATE
 from .ingest import MIN_ACTIVE_SECONDS, AudioInputError, active_seconds, check_sample_rate, to_mono_float32
 from .recognizer import EmotionRecognizer
@@ -247,7 +246,7 @@ class LiveTimeline:
             _points_in_flight.wait_for_none(timeout=self.step)
             result = self.transcriber.transcribe(stretch)
             text = result.text.strip()
-            if text and self.recognizer.skip_unsure_words and is_unsure(result.words):
+            if text and self.recognizer.leaves_out(result.words):
                 text = f'(Whisper unsure: "{text}")'  # made up, most likely: the full timeline leaves it out
             return offset, offset + len(stretch) / SAMPLE_RATE, text
 

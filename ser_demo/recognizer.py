@@ -271,7 +271,7 @@ class EmotionRecognizer:
             self.check_transcript(heard.transcript, heard_by=" Whisper heard")
             if not heard.transcript:
                 heard.notes.append("speech recognition heard no words")
-            elif is_unsure(result.words) and self.skip_unsure_words:
+            elif self.leaves_out(result.words):
                 heard.notes.append(unsure_words_note(result, read=not wants_audio))
                 if wants_audio:  # the voice answers alone
                     heard.unsure_words, heard.transcript, heard.words, heard.phrases = heard.transcript, "", [], []
@@ -293,12 +293,21 @@ class EmotionRecognizer:
         return (self.encoder is not None and self.encoder.shares_with_decoder
                 and getattr(transcriber, "model", None) is self.encoder.whisper)
 
+    def leaves_out(self, words) -> bool:
+        """Whether Whisper was unsure of `words` (of a clip or one utterance) and this recognizer
+        leaves them out wherever the voice is read (skip_unsure_words)."""
+        return self.skip_unsure_words and is_unsure(words)
+
+    def calibration_for(self, has_audio: bool) -> Optional[Calibration]:
+        """The table that says how often answers of each confidence were right in the
+        cross-validation of this checkpoint's recipe (`calibration.py`); None without one, or for
+        the words alone (the table is of answers that heard the voice)."""
+        return self.calibration if has_audio else None
+
     def calibration_record(self, modality: str, has_audio: bool, confidence: float) -> Optional[dict]:
-        """How often answers as sure as `confidence` were right in the cross-validation of this
-        checkpoint's recipe (`calibration.py`); None without a table, or for the words alone."""
-        if self.calibration is None or not has_audio:
-            return None
-        return self.calibration.record(modality, confidence)
+        """How often answers as sure as `confidence` were right (see `calibration_for`)."""
+        table = self.calibration_for(has_audio)
+        return table.record(modality, confidence) if table else None
 
     def check_transcript(self, transcript: str, heard_by: str = "") -> None:
         """Refuse a transcript longer than this recognizer's limits (PredictionError)."""

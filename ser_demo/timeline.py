@@ -29,7 +29,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .transcript import UNSURE_LOG_PROBABILITY, Phrase, is_unsure
+from .transcript import UNSURE_LOG_PROBABILITY, Phrase
 from .audio import SAMPLE_RATE
 from .calibration import CSV_COLUMNS, Calibration
 from .ingest import TRIM_PADDING_SECONDS, AudioInputError, load_audio, speech_bounds
@@ -227,7 +227,7 @@ def classify(recognizer: EmotionRecognizer, waveform: np.ndarray, begin: float, 
     if piece is None:
         return [Segment(begin, end, SILENCE)]
     use_audio, use_text = recognizer.branches(modality)
-    if phrases and use_audio and recognizer.skip_unsure_words and is_unsure(_words_of(phrases)):
+    if phrases and use_audio and recognizer.leaves_out(_words_of(phrases)):
         work["unsure"] = work.get("unsure", 0) + 1  # the voice answers alone, as `listen` does for one clip
         phrases = []
     if phrases is not None:

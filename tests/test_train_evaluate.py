@@ -6,6 +6,7 @@ what is scored and how it is labelled, on the real shared corpora, not how well 
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 from pathlib import Path
@@ -161,6 +162,13 @@ def test_words_whisper_was_unsure_of_are_scored_as_the_app_reads_them(bimodal_ch
     read, _ = evaluate(capsys, *common, "--transcripts", "asr", "--read-unsure-words")
     assert "unsure" not in read["protocol"] and read["n"] == 2
     assert len((cache / "transcripts" / "transcripts.jsonl").read_text().splitlines()) == 2  # heard once
+
+    from train.arguments import data_of  # cv and fit: the clips carry the mark, and the run's report says so
+
+    data = data_of(argparse.Namespace(audio=[f"manifest={manifest}"], text=None, calm_as_neutral=False,
+                                      transcripts="asr", asr_backend=None, asr_model=None, cache=str(cache)))
+    assert [u.unsure_words for u in data.utterances] == [True, False]
+    assert any("unsure of the words of 1 of 2 clips" in line for line in data.reports)
 
     german = tmp_path / "german.csv"
     german.write_text(f"audio_path,transcript,label,speaker\n{fixtures / 'german.flac'},,neutral,de\n")

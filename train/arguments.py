@@ -237,6 +237,13 @@ def data_of(args):
         data.utterances, recogniser, heard = with_missing_transcripts(data.utterances, lambda us: with_asr(us, args))
         if heard:
             data.reports.append(f"transcripts: own, and ASR ({recogniser}) for the {heard} clips without one")
+    unsure = sum(u.unsure_words for u in data.utterances)
+    if unsure:
+        from ser_demo.transcript import UNSURE_LOG_PROBABILITY
+
+        data.reports.append(f"transcripts: Whisper was unsure of the words of {unsure} of {len(data.utterances)} clips (mean log-probability "
+                            f"below {UNSURE_LOG_PROBABILITY:g}): scores with the voice leave them out, as the app does; "
+                            "training reads them")
     return data
 
 

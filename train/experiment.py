@@ -150,6 +150,9 @@ def run_fold(data: Data, fold: Fold, config: ModelConfig, settings: TrainSetting
     test_with_voice = natural_pairs(words_read_with_the_voice(pick(fold.test)), epoch=0, seed=fold.seed)
     log(f"{model_fold.name}: train {len(trained_on)}, dev {len(fold.dev) if dev else 0}, test {len(fold.test)} "
         f"(held out: {fold.test_group})")
+    unsure = sum(u.unsure_words for u in pick(fold.test))
+    if unsure:
+        log(f"  {unsure} test clips with Whisper's words it was unsure of: scored with the voice alone when the voice is read")
     clips = [(u.audio_path, u.label) for u in pick(trained_on) if u.audio_path is not None]
     model, info = fit(config, train, dev, bank, settings, run_dir=run_dir, log=log, labelled_clips=clips)
     results, answers = {}, {}

@@ -14,6 +14,7 @@ from huggingface_hub import metadata_load
 
 from test_trainer import run_module
 from train.experiment import ABLATIONS
+from train.hub import protocol_note_of
 
 TINY_SET = ["--set", "n_filters=8", "--set", "n_hidden=8", "--set", "audio_kernel_sizes=[3,5]",
             "--set", "text_kernel_sizes=[1,2]"]
@@ -121,6 +122,10 @@ def test_paper_cv_then_fit_with_its_results_then_evaluate_text_only(corpora_with
     for row in rows + renamed:
         assert card.count(f"| {row['model']}: {row['setting']} ({row['protocol']}) |") == 1
     assert "| 12.50 ± " in card
+    # rewritten again without --protocol-note, the card keeps the note that says how it was measured
+    result = run_module("train", "card", "--checkpoint", str(checkpoint), "--results", str(cv / "results.json"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert protocol_note_of(checkpoint) == note and "| 12.50 ± " not in (checkpoint / "README.md").read_text()
 
     scores = {}
     for modality in ("text", "audio"):

@@ -222,10 +222,11 @@ def command_fit(args) -> int:
 def command_card(args) -> int:
     """Rewrite a checkpoint's model card, e.g. once the cross-validation of its recipe is done."""
     from ser_demo.model import MSCNN_SPU_ATT
-    from train.hub import write_card
+    from train.hub import DEFAULT_PROTOCOL_NOTE, protocol_note_of, write_card
 
     out = Path(args.checkpoint)
-    print(write_card(out, MSCNN_SPU_ATT.from_pretrained(out).config, args.results, args.protocol_note))
+    note = args.protocol_note or protocol_note_of(out) or DEFAULT_PROTOCOL_NOTE
+    print(write_card(out, MSCNN_SPU_ATT.from_pretrained(out).config, args.results, note))
     return 0
 
 
@@ -309,6 +310,8 @@ def command_features(args) -> int:
 
 
 def main(argv=None) -> int:
+    from train.hub import DEFAULT_PROTOCOL_NOTE
+
     parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("cv", "cross-validate"), ("ablate", "Table 2 ablations")):
@@ -321,7 +324,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="checkpoint folder")
     p.add_argument("--results", nargs="+", default=None, metavar="JSON",
                    help="results.json of cv runs, for the model card (several: their rows together)")
-    p.add_argument("--protocol-note", default="speaker-independent cross-validation (see results)")
+    p.add_argument("--protocol-note", default=DEFAULT_PROTOCOL_NOTE)
     p.add_argument("--push-to-hub", default=None, metavar="REPO_ID")
     p = commands.add_parser("report", help="results.md/json of a cv run from the folds it finished")
     p.add_argument("--run", required=True, help="the cv run's --out folder")
@@ -343,7 +346,8 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", required=True, help="checkpoint folder written by fit")
     p.add_argument("--results", nargs="+", required=True, metavar="JSON",
                    help="results.json of cv runs of the recipe (several, e.g. own words then Whisper's: their rows together)")
-    p.add_argument("--protocol-note", default="speaker-independent cross-validation (see results)")
+    p.add_argument("--protocol-note", default=None,
+                   help="how the results were measured (default: the card's current note, else a one-line one)")
     p = commands.add_parser("features", help="extract and cache the audio features of a config")
     data_arguments(p), model_arguments(p)
     p = commands.add_parser("evaluate", help="score a checkpoint on a corpus")

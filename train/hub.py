@@ -104,6 +104,19 @@ def card_metadata(
     return metadata
 
 
+DEFAULT_PROTOCOL_NOTE = "speaker-independent cross-validation (see results)"
+
+
+def protocol_note_of(folder: Path) -> str | None:
+    """The "Evaluation protocol" paragraph of the model card in `folder`, if it has one: a card
+    rewritten with new results keeps the note that says how they were measured."""
+    card = Path(folder) / "README.md"
+    if not card.is_file():
+        return None
+    match = re.search(r"\n## Evaluation protocol\n\n(.*?)\n\nWA \(weighted accuracy\)", card.read_text(), re.S)
+    return match.group(1).strip() if match else None
+
+
 def write_model_card(
     folder: str | os.PathLike,
     results: Mapping[str, Summary | Mapping[str, Any]],

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-STAGES = ("ingest", "asr", "features", "model", "explanations", "faithfulness", "plots", "total")
+STAGES = ("ingest", "encoder", "asr", "features", "model", "explanations", "faithfulness", "plots", "total")
 
 
 def recording(seconds: float = 5.0) -> str:

@@ -57,13 +57,13 @@ class Transcript:
 
 
 # tiny.en knows English only, and turns speech it cannot follow (another language, noise) into
-# fluent English words it is unsure of. Below this mean log-probability of the words (Whisper's
-# own logprob_threshold for a failed decoding, and the 5th percentile of the shared English
-# clips) fall 15-17 of 23 transcripts of espeak German, French and Spanish sentences, and 4.6 %
-# of 632 shared English clips (SAVEE's processed copies; no RAVDESS or TESS clip); of all 2,404,
-# 33 (31 SAVEE, 2 TESS). Such words move the voice's answers at random (README, *Words Whisper
-# was unsure of*).
-UNSURE_LOG_PROBABILITY = -1.0
+# fluent English words it is unsure of. The threshold is the 5th percentile of the mean
+# log-probability of Whisper's words over all 2,402 shared English clips with words (as the app
+# hears them), rounded to one decimal with at most 5 % below: 3.6 % of them fall below it (RAVDESS
+# 0.4 %, TESS 1.0 %, SAVEE's processed copies 22.7 %), and all 23 transcripts of espeak German,
+# French and Spanish sentences (-0.85 at most). Such words move the voice's answers at random
+# (README, *Words Whisper was unsure of*). Session 27 set -1.0 by the same rule on 632 clips.
+UNSURE_LOG_PROBABILITY = -0.8
 
 
 def is_unsure(words: list[Word]) -> bool:

@@ -69,8 +69,9 @@ def test_whisper_says_how_sure_it_is_of_the_words(offline_whisper):
     german = offline_whisper.transcribe(load_audio(FIXTURES / "german.flac"))
     assert german.text and heard.is_unsure(german.words), (german.text, german.log_probability)
     assert "mean log-probability" in heard.unsure_words_note(german, read=False)
-    words = [Word("a", 0, 1, np.exp(-0.5)), Word("b", 1, 2, np.exp(-1.5)), Word("c", 2, 3)]  # c: not scored
-    assert heard.mean_log_probability(words) == pytest.approx(-1.0) and not heard.is_unsure(words)
+    edge = heard.UNSURE_LOG_PROBABILITY
+    words = [Word("a", 0, 1, np.exp(edge + 0.5)), Word("b", 1, 2, np.exp(edge - 0.5)), Word("c", 2, 3)]  # c: not scored
+    assert heard.mean_log_probability(words) == pytest.approx(edge) and not heard.is_unsure(words)
     assert heard.is_unsure(words[1:]) and heard.mean_log_probability(words[2:]) is None and not heard.is_unsure([])
 
 

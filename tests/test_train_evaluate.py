@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from ser_demo.model import MSCNN_SPU_ATT, ModelConfig
+from ser_demo.transcript import UNSURE_LOG_PROBABILITY
 from train.__main__ import main
 from train.scoring import LABEL_MATCHED_WARNING, seen_in_training
 
@@ -158,7 +159,7 @@ def test_words_whisper_was_unsure_of_are_scored_as_the_app_reads_them(bimodal_ch
     gated, _ = evaluate(capsys, *common, "--transcripts", "asr")
     assert "Whisper's words left out where it was unsure of them (1 of 2 clips" in gated["protocol"]
     records = [json.loads(x) for x in (cache / "transcripts" / "transcripts.jsonl").read_text().splitlines()]
-    assert len(records) == 2 and sorted(r["log_probability"] < -1.0 for r in records) == [False, True]
+    assert len(records) == 2 and sorted(r["log_probability"] < UNSURE_LOG_PROBABILITY for r in records) == [False, True]
     read, _ = evaluate(capsys, *common, "--transcripts", "asr", "--read-unsure-words")
     assert "unsure" not in read["protocol"] and read["n"] == 2
     assert len((cache / "transcripts" / "transcripts.jsonl").read_text().splitlines()) == 2  # heard once

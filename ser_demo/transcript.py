@@ -69,8 +69,12 @@ UNSURE_LOG_PROBABILITY = -0.8
 def is_unsure(words: list[Word]) -> bool:
     """Whether Whisper's own confidence in `words` (of a transcript, or of one utterance) is below
     UNSURE_LOG_PROBABILITY; words without a probability never are."""
-    confidence = mean_log_probability(words)
-    return confidence is not None and confidence < UNSURE_LOG_PROBABILITY
+    return is_unsure_confidence(mean_log_probability(words))
+
+
+def is_unsure_confidence(log_probability: float | None) -> bool:
+    """The same test on a mean log-probability already taken (None: nothing was scored)."""
+    return log_probability is not None and log_probability < UNSURE_LOG_PROBABILITY
 
 
 def unsure_words_note(transcript: "Transcript", read: bool) -> str:

@@ -241,9 +241,9 @@ def data_of(args):
     if unsure:
         from ser_demo.transcript import UNSURE_LOG_PROBABILITY
 
-        data.reports.append(f"transcripts: Whisper was unsure of the words of {unsure} of {len(data.utterances)} clips (mean log-probability "
-                            f"below {UNSURE_LOG_PROBABILITY:g}): scores with the voice leave them out, as the app does; "
-                            "training reads them")
+        data.reports.append(f"transcripts: Whisper was unsure of the words of {unsure} of {len(data.utterances)} clips "
+                            f"(mean log-probability below {UNSURE_LOG_PROBABILITY:g}): scores with the voice leave them "
+                            "out, as the app does; training reads them")
     return data
 
 

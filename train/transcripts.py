@@ -36,9 +36,9 @@ class Heard(NamedTuple):
     @property
     def unsure(self) -> bool:
         """Whisper's confidence below the app's threshold (ser_demo.transcript.is_unsure)."""
-        from ser_demo.transcript import UNSURE_LOG_PROBABILITY
+        from ser_demo.transcript import is_unsure_confidence
 
-        return self.log_probability is not None and self.log_probability < UNSURE_LOG_PROBABILITY
+        return is_unsure_confidence(self.log_probability)
 
 
 def transcripts_for(utterances: Sequence[Utterance], transcriber: Any, cache_dir: str | os.PathLike, *,

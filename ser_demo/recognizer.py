@@ -281,7 +281,8 @@ class EmotionRecognizer:
                     "text-only mode needs a transcript with at least one word: type what was said"
                     + ("" if transcriber is not None else " (speech recognition is not available)")
                 )
-            heard.notes.append("no transcript: the text branch saw an empty sentence")
+            if not heard.unsure_words:  # its note says why already
+                heard.notes.append("no transcript: the text branch saw an empty sentence")
         if not wants_text:
             heard.transcript, heard.source = "", "none"
         heard.audio_used = wants_audio

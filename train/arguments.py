@@ -41,9 +41,15 @@ def data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", default=".cache/features", help="feature cache folder")
 
 
+def whisper_arguments(p: argparse.ArgumentParser) -> None:
+    """Which Whisper transcribes (ser_demo.asr.load_transcriber); default: the offline tiny.en."""
+    p.add_argument("--asr-backend", default=None, help="Whisper's backend: faster-whisper (default) or openai-whisper")
+    p.add_argument("--asr-model", default=None, help="Whisper model folder, Hub id or name (default: the offline tiny.en)")
+
+
 def asr_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--asr-backend", default=None, help="with --transcripts asr: faster-whisper or openai-whisper")
-    p.add_argument("--asr-model", default=None, help="with --transcripts asr: model folder, Hub id or name")
+    """--transcripts asr: which Whisper, and whether the words it was unsure of are read with the voice."""
+    whisper_arguments(p)
     p.add_argument("--read-unsure-words", action="store_true",
                    help="score the voice with Whisper's words even where Whisper was unsure of them (the app leaves "
                         "them out, and so do scores by default; training reads them either way)")

@@ -223,13 +223,14 @@ def command(args) -> int:
 
 
 def add_arguments(p) -> None:
+    from train.arguments import whisper_arguments
+
     p.add_argument("--checkpoint", required=True, help="folder or Hub repo id (audio + text)")
     p.add_argument("--corpus", required=True, help="iemocap, ravdess, tess, crema-d, emodb, manifest")
     p.add_argument("--data", required=True, help="the corpus folder (or the manifest CSV)")
     p.add_argument("--transcripts", choices=("own", "asr"), default="own",
                    help="the corpus's own transcripts, or Whisper's (cached per clip and model)")
-    p.add_argument("--asr-backend", default=None, help="with --transcripts asr: faster-whisper or openai-whisper")
-    p.add_argument("--asr-model", default=None, help="with --transcripts asr: model folder, Hub id or name")
+    whisper_arguments(p)
     p.add_argument("--removal", choices=("both", *D.REMOVALS), default="both",
                    help="how a word is removed: masked with the unknown-word vector, deleted, or both (one row each)")
     p.add_argument("--permutations", type=int, default=10, help="random orders averaged per clip")

@@ -124,12 +124,13 @@ def command(args) -> int:
 
 
 def add_arguments(p) -> None:
+    from train.arguments import whisper_arguments
+
     p.add_argument("--checkpoint", required=True, help="folder or Hub repo id (audio + text), e.g. a cv fold's model")
     p.add_argument("--audio", action="append", required=True, metavar="CORPUS=PATH", help="clips to score (repeatable)")
     p.add_argument("--speakers", default=None, help="only these speakers, comma-separated (a fold's fold.json)")
     p.add_argument("--speech", nargs="+", required=True, help="recordings in languages Whisper does not know (files or folders)")
     p.add_argument("--seed", type=int, default=0,
                    help="draws which transcript each clip is paired with (and faster-whisper's fallback samples)")
-    p.add_argument("--asr-backend", default=None, help="faster-whisper (default) or openai-whisper")
-    p.add_argument("--asr-model", default=None, help="model folder, Hub id or name")
+    whisper_arguments(p)
     p.add_argument("--out", default="runs/unsure-words", help="folder for unsure-words.json")

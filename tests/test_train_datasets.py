@@ -27,7 +27,7 @@ from train.datasets import (
     with_transcripts,
 )
 from train.features import INGEST
-from train.transcripts import Heard, heard_for, transcriber_name, words_read_with_the_voice
+from train.transcripts import Transcribed, transcribed_for, transcriber_name, words_read_with_the_voice
 from train.pairing import LabelMatchedPairing, ModalityDropout, natural_pairs
 from train.text_corpora import TEXT_SPLITS, load_dailydialog, load_isear, load_text_corpus
 
@@ -476,7 +476,7 @@ def test_transcripts_are_cached_per_audio_content_and_model(speech_file, tmp_pat
 
 
 def test_whispers_confidence_is_cached_and_marks_unsure_words(speech_file, tmp_path):
-    """heard_for keeps Whisper's confidence with its text; a cache line written before it was kept
+    """transcribed_for keeps Whisper's confidence with its text; a cache line written before it was kept
     is heard again; unsure words are read only without the voice."""
     a = speech_copy(speech_file, tmp_path / "a.wav")
     cache = tmp_path / "cache"
@@ -486,14 +486,14 @@ def test_whispers_confidence_is_cached_and_marks_unsure_words(speech_file, tmp_p
     (cache / "transcripts.jsonl").write_text(json.dumps(older) + "\n")
 
     asr = FakeTranscriber(log_probability=-1.7)  # as tiny.en writes English words for German speech
-    (heard,) = heard_for([Utterance(a, None, "sad", "s", "fake", "a")], asr, cache)
-    assert len(asr.calls) == 1 and heard == Heard(f"{len(asr.calls[0])} samples", -1.7) and heard.unsure
-    assert not Heard("kids are talking", -0.2).unsure and not Heard("typed", None).unsure
+    (heard,) = transcribed_for([Utterance(a, None, "sad", "s", "fake", "a")], asr, cache)
+    assert len(asr.calls) == 1 and heard == Transcribed(f"{len(asr.calls[0])} samples", -1.7) and heard.unsure
+    assert not Transcribed("kids are talking", -0.2).unsure and not Transcribed("typed", None).unsure
     again = FakeTranscriber()
-    assert heard_for([Utterance(a, None, "sad", "s", "fake", "a")], again, cache) == [heard] and again.calls == []
+    assert transcribed_for([Utterance(a, None, "sad", "s", "fake", "a")], again, cache) == [heard] and again.calls == []
 
     utterances = with_transcripts([Utterance(a, None, "sad", "s", "fake", "a"), Utterance(a, None, "sad", "s", "fake", "b")],
-                                  [heard, Heard("kids are talking", -0.2)])
+                                  [heard, Transcribed("kids are talking", -0.2)])
     assert [u.unsure_words for u in utterances] == [True, False]
     with_voice = words_read_with_the_voice(utterances)
     assert [u.transcript for u in with_voice] == ["", "kids are talking"] and not any(u.unsure_words for u in with_voice)

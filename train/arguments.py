@@ -256,13 +256,13 @@ def data_of(args):
 def with_asr(utterances, args):
     """The utterances carrying Whisper's words (--asr-backend, --asr-model), and its name."""
     from ser_demo.asr import TranscriptionUnavailable, load_transcriber
-    from train.transcripts import heard_for, with_transcripts
+    from train.transcripts import transcribed_for, with_transcripts
 
     try:
         transcriber = load_transcriber(args.asr_backend, args.asr_model)
     except TranscriptionUnavailable as err:
         raise SystemExit(f"error: --transcripts asr: {err}") from None
-    heard = heard_for(utterances, transcriber, Path(args.cache) / "transcripts")
+    heard = transcribed_for(utterances, transcriber, Path(args.cache) / "transcripts")
     if getattr(args, "read_unsure_words", False):
         heard = [text for text, _ in heard]  # no confidence: every transcript is read with the voice
     return with_transcripts(utterances, heard), transcriber.name

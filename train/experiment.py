@@ -145,12 +145,13 @@ def run_fold(data: Data, fold: Fold, config: ModelConfig, settings: TrainSetting
     trained_on = fold.train + fold.dev if train_on_dev else fold.train
     train = samples_for(data, pick(trained_on), "train", fold.seed, dropout, own_words, extra_texts, neutral_words)
     dev = [] if train_on_dev else dev_samples(data, pick(fold.dev), fold.seed)
-    test = natural_pairs(pick(fold.test), epoch=0, seed=fold.seed)  # the clips with their own words
+    tested = pick(fold.test)
+    test = natural_pairs(tested, epoch=0, seed=fold.seed)  # the clips with their own words
     # with the voice, as the app reads them: Whisper's words it was unsure of left out
-    test_with_voice = natural_pairs(words_read_with_the_voice(pick(fold.test)), epoch=0, seed=fold.seed)
+    test_with_voice = natural_pairs(words_read_with_the_voice(tested), epoch=0, seed=fold.seed)
     log(f"{model_fold.name}: train {len(trained_on)}, dev {len(fold.dev) if dev else 0}, test {len(fold.test)} "
         f"(held out: {fold.test_group})")
-    unsure = sum(u.unsure_words for u in pick(fold.test))
+    unsure = sum(u.unsure_words for u in tested)
     if unsure:
         log(f"  {unsure} test clips with Whisper's words it was unsure of: scored with the voice alone when the voice is read")
     clips = [(u.audio_path, u.label) for u in pick(trained_on) if u.audio_path is not None]
@@ -173,7 +174,7 @@ def run_fold(data: Data, fold: Fold, config: ModelConfig, settings: TrainSetting
     if run_dir is not None:
         predictions.save(run_dir, model_fold, config.labels, answers)
         if is_main_process():
-            save_fold_model(run_dir, model, model_fold, sorted({u.speaker for u in pick(fold.test)}))
+            save_fold_model(run_dir, model, model_fold, sorted({u.speaker for u in tested}))
     if baselines:
         from train.baselines import baseline_predictions
 

@@ -1,7 +1,7 @@
 """Transcripts for the paper's ASR setting: a speech recogniser's text in place of a corpus's own,
 computed once per clip and recogniser and cached on disk.
 
-Whisper hears each clip exactly as the app's Whisper does (see :func:`heard_for`), so that
+Whisper hears each clip exactly as the app's Whisper does (see :func:`transcribed_for`), so that
 text trained and scored in this setting is the text a user's recording gets. Its confidence in its
 words is kept too: words it was unsure of are scored as the app reads them, not with the voice
 (:func:`words_read_with_the_voice`).
@@ -29,7 +29,7 @@ def transcriber_name(transcriber: Any) -> str:
     return "|".join(parts)
 
 
-class Heard(NamedTuple):
+class Transcribed(NamedTuple):
     text: str
     log_probability: float | None  # Whisper's mean log-probability of its words (None: not scored)
 
@@ -43,17 +43,17 @@ class Heard(NamedTuple):
 
 def transcripts_for(utterances: Sequence[Utterance], transcriber: Any, cache_dir: str | os.PathLike, *,
                     progress: Callable[[int, int], None] | None = None) -> list[str]:
-    """ASR transcripts, one per utterance: the texts of :func:`heard_for`."""
-    return [heard.text for heard in heard_for(utterances, transcriber, cache_dir, progress=progress)]
+    """ASR transcripts, one per utterance: the texts of :func:`transcribed_for`."""
+    return [heard.text for heard in transcribed_for(utterances, transcriber, cache_dir, progress=progress)]
 
 
-def heard_for(
+def transcribed_for(
     utterances: Sequence[Utterance],
     transcriber: Any,
     cache_dir: str | os.PathLike,
     *,
     progress: Callable[[int, int], None] | None = None,
-) -> list[Heard]:
+) -> list[Transcribed]:
     """What the recogniser heard in each utterance, computed once per (audio content, recogniser,
     ingestion): its text, and its confidence in its words.
 
@@ -70,13 +70,13 @@ def heard_for(
     cache_file = Path(cache_dir) / "transcripts.jsonl"
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     model = transcriber_name(transcriber)
-    cached: dict[tuple[str, str, str], Heard] = {}
+    cached: dict[tuple[str, str, str], Transcribed] = {}
     if cache_file.exists():
         for line in cache_file.read_text(encoding="utf-8").splitlines():
             try:
                 record = json.loads(line)
                 key = (record["audio_sha256"], record["transcriber"], record["ingest"])
-                cached[key] = Heard(record["text"], record["log_probability"])
+                cached[key] = Transcribed(record["text"], record["log_probability"])
             except (json.JSONDecodeError, KeyError, TypeError):
                 continue  # a line cut short by an interrupted run, or one without the confidence
 
@@ -84,13 +84,13 @@ def heard_for(
     with open(cache_file, "a", encoding="utf-8") as cache_out:
         for index, utterance in enumerate(utterances):
             if utterance.audio_path is None:
-                out.append(Heard(utterance.transcript or "", None))
+                out.append(Transcribed(utterance.transcript or "", None))
                 continue
             key = (file_sha256(utterance.audio_path), model, INGEST)
             if key not in cached:
                 audio = load_clip(utterance.audio_path)
                 result = "" if audio is None else transcriber.transcribe(audio)
-                cached[key] = Heard(str(getattr(result, "text", result)).strip(), getattr(result, "log_probability", None))
+                cached[key] = Transcribed(str(getattr(result, "text", result)).strip(), getattr(result, "log_probability", None))
                 record = {"audio_sha256": key[0], "transcriber": model, "ingest": INGEST, **cached[key]._asdict()}
                 cache_out.write(json.dumps(record, ensure_ascii=False) + "\n")
                 cache_out.flush()
@@ -100,12 +100,12 @@ def heard_for(
     return out
 
 
-def with_transcripts(utterances: Sequence[Utterance], texts: Sequence[str | Heard]) -> list[Utterance]:
+def with_transcripts(utterances: Sequence[Utterance], texts: Sequence[str | Transcribed]) -> list[Utterance]:
     """The same utterances carrying other transcripts (e.g. ASR output), in the same order. Texts
-    that are :class:`Heard` also say whether Whisper was unsure of them (``Utterance.unsure_words``)."""
+    that are :class:`Transcribed` also say whether Whisper was unsure of them (``Utterance.unsure_words``)."""
     if len(texts) != len(utterances):
         raise ValueError(f"{len(texts)} transcripts for {len(utterances)} utterances")
-    return [replace(u, transcript=t.text, unsure_words=t.unsure) if isinstance(t, Heard)
+    return [replace(u, transcript=t.text, unsure_words=t.unsure) if isinstance(t, Transcribed)
             else replace(u, transcript=t, unsure_words=False) for u, t in zip(utterances, texts)]
 
 

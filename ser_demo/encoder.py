@@ -15,6 +15,10 @@ of CPU), and the states differ a little (cosine about 0.95) because nothing atte
 but the decoder, which never saw a short window, repeats itself on them, so transcripts still
 come from a window pass of their own. A checkpoint records which encoder made its features
 (`spec()`: model, compute type, context, a fingerprint of the weights) and refuses any other.
+
+`layer` reads an inner block instead of the encoder's output, through `whisper_layers`' PyTorch
+port of the same weights (CTranslate2 gives only the output). That pass is the model's own, in
+float32; the transcript still comes from CTranslate2's window pass, as in context "clip".
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import numpy as np
 STATE_SECONDS = 0.02  # one encoder state per 2 log-mel frames of 10 ms
 WINDOW_FRAMES = 3000  # Whisper's 30 s input window, in log-mel frames
 COMPUTE_TYPE = "int8"  # what the app's Whisper runs; the features depend on it
+PORT_COMPUTE_TYPE = "float32"  # what the PyTorch port runs when a layer is read
 CONTEXTS = ("window", "clip")  # what the encoder reads: a zero-padded 30 s window, or the clip alone
 
 _fingerprints: dict[str, str] = {}
@@ -69,14 +74,22 @@ class Encoded:
 class WhisperEncoder:
     """The encoder of a faster-whisper `WhisperModel`, usually the transcriber's own."""
 
-    def __init__(self, whisper_model, model_dir: str, compute_type: str = COMPUTE_TYPE, context: str = "window"):
+    def __init__(self, whisper_model, model_dir: str, compute_type: str = COMPUTE_TYPE, context: str = "window",
+                 layer: Optional[int] = None):
         if context not in CONTEXTS:
             raise ValueError(f"encoder context must be one of {CONTEXTS}, got {context!r}")
         self.whisper = whisper_model
         self.model_dir = str(model_dir)
-        self.compute_type = compute_type
         self.context = context
-        self._dim: Optional[int] = None
+        self.layer = layer
+        self.port = None
+        if layer is not None:  # the inner block comes from the PyTorch port (built once per process)
+            from .whisper_layers import WhisperEncoderPort
+
+            self.port = WhisperEncoderPort.load(self.model_dir)
+            self.port.check_layer(layer)
+        self.compute_type = PORT_COMPUTE_TYPE if self.port is not None else compute_type
+        self._dim: Optional[int] = self.port.width if self.port is not None else None
 
     @property
     def dim(self) -> int:
@@ -86,33 +99,36 @@ class WhisperEncoder:
         return self._dim
 
     @classmethod
-    def from_transcriber(cls, transcriber, context: str = "window") -> "WhisperEncoder":
-        return cls(transcriber.model, transcriber.model_name, transcriber.compute_type, context)
+    def from_transcriber(cls, transcriber, context: str = "window", layer: Optional[int] = None) -> "WhisperEncoder":
+        return cls(transcriber.model, transcriber.model_name, transcriber.compute_type, context, layer)
 
     @classmethod
     def load(cls, model_dir: Optional[str] = None, compute_type: str = COMPUTE_TYPE,
-             cpu_threads: Optional[int] = None, context: str = "window") -> "WhisperEncoder":
-        """The encoder of the app's default transcriber (offline tiny.en) or of `model_dir`."""
+             cpu_threads: Optional[int] = None, context: str = "window", layer: Optional[int] = None) -> "WhisperEncoder":
+        """The encoder of the app's default transcriber (offline tiny.en) or of `model_dir`; with
+        `layer`, its inner block of that number (compute_type then only concerns the transcriber)."""
         from .asr import load_transcriber
 
+        if layer is not None:
+            compute_type = COMPUTE_TYPE
         transcriber = load_transcriber("faster-whisper", model_dir, compute_type=compute_type,
                                        **({"cpu_threads": cpu_threads} if cpu_threads else {}))
-        return cls.from_transcriber(transcriber, context)
+        return cls.from_transcriber(transcriber, context, layer)
 
     @classmethod
     def for_spec(cls, spec: Optional[dict], transcriber=None) -> "WhisperEncoder":
         """The encoder a checkpoint's `spec` names: `transcriber`'s own model when it is the one
         (so both share its weights), else the offline default Whisper's."""
         spec = spec or {}
-        context = spec_context(spec)
+        context, layer = spec_context(spec), spec.get("layer")
         if getattr(transcriber, "name", None) == "faster-whisper":
-            encoder = cls.from_transcriber(transcriber, context)
+            encoder = cls.from_transcriber(transcriber, context, layer)
             try:
                 encoder.check(spec)
                 return encoder
             except EncoderMismatchError:
                 pass
-        return cls.load(compute_type=spec.get("compute_type", COMPUTE_TYPE), context=context)
+        return cls.load(compute_type=spec.get("compute_type", COMPUTE_TYPE), context=context, layer=layer)
 
     def spec(self) -> dict:
         """What a checkpoint stores about the encoder behind its features."""
@@ -123,6 +139,8 @@ class WhisperEncoder:
             "weights_sha256": weights_fingerprint(self.model_dir),
             # absent in checkpoints made before "clip" existed: they read windows
             **({"context": self.context} if self.context != "window" else {}),
+            # absent where the encoder's output is read (every checkpoint before layers existed)
+            **({"layer": self.layer} if self.layer is not None else {}),
         }
 
     def check(self, expected: Optional[dict]) -> None:
@@ -133,17 +151,21 @@ class WhisperEncoder:
         differ = [k for k in ("family", "compute_type", "weights_sha256") if expected.get(k) != mine.get(k)]
         if spec_context(expected) != self.context:
             differ.append("context")
+        if expected.get("layer") != self.layer:
+            differ.append("layer")
         if differ:
             raise EncoderMismatchError(
                 f"this checkpoint was trained on features of {expected}; the loaded encoder is {mine} "
                 f"(differs in {', '.join(differ)}). Load the same Whisper model with compute type "
-                f"{expected.get('compute_type')!r} and context {spec_context(expected)!r}."
+                f"{expected.get('compute_type')!r}, context {spec_context(expected)!r} and layer "
+                f"{expected.get('layer', 'output')!r}."
             )
 
     @property
     def shares_with_decoder(self) -> bool:
-        """Whether `encode`'s output is the pass Whisper's decoder needs (context "window")."""
-        return self.context == "window"
+        """Whether `encode`'s output is the pass Whisper's decoder needs (context "window", the
+        encoder's output)."""
+        return self.context == "window" and self.layer is None
 
     def encode(self, audio: np.ndarray) -> Encoded:
         """float32 16 kHz mono -> (384, states) covering the clip; every 30 s window encoded once
@@ -164,10 +186,14 @@ class WhisperEncoder:
         for start in range(0, content, WINDOW_FRAMES):
             piece = features[:, start : min(start + WINDOW_FRAMES, content)]
             window = pad_or_trim(piece) if self.context == "window" else pad_or_trim(piece, 2 * -(-piece.shape[-1] // 2))
-            output = self.whisper.encode(window)
-            first = output if first is None and self.shares_with_decoder else first
             size = min(WINDOW_FRAMES, content - start)
-            states.append(_to_numpy(output)[0, : -(-size // 2)].T)
+            if self.port is not None:  # an inner block: the model's own pass, in PyTorch
+                output = self.port.states(window, self.layer)
+            else:
+                encoded = self.whisper.encode(window)
+                first = encoded if first is None and self.shares_with_decoder else first
+                output = _to_numpy(encoded)[0]
+            states.append(output[: -(-size // 2)].T)
         self._dim = states[0].shape[0]
         matrix = np.concatenate(states, axis=1)[:, :wanted].astype(np.float32)
         return Encoded(matrix, first)

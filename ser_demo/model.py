@@ -73,6 +73,7 @@ class ModelConfig:
     feature_params: dict = field(default_factory=lambda: FeatureParams().to_dict())
     normalizer: Optional[dict] = None  # {"mean": [...], "std": [...]} of training frames
     encoder_context: str = "window"  # "window": 30 s zero-padded, shared with ASR; "clip": 25x cheaper
+    encoder_layer: Optional[int] = None  # None: the encoder's output; n: its block n (ser_demo.whisper_layers)
     encoder: Optional[dict] = None  # which Whisper encoder made the states (encoder.spec())
     encoder_normalizer: Optional[dict] = None  # mean/std of the training encoder states
     embeddings: str = DEFAULT_EMBEDDINGS
@@ -103,6 +104,12 @@ class ModelConfig:
         if self.encoder is not None and spec_context(self.encoder) != self.encoder_context:
             raise ValueError(f"encoder_context {self.encoder_context!r} contradicts the encoder that made the "
                              f"features ({spec_context(self.encoder)!r} in {self.encoder})")
+        if self.encoder_layer is not None and (isinstance(self.encoder_layer, bool) or not isinstance(self.encoder_layer, int)
+                                               or self.encoder_layer < 1):
+            raise ValueError(f"encoder_layer must be a block number (1, 2, ...) or null, got {self.encoder_layer!r}")
+        if self.encoder is not None and self.encoder.get("layer") != self.encoder_layer:
+            raise ValueError(f"encoder_layer {self.encoder_layer!r} contradicts the encoder that made the features "
+                             f"(layer {self.encoder.get('layer')!r} in {self.encoder})")
         if not (self.use_audio or self.use_text):
             raise ValueError("a model needs audio, text or both")
         for name in ("audio_pooling", "text_pooling"):

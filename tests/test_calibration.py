@@ -13,7 +13,7 @@ from ser_demo.calibration import EDGES, MIN_ANSWERS, Calibration, bin_of, load_c
 from ser_demo.recognizer import BUNDLED_CHECKPOINT
 from train.calibration import calibration_table, write_calibration
 
-CHECKPOINTS = [BUNDLED_CHECKPOINT, BUNDLED_CHECKPOINT.with_name(BUNDLED_CHECKPOINT.name + "-fast")]
+CHECKPOINTS = [BUNDLED_CHECKPOINT]
 WITH_TABLES = [c for c in CHECKPOINTS if (c / "results" / "calibration.json").is_file()]
 LABELS = ["angry", "happy", "sad", "neutral"]
 
@@ -118,10 +118,10 @@ def test_the_page_shows_how_often_answers_as_sure_were_right(speech_file):
     assert words_only.calibration is None and 'class="calibration"' not in prediction_summary_html(words_only)
 
 
-@pytest.mark.skipif(not (BUNDLED_CHECKPOINT / "model.safetensors").is_file(), reason="no bundled checkpoint")
 def test_the_command_writes_a_checkpoints_table_from_a_cv_run_at_its_own_share(fake_corpora, tmp_path):
     """`python -m train calibration`: cv's per-clip answers, mixed at the checkpoint's share (not the
-    run's), binned and counted into the checkpoint's results/; a run without a head is refused."""
+    run's), binned and counted into the checkpoint's results/; a run without a head is refused for
+    a checkpoint with one. The checkpoint is the run's fold model with its head's share changed."""
     import shutil
 
     from test_train_commands import TINY_SET
@@ -137,8 +137,10 @@ def test_the_command_writes_a_checkpoints_table_from_a_cv_run_at_its_own_share(f
         result = run_module("train", "cv", *options, *head, "--out", str(out))
         assert result.returncode == 0, result.stderr[-2000:]
     checkpoint = tmp_path / "checkpoint"
-    shutil.copytree(BUNDLED_CHECKPOINT, checkpoint, ignore=shutil.ignore_patterns("results"))
-    share = json.loads((checkpoint / "config.json").read_text())["statistics_head"]["share"]
+    shutil.copytree(next(cv.rglob("model/config.json")).parent, checkpoint)
+    config = json.loads((checkpoint / "config.json").read_text())
+    config["statistics_head"]["share"] = share = 0.4
+    (checkpoint / "config.json").write_text(json.dumps(config))
     result = run_module("train", "calibration", "--checkpoint", str(checkpoint), "--run", str(cv))
     assert result.returncode == 0, result.stderr[-2000:]
     table = json.loads((checkpoint / "results" / "calibration.json").read_text())

@@ -136,17 +136,20 @@ def test_each_utterance_is_classified_with_its_own_audio(recognizer, speech):
     audio, spans = join([speech, other])
     result = timeline(recognizer, audio, RATE, modality="audio")
     alone = [recognizer.predict(clip, RATE, modality="audio") for clip in (speech, other)]
-    assert_follows_clips(result, spans, [p.label for p in alone])
+    assert_follows_clips(result, spans, [p.label if margin(p) >= MARGIN else None for p in alone])
     # Close to, not equal to, the clip alone: its edges are found in the recording, not in the
     # clip, and the Whisper-encoder checkpoint hears a few tens of ms (measured: up to 0.14 on one
     # class with the bundled 32-epoch checkpoint, 0.11 and 0.09 with the ones before, 0.13 before
     # utterances could reach into the silence beside them for their decay), and always nearer its
-    # own clip's answer than the other clip's (0.54 and 0.59 away with the bundled checkpoint).
+    # own clip's answer than the other clip's where the two clips answer apart (0.54 and 0.59 with
+    # the 32-epoch checkpoint; the block-2 checkpoint hears these two espeak voices alike, 0.11).
     def distance(a, b):
         return max(abs(a.probabilities[label] - b.probabilities[label]) for label in recognizer.labels)
 
     for segment, own, other in zip(speech_segments(result), alone, alone[::-1]):
-        assert distance(segment, own) <= 0.2 and distance(segment, own) < distance(segment, other)
+        assert distance(segment, own) <= 0.2
+        if distance(own, other) > 0.3:
+            assert distance(segment, own) < distance(segment, other)
 
 
 def test_with_whisper_each_utterance_has_its_own_words(recognizer, whisper):
@@ -202,11 +205,12 @@ class CountingWhisper:
         return self.whisper.transcribe(audio, encoded=encoded)
 
 
-def reading(recognizer, whisper, context: str):
-    """The bundled checkpoint's model with Whisper attached, its encoder reading `context`: as
-    trained where that is the checkpoint's own, else the same weights fed the other context's
-    states (labels then mean little, but the pipeline is the real one, and the tests below only
-    compare the timeline with `predict` of the same recognizer)."""
+def reading(recognizer, whisper, context: str, layer=None):
+    """The bundled checkpoint's model with Whisper attached, its encoder reading `context` and
+    `layer` (None: the encoder's output, which CTranslate2 computes): as trained where that is
+    the checkpoint's own, else the same weights fed the other states (labels then mean little,
+    but the pipeline is the real one, and the tests below only compare the timeline with
+    `predict` of the same recognizer)."""
     import copy
 
     from ser_demo.encoder import spec_context
@@ -215,19 +219,27 @@ def reading(recognizer, whisper, context: str):
     model = recognizer.model
     if model.config.encoder is None:
         pytest.skip("this checkpoint reads no Whisper encoder states")
-    if spec_context(model.config.encoder) != context:
+    if spec_context(model.config.encoder) != context or model.config.encoder_layer != layer:
         model = copy.deepcopy(model)
-        model.config.encoder, model.config.encoder_context = {**model.config.encoder, "context": context}, context
+        encoder = {k: v for k, v in model.config.encoder.items() if k not in ("context", "layer", "compute_type")}
+        model.config.encoder = {**encoder, "context": context, "compute_type": "float32" if layer else "int8",
+                                **({"layer": layer} if layer else {})}
+        model.config.encoder_context, model.config.encoder_layer = context, layer
     return EmotionRecognizer(model, recognizer.word_vectors, recognizer.speaker_embedder, whisper)
 
 
-@pytest.fixture(params=["window", "clip"])
+READINGS = {"window": ("window", None), "clip": ("clip", None), "clip, block 2": ("clip", 2)}
+
+
+@pytest.fixture(params=list(READINGS))
 def sharing(request, recognizer, whisper):
     """The bundled checkpoint with Whisper as its own transcriber, reading Whisper's encoder (as
-    the app and the command line load it) in either context, its encoder passes counted and the
-    audio of every utterance it classifies recorded."""
-    shared = reading(recognizer, whisper, request.param)
-    assert shared.encoder.whisper is whisper.model and shared.encoder.context == request.param
+    the app and the command line load it) in either context, through CTranslate2 (its output) or
+    the PyTorch port (block 2, as the bundled checkpoint reads it), its CTranslate2 passes counted
+    and the audio of every utterance it classifies recorded."""
+    context, layer = READINGS[request.param]
+    shared = reading(recognizer, whisper, context, layer)
+    assert shared.encoder.whisper is whisper.model and shared.encoder.context == context and shared.encoder.layer == layer
     counter = whisper.model.model = CountingEncoder(whisper.model.model)
     heard, listen = [], shared.listen
 
@@ -261,10 +273,12 @@ def test_whisper_costs_one_pass_per_utterance_or_per_window(sharing, whisper):
     result = timeline(recognizer, audio, RATE, modality="both", transcriber=counting)
     found = speech_segments(result)
     assert_follows_clips(result, spans, [None] * 3)
-    if recognizer.encoder.context == "window":
+    if recognizer.encoder.shares_with_decoder:
         assert counter.passes == counter.windows == counting.calls == len(found) == 3
-    else:
+    elif recognizer.encoder.layer is None:
         assert counting.calls == 1 and counter.clips == len(found) == 3
+    else:  # block 2 comes from the PyTorch port: CTranslate2 encodes only Whisper's one window
+        assert counting.calls == counter.windows == 1 and counter.clips == 0 and len(heard) == len(found) == 3
     for segment, sentence in zip(found, sentences):
         said = set(sentence["text"].lower().strip(".").split())
         assert len(said & set(segment.text.lower().replace(".", "").replace(",", "").split())) >= len(said) // 2
@@ -308,10 +322,10 @@ def test_sentences_without_a_pause_are_classified_apart(sharing, whisper):
     result = timeline(recognizer, audio, RATE, modality="both", transcriber=SentenceSegments(whisper))
     found = speech_segments(result)
     assert len(found) == 2, [(s.start, s.end, s.text) for s in result.segments]
-    if recognizer.encoder.context == "window":
+    if recognizer.encoder.shares_with_decoder:
         assert counter.passes == 3 and len(heard) == 3  # the stretch, then each sentence
     else:
-        assert counter.clips == 2 and len(heard) == 2  # each sentence
+        assert counter.clips == (2 if recognizer.encoder.layer is None else 0) and len(heard) == 2  # each sentence
     assert "brother" in found[0].text.lower() and "thank" in found[1].text.lower()
     assert found[0].end == found[1].start and spans[0][1] - 0.3 < found[0].end < spans[1][0] + 0.3
     assert_predicts_each_alone(recognizer, found, heard[-2:])
@@ -401,7 +415,11 @@ def test_joined_ravdess_clips_come_back_in_order(recognizer, whisper):
         assert_tiles(result)
         assert_follows_clips(result, spans, expected)
         if transcriber is not None:
-            assert all("door" in s.text.lower() for s in speech_segments(result))
+            words = [s.text.lower() for s in speech_segments(result)]
+            if recognizer.shares_encoder_with(transcriber):  # each utterance transcribed alone
+                assert all("door" in w for w in words), words
+            else:  # one transcription per 30 s window: a word may land in the next utterance
+                assert sum(w.count("door") for w in words) >= len(words) - 2, words
 
 
 def test_generated_speech_in_three_styles(recognizer, tmp_path):

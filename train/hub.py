@@ -273,7 +273,7 @@ def describe_model(config) -> str:
                      "output probabilities when there is audio")
     return ("; ".join(parts) + ". It classifies an utterance as angry, happy, sad or neutral, from audio and "
             "transcript together, audio alone or text alone. Checkpoints that read Whisper encoder states need "
-            "the same Whisper model, compute type and context (recorded in config.json) and refuse another.")
+            "the same Whisper model, compute type, context and layer (recorded in config.json) and refuse another.")
 
 
 def write_card(out: Path, config, results_files, protocol_note: str, repo_id=None) -> Path:

@@ -1,6 +1,6 @@
 """The bundled checkpoints: their recorded results belong to them, and the recipe really learns.
 
-The first tests, run for each checkpoint in checkpoints/ (the bundled one and the fast one), read
+The first tests, run for each checkpoint in checkpoints/ (the bundled one), read
 only committed files (checkpoints/<name>/: config.json, training.json and
 its log, the model card, and results/ with the cross-validation log when the recipe's CV is on
 record): the recorded command gives this configuration, the log is this training, the CV results
@@ -30,7 +30,7 @@ from train.experiment import DEV_TRAINED
 
 ROOT = Path(__file__).resolve().parent.parent
 # Every checkpoint the project ships: each must keep its own record straight.
-CHECKPOINTS = [BUNDLED_CHECKPOINT, BUNDLED_CHECKPOINT.with_name(BUNDLED_CHECKPOINT.name + "-fast")]
+CHECKPOINTS = [BUNDLED_CHECKPOINT]
 CONFIG_FIELDS = {f.name for f in fields(ModelConfig)}
 # Filled in by training (statistics of the training clips, the encoder actually loaded): a CV log
 # prints the config before that, so these may differ between the log and the checkpoint.

@@ -85,6 +85,10 @@ class WhisperEncoderPort(nn.Module):
 
     def __init__(self, variables: dict[str, np.ndarray]):
         super().__init__()
+        quantised = sorted(n for n, v in variables.items() if n.startswith("encoder/") and n.endswith("weight") and v.dtype.kind == "i")
+        if quantised:  # int8 weights come with scales this port does not apply: refuse rather than compute noise
+            raise ValueError(f"the encoder's weights are quantised ({quantised[0]}: {variables[quantised[0]].dtype}); "
+                             "reading an inner layer needs a float16 or float32 model.bin (convert without --quantization)")
         weight = lambda name: torch.from_numpy(variables[f"encoder/{name}"].astype(np.float32))  # noqa: E731
         n_mels, width = variables["encoder/conv1/weight"].shape[1], variables["encoder/conv1/weight"].shape[0]
         n_layers = len({m.group(1) for m in map(re.compile(r"encoder/layer_(\d+)/").match, variables) if m})

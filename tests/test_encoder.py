@@ -154,6 +154,9 @@ def test_the_pytorch_port_is_ctranslate2s_encoder(transcriber, clip):
     for bad in (0, 5, True, 2.0):
         with pytest.raises(ValueError, match="blocks 1..4"):
             port.states(mel, bad)
+    quantised = {**variables, "encoder/layer_0/ffn/linear_0/weight": variables["encoder/layer_0/ffn/linear_0/weight"].astype(np.int8)}
+    with pytest.raises(ValueError, match="quantised"):
+        WhisperEncoderPort(quantised)
 
 
 def test_an_inner_layer_is_the_models_own_pass_and_a_checkpoint_records_it(transcriber, clip, monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 
 from test_trainer import run_module
 from train.audio_corpora import load_ravdess, load_savee
-from train.layer_probes import clip_statistics, layer_names
+from train.layer_probes import layer_names, layer_statistics
 
 
 def manifest(path, utterances, speakers, per_class=2):
@@ -26,9 +26,9 @@ def manifest(path, utterances, speakers, per_class=2):
     return path
 
 
-def test_clip_statistics_are_mean_and_std_per_layer():
+def test_layer_statistics_are_mean_and_std_per_layer():
     layers = [np.arange(12, dtype=np.float32).reshape(2, 6), np.ones((2, 6), np.float32)]
-    stats = clip_statistics(layers)
+    stats = layer_statistics(layers)
     assert stats.shape == (2, 4)
     np.testing.assert_allclose(stats[0], [2.5, 8.5, np.std(np.arange(6)), np.std(np.arange(6))])
     np.testing.assert_allclose(stats[1], [1, 1, 0, 0])

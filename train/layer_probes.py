@@ -22,13 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ser_demo.statistics_head import clip_statistics
 from train.baselines import LogisticRegression
 from train.protocol import make_folds, unweighted_accuracy
 
 
-def clip_statistics(layers: list[np.ndarray]) -> np.ndarray:
-    """(layers, 2 x width): per layer the mean and std over the clip's states."""
-    return np.stack([np.concatenate([layer.mean(1), layer.std(1)]) for layer in layers]).astype(np.float32)
+def layer_statistics(layers: list[np.ndarray]) -> np.ndarray:
+    """(layers, 2 x width): per layer the mean and std over the clip's states, as the baselines and
+    the statistics head take them (`ser_demo.statistics_head.clip_statistics`)."""
+    return np.stack([clip_statistics(("whisper",), states=layer) for layer in layers])
 
 
 def layer_names(n_blocks: int) -> list[str]:
@@ -78,7 +80,7 @@ def command(args) -> int:
 
     def statistics(path: Path) -> np.ndarray:
         audio = load_clip(path)
-        return clip_statistics(encoder.every_layer(audio)) if audio is not None and len(audio) >= 320 else np.zeros(0, np.float32)
+        return layer_statistics(encoder.every_layer(audio)) if audio is not None and len(audio) >= 320 else np.zeros(0, np.float32)
 
     stats = [cache.get_or_compute(u.audio_path, port_key, statistics) for u in _progress(utterances, "layers", not args.no_progress)]
     kept = [i for i, s in enumerate(stats) if s.size]  # a clip that trims to nothing has no states

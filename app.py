@@ -197,14 +197,15 @@ EXPLAIN = {
     "probabilities": "The model's final answer: one probability per emotion, adding up to 1. The grey "
                      "hatched bars show what it would answer if attention weighted every word equally. A "
                      "checkpoint may mix in a second, simpler opinion on the audio: a linear classifier on the "
-                     "whole clip's average sound (the bundled one does); the line under the bars then gives "
-                     "both answers and how much each weighs.",
-    "mfcc": "MFCCs describe the sound's colour every 10 ms (32 numbers per frame); delta and "
-            "delta-delta show how fast they change. When the model also listens through Whisper's "
-            "encoder (the bundled one does), the next map shows those states: 384 numbers per 20 ms, "
-            "computed once for both the transcript and the emotion. The bottom row hides short pieces "
-            "of audio one at a time (in every map at once): where hiding a piece lowers the answer's "
-            "probability, that piece mattered (green).",
+                     "whole clip's average sound (the bundled one does not); the line under the bars then "
+                     "gives both answers and how much each weighs.",
+    "mfcc": "The paper's model hears MFCCs, which describe the sound's colour every 10 ms (32 numbers "
+            "per frame); delta and delta-delta show how fast they change. A model that listens through "
+            "Whisper's encoder shows those states instead or as well: 384 numbers per 20 ms, from the "
+            "encoder Whisper runs for the transcript. The bundled model reads them after the second of "
+            "the encoder's four blocks, which tells emotions apart in new voices better than its output. "
+            "The bottom row hides short pieces of audio one at a time (in every map at once): where "
+            "hiding a piece lowers the answer's probability, that piece mattered (green).",
     "spu": "Convolutions of several window sizes (MFCC: 30-90 ms; Whisper states: 20-100 ms) slide over "
            "each input with 128 filters each. The SPU summarises each filter over the whole clip in "
            "three ways: its maximum, its mean and its spread (std). Same colour scale in all panels.",

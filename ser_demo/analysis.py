@@ -66,6 +66,7 @@ class Analysis:
     timings: dict  # seconds: ingest, asr, features, model, explanations, faithfulness
     notes: list[str] = field(default_factory=list)
     encoder_states: Optional[np.ndarray] = None  # (384, states) raw, when the model reads Whisper's encoder
+    encoder_layer: Optional[int] = None  # the encoder block those states come from (None: its output)
     faithfulness: Optional[Faithfulness] = None  # deletion curves of the explanations
     calibration: Optional[str] = None  # how often answers this sure were right in cross-validation
 
@@ -162,6 +163,7 @@ def analyze(
         duration=None if waveform is None else len(waveform) / recognizer.feature_params.sample_rate,
         mfcc=inputs.mfcc,
         encoder_states=inputs.encoder_states,
+        encoder_layer=recognizer.config.encoder_layer,
         explanation=explanation,
         timings=timings,
         notes=notes,

@@ -131,7 +131,14 @@ def _layout(key, build):
         return _FIGURES[key]
 
 
-def _audio_blocks(mfcc: Optional[np.ndarray], frame_seconds: float, encoder_states: Optional[np.ndarray]) -> list:
+def encoder_states_title(n_dims: int, layer: Optional[int] = None) -> str:
+    """Which of Whisper's states the model reads: a block inside the encoder, or its output."""
+    where = "Whisper encoder output" if layer is None else f"Whisper encoder, block {layer}"
+    return f"{where} ({n_dims} numbers per 20 ms)"
+
+
+def _audio_blocks(mfcc: Optional[np.ndarray], frame_seconds: float, encoder_states: Optional[np.ndarray],
+                  encoder_layer: Optional[int] = None) -> list:
     """What the audio branch reads, as heat maps: (title, matrix, seconds per column, colour map,
     (low, high))."""
     blocks = []
@@ -147,7 +154,7 @@ def _audio_blocks(mfcc: Optional[np.ndarray], frame_seconds: float, encoder_stat
                 blocks.append((name, block, frame_seconds, "coolwarm", (-high, high)))
     if encoder_states is not None:
         high = float(np.percentile(np.abs(encoder_states), 99)) or 1.0
-        blocks.append((f"Whisper encoder states ({encoder_states.shape[0]} numbers per 20 ms)", encoder_states,
+        blocks.append((encoder_states_title(encoder_states.shape[0], encoder_layer), encoder_states,
                        2 * frame_seconds, "coolwarm", (-high, high)))
     return blocks
 
@@ -187,10 +194,11 @@ def _build_mfcc(spec: tuple, relevance: bool, frame_seconds: float) -> dict:
     return layout
 
 
-def _heat_maps(mfcc, frame_seconds: float, encoder_states, relevance: bool) -> tuple[tuple, dict, float]:
+def _heat_maps(mfcc, frame_seconds: float, encoder_states, relevance: bool,
+               encoder_layer: Optional[int] = None) -> tuple[tuple, dict, float]:
     """The layout for these heat maps (with or without the relevance row), their data set in;
     -> (layout key, layout, duration in seconds). Hold LOCK."""
-    blocks = _audio_blocks(mfcc, frame_seconds, encoder_states)
+    blocks = _audio_blocks(mfcc, frame_seconds, encoder_states, encoder_layer)
     duration = max(block.shape[1] * step for _, block, step, _, _ in blocks)
     spec = tuple((name, block.shape[0], step, cmap) for name, block, step, cmap, _ in blocks)
     key = ("mfcc", spec, relevance, float(frame_seconds))
@@ -212,13 +220,15 @@ def plot_mfcc(
     tokens: Optional[Sequence[str]] = None,
     token_times: Optional[Sequence] = None,
     encoder_states: Optional[np.ndarray] = None,
+    encoder_layer: Optional[int] = None,
 ) -> Figure:
     """What the audio branch reads, over time in seconds: the MFCC, delta and delta-delta heat
-    maps and/or the Whisper encoder states (one column per 20 ms); under them, when given, how
-    much each moment pushed the decision towards the predicted class. Returns the shared figure
-    of this layout (valid until the next call; hold LOCK until it is rendered)."""
+    maps and/or the Whisper encoder states (one column per 20 ms; `encoder_layer`: the block they
+    come from, None for the output); under them, when given, how much each moment pushed the
+    decision towards the predicted class. Returns the shared figure of this layout (valid until
+    the next call; hold LOCK until it is rendered)."""
     with LOCK:
-        _, layout, _ = _heat_maps(mfcc, frame_seconds, encoder_states, relevance is not None)
+        _, layout, _ = _heat_maps(mfcc, frame_seconds, encoder_states, relevance is not None, encoder_layer)
         if relevance is not None:
             _draw_relevance(layout, layout["axes"][-1], np.asarray(relevance, dtype=float), frame_seconds,
                             relevance_method, tokens, token_times)
@@ -238,14 +248,14 @@ class HeatMaps:
 
 
 def draw_heat_maps(mfcc: Optional[np.ndarray], frame_seconds: float, encoder_states: Optional[np.ndarray] = None,
-                   relevance: bool = True) -> Optional[HeatMaps]:
+                   relevance: bool = True, encoder_layer: Optional[int] = None) -> Optional[HeatMaps]:
     """Draw everything of the MFCC figure but the relevance row, which needs the words (the app
     draws this while Whisper transcribes); None when there is no audio to draw. Text is what costs
     (glyphs, measured on every draw), and most of it is here."""
     if not any(x is not None and x.shape[1] > 0 for x in (mfcc, encoder_states)):
         return None
     with LOCK:
-        key, layout, duration = _heat_maps(mfcc, frame_seconds, encoder_states, relevance)
+        key, layout, duration = _heat_maps(mfcc, frame_seconds, encoder_states, relevance, encoder_layer)
         fig, row = layout["fig"], layout["axes"][-1]
         row.set_visible(not relevance)
         try:
@@ -316,7 +326,7 @@ def draw_analysis(analysis, heat_maps: Optional[HeatMaps] = None) -> dict:
         if images.get("mfcc") is None and any(x is not None and x.shape[1] > 0 for x in (analysis.mfcc, encoder_states)):
             images["mfcc"] = render(plot_mfcc(analysis.mfcc, e.frame_seconds, e.frame_relevance,
                                               e.relevance_method, e.tokens, analysis.token_times,
-                                              encoder_states))
+                                              encoder_states, getattr(analysis, "encoder_layer", None)))
     if e.audio_statistics is not None:
         images["spu"] = spu_html(e.audio_statistics, e.kernel_sizes, e.statistics, e.frame_seconds)
     images |= draw_deletion_curves(analysis)
@@ -348,7 +358,8 @@ def analyze_and_draw(recognizer, audio, transcript, modality, *, relevance: str 
         sound = heard.features
         drawn["heat_maps"] = draw_heat_maps(
             sound.mfcc, recognizer.feature_params.hop_length / recognizer.feature_params.sample_rate,
-            None if sound.encoded is None else sound.encoded.states, relevance=explanations and relevance != "none")
+            None if sound.encoded is None else sound.encoded.states, relevance=explanations and relevance != "none",
+            encoder_layer=recognizer.config.encoder_layer)
 
     images, drawing = {}, {}
 

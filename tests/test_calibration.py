@@ -108,6 +108,7 @@ def test_the_page_shows_how_often_answers_as_sure_were_right(speech_file):
 
     recognizer = load_recognizer(str(BUNDLED_CHECKPOINT), asr=None)
     analysis = analyze(recognizer, str(speech_file), "the birch canoe slid on the smooth planks", "both", explanations=False)
+    assert analysis.encoder_layer == recognizer.config.encoder_layer  # the heat map names the block it reads
     confidence = max(analysis.probabilities.values())
     right, answers = recognizer.calibration.accuracy("speaker-independent-5group, dev trained on", "both", confidence,
                                                      corpus="ravdess")

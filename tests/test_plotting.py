@@ -55,6 +55,17 @@ def analysis(tokens=TOKENS, audio=True) -> Analysis:
     )
 
 
+def test_the_encoder_map_names_the_block_the_model_reads():
+    def titles(**layer):
+        with plotting.LOCK:
+            fig = plotting.plot_mfcc(None, 0.01, encoder_states=STATES, **layer)
+            return [t.get_text() for ax in fig.axes for t in ax.texts]
+
+    assert any(t.startswith("Whisper encoder, block 2 (384 numbers") for t in titles(encoder_layer=2))
+    assert any(t.startswith("Whisper encoder output (384 numbers") for t in titles())
+    assert not any("block" in t for t in titles())
+
+
 def test_every_figure_function_returns_a_figure_that_renders():
     e, a = explanation(), analysis()
     draw = [

@@ -99,6 +99,9 @@ def model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speaker-cap", type=int, default=None, metavar="N",
                    help="at most N clips of one speaker per epoch, drawn anew each epoch (default: all), so that "
                         "voices with many clips do not fill the epochs")
+    p.add_argument("--speaker-adversary", type=float, default=0.0, metavar="W",
+                   help="speaker-adversarial training: a speaker classifier on the audio branch's SPU vectors whose "
+                        "gradient reaches the branch reversed, at weight W (ramped up over training; default off)")
     p.add_argument("--patience", type=int, default=None, help="stop after this many epochs without a better dev UA")
     p.add_argument("--speed", type=float, nargs="+", default=[], metavar="FACTOR",
                    help="speed perturbation: train also on each clip played FACTOR times as fast (e.g. 0.9 1.1; cached)")
@@ -190,7 +193,7 @@ def settings_of(args):
         consistency=args.consistency,
         consistency_trains=args.consistency_trains, time_masks=args.time_masks,
         feature_masks=args.feature_masks, ema=args.ema, average_from=args.average_from,
-        decay_from=args.decay_from, speaker_cap=args.speaker_cap, patience=args.patience, max_frames=args.max_frames,
+        decay_from=args.decay_from, speaker_cap=args.speaker_cap, speaker_adversary=args.speaker_adversary, patience=args.patience, max_frames=args.max_frames,
         speed_factors=tuple(args.speed), noise_snr_db=args.noise_snr, augment_share=args.augment_share,
         device=parse_device(args.device), seed=args.init_seed,
     )

@@ -15,10 +15,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 
-def save_state(run_dir: Path, model, optimizer, best_state, info: dict, averaged=None) -> None:
+def save_state(run_dir: Path, model, optimizer, best_state, info: dict, averaged=None, adversary=None) -> None:
     """Everything a resumed run needs to go on as if never stopped: weights, Adam's moments, the
-    weight average (EMA) and the random state that dropout draws from."""
+    weight average (EMA), the speaker adversary's weights and the random state that dropout draws
+    from."""
     tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    if adversary is not None:
+        tensors |= {f"adversary.{k}": v.contiguous() for k, v in adversary.state_dict().items()}
     tensors |= {f"best.{k}": v.contiguous() for k, v in best_state.items()}
     for i, state in optimizer.state_dict()["state"].items():
         tensors |= {f"adam.{i}.{k}": torch.as_tensor(v).reshape(-1) if k == "step" else v for k, v in state.items()}
@@ -34,12 +37,17 @@ def save_state(run_dir: Path, model, optimizer, best_state, info: dict, averaged
     (run_dir / "state.json").write_text(json.dumps(info, indent=1))
 
 
-def load_state(run_dir: Path, model, optimizer, averaged=None, log: Callable[[str], None] = print
-               ) -> Optional[tuple[dict, dict]]:
+def load_state(run_dir: Path, model, optimizer, averaged=None, log: Callable[[str], None] = print,
+               adversary=None) -> Optional[tuple[dict, dict]]:
     if not (run_dir / "state.json").is_file():
         return None
     tensors = load_file(str(run_dir / "state.safetensors"))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    saved = {k[10:]: v for k, v in tensors.items() if k.startswith("adversary.")}
+    if adversary is not None and saved:
+        adversary.load_state_dict(saved)
+    elif adversary is not None:  # a run started without one: it starts from scratch here
+        log("the saved state has no speaker adversary: it starts learning from this epoch")
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
     opt = optimizer.state_dict()
     for key, value in tensors.items():

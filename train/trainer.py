@@ -29,6 +29,7 @@ from ser_demo.audio import Normalizer
 from ser_demo.devices import autocast, init_distributed, to_device
 from ser_demo.inputs import collate
 from ser_demo.model import MSCNN_SPU_ATT, ModelConfig
+from train.adversary import SpeakerAdversary, reversal_scale
 from train.augment import Variant, variants_of
 from train.baselines import clip_vector
 from train.consistency import words_consistency
@@ -80,6 +81,7 @@ class TrainSettings:
     # At most this many clips of one speaker per epoch, drawn anew each epoch (None: all). TESS has
     # 800 clips per voice and RAVDESS 28: uncapped, two voices make two thirds of every epoch.
     speaker_cap: Optional[int] = None
+    speaker_adversary: float = 0.0  # weight of the reversed speaker loss (train/adversary.py); 0: off
     device: str = "auto"  # auto (CUDA when there is a GPU), cpu, cuda, cuda:N; see ser_demo.devices
     mixed_precision: bool = True  # bfloat16 autocast, only on GPUs that support it
 
@@ -287,7 +289,12 @@ def fit(
     if world > 1:
         trainable = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, process_group=group)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    adversary = None
+    if settings.speaker_adversary:  # reads the SPU vectors: kernels x statistics x filters
+        width = len(config.audio_kernels) * len(config.audio_statistics) * config.n_filters
+        adversary = SpeakerAdversary(width, [s.speaker for s in train_epoch(0) if s.audio_path is not None]).to(device)
+    trained = list(model.parameters()) + (list(adversary.parameters()) if adversary is not None else [])
+    optimizer = torch.optim.Adam(trained, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     # Weight averaging steadies a model whose dev score swings from epoch to epoch on new voices;
     # the average is what gets scored and kept.
     averaged = torch.optim.swa_utils.AveragedModel(model, avg_fn=ema_update(settings.ema)) if settings.ema else None
@@ -297,7 +304,7 @@ def fit(
     n_averaged = 0  # epoch ends in the running mean that `best_state` holds once averaging starts
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        resumed = load_state(run_dir, model, optimizer, averaged, log)
+        resumed = load_state(run_dir, model, optimizer, averaged, log, adversary)
         if resumed is not None:
             best_state, info = resumed
             history, best_score, start_epoch = info["history"], info["best_score"], info["epoch"] + 1
@@ -318,7 +325,7 @@ def fit(
         model.train()
         total_loss = 0.0
         progress = _progress(mine, f"epoch {epoch + 1}/{settings.epochs}", settings.progress and rank == 0)
-        for batch_indices in progress:
+        for step, batch_indices in enumerate(progress):
             chunk = [samples[i] for i in batch_indices]
             heard = [rng.choice(variants) if variants and rng.random() < settings.augment_share else None for _ in chunk]
             inputs = to_device(make_batch(chunk, bank, config, normalizer, rng, settings, encoder_normalizer, heard), device)
@@ -329,8 +336,16 @@ def fit(
                 if settings.consistency:
                     term = words_consistency(model, inputs, out, chunk, settings.consistency_trains)
                     loss = loss + settings.consistency * term
+                if adversary is not None:
+                    scale = reversal_scale(settings.speaker_adversary, (epoch + step / len(mine)) / settings.epochs)
+                    loss = loss + adversary.loss(out.audio_statistics, [s.speaker for s in chunk],
+                                                 [s.audio_path is not None for s in chunk], scale)
             optimizer.zero_grad()
             loss.backward()
+            if adversary is not None and world > 1:  # outside DDP: average its gradients by hand
+                for p in adversary.parameters():
+                    dist.all_reduce(p.grad)
+                    p.grad /= world
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip_norm)
             optimizer.step()
             if averaged is not None:
@@ -356,7 +371,7 @@ def fit(
             if run_dir is not None:
                 save_state(run_dir, model, optimizer, best_state, {"epoch": epoch, "best_score": best_score, "history": history,
                                                                   "n_averaged": n_averaged, "settings": asdict(settings)},
-                           averaged)
+                           averaged, adversary)
         if settings.patience is not None and dev and since_best >= settings.patience:
             log(f"no better dev {settings.select_on} for {since_best} epochs: stopping early")
             break

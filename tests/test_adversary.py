@@ -83,7 +83,9 @@ def test_a_run_with_the_adversary_resumes_where_an_uninterrupted_one_ends(fake_c
     for name, tensor in straight.state_dict().items():
         assert torch.equal(tensor, resumed.state_dict()[name]), name
 
-    without, _ = fit(ModelConfig(**TINY), pairs.epoch, [], bank, replace(settings, speaker_adversary=0.0),
-                     log=lambda m: None)
+    assert all(h["speaker_loss"] > 0 for h in straight_info["history"])  # logged apart from the emotion loss
+    without, without_info = fit(ModelConfig(**TINY), pairs.epoch, [], bank, replace(settings, speaker_adversary=0.0),
+                                log=lambda m: None)
+    assert not any("speaker_loss" in h for h in without_info["history"])
     assert straight.state_dict().keys() == without.state_dict().keys()
     assert not torch.equal(straight.state_dict()["audio_cnn.convs.0.weight"], without.state_dict()["audio_cnn.convs.0.weight"])

@@ -193,7 +193,8 @@ def settings_of(args):
         consistency=args.consistency,
         consistency_trains=args.consistency_trains, time_masks=args.time_masks,
         feature_masks=args.feature_masks, ema=args.ema, average_from=args.average_from,
-        decay_from=args.decay_from, speaker_cap=args.speaker_cap, speaker_adversary=args.speaker_adversary, patience=args.patience, max_frames=args.max_frames,
+        decay_from=args.decay_from, speaker_cap=args.speaker_cap, speaker_adversary=args.speaker_adversary,
+        patience=args.patience, max_frames=args.max_frames,
         speed_factors=tuple(args.speed), noise_snr_db=args.noise_snr, augment_share=args.augment_share,
         device=parse_device(args.device), seed=args.init_seed,
     )

@@ -2,7 +2,8 @@
 batch 64, cross-entropy, model selection on the dev fold.
 
 Composes `ser_demo` (the model and its batched inputs) with the data pieces of `train/` (the
-feature bank of `features.py`, the pairs, the words-consistency term of `consistency.py`); it adds
+feature bank of `features.py`, the pairs, the batches of `batches.py`, the words-consistency term
+of `consistency.py`, the speaker adversary of `adversary.py`); it adds
 no model code. Runs on the CPU or a GPU
 (`TrainSettings.device`, see `ser_demo.devices`; bfloat16 autocast on GPUs that have it), on one
 process or on several under `torchrun` (DistributedDataParallel over NCCL when every rank has a
@@ -27,11 +28,10 @@ import torch.nn.functional as F
 
 from ser_demo.audio import Normalizer
 from ser_demo.devices import autocast, init_distributed, to_device
-from ser_demo.inputs import collate
 from ser_demo.model import MSCNN_SPU_ATT, ModelConfig
 from train.adversary import SpeakerAdversary, reversal_scale
-from train.augment import Variant, variants_of
-from train.baselines import clip_vector
+from train.augment import variants_of
+from train.batches import label_tensor, make_batch
 from train.consistency import words_consistency
 from train.features import FeatureBank
 from train.pairing import BimodalSample
@@ -103,76 +103,6 @@ def learning_rate_at(epoch: int, settings: TrainSettings) -> float:
     return settings.learning_rate * (settings.epochs - epoch) / (settings.epochs - settings.decay_from + 2)
 
 
-def spec_augment(frames: np.ndarray, rng: random.Random, settings: "TrainSettings") -> np.ndarray:
-    """SpecAugment (Park et al. 2019) on normalised (dims, T) features: spans of time and bands of
-    dimensions set to 0, the training mean. Returns a copy; the cached matrix stays untouched."""
-    frames = frames.copy()
-    dims, length = frames.shape
-    for _ in range(settings.time_masks):
-        width = rng.randint(0, max(int(length * settings.time_mask_fraction), 0))
-        start = rng.randint(0, max(length - width, 0))
-        frames[:, start : start + width] = 0.0
-    for _ in range(settings.feature_masks):
-        width = rng.randint(0, max(int(dims * settings.feature_mask_fraction), 0))
-        start = rng.randint(0, dims - width)
-        frames[start : start + width] = 0.0
-    return frames
-
-
-def make_batch(
-    samples: Sequence[BimodalSample],
-    bank: FeatureBank,
-    config: ModelConfig,
-    normalizer: Normalizer,
-    rng: Optional[random.Random] = None,
-    settings: Optional["TrainSettings"] = None,
-    encoder_normalizer: Optional[Normalizer] = None,
-    variants: Optional[Sequence[Optional[Variant]]] = None,
-    statistics: bool = False,
-) -> dict[str, torch.Tensor]:
-    """Pad a list of samples into model inputs; a dropped modality becomes length 0. With
-    `settings` (training), each clip gets its random crop and SpecAugment masks from `rng`;
-    `variants` (one per sample, None = the clean clip) picks augmented versions of the audio;
-    `statistics` adds the clip vectors of the config's statistics head (inference)."""
-    mfccs, states, words, speakers = [], [], [], []
-    audio = config.use_audio
-    for i, s in enumerate(samples):
-        m = e = None
-        v = variants[i] if variants is not None else None
-        if audio and s.audio_path is not None and "mfcc" in config.audio_frontends:
-            m = normalizer(bank.mfcc(s.audio_path, v))
-        if audio and s.audio_path is not None and "whisper" in config.audio_frontends:
-            e = (encoder_normalizer or Normalizer.encoder_from_config(config))(bank.encoder_states(s.audio_path, v))
-        if settings is not None:
-            m, e = _augment(m, e, rng or random.Random(), settings)
-        mfccs.append(m)
-        states.append(e)
-        speakers.append(bank.speaker(s.audio_path, v) if config.use_speaker and s.audio_path is not None else None)
-        words.append(bank.words(s.text) if config.use_text and s.text else None)
-    heads = None
-    if statistics and config.statistics_head:
-        heads = [clip_vector(bank, s.audio_path, config.statistics_parts) if audio and s.audio_path is not None else None
-                 for s in samples]
-    return collate(config, mfccs, words, speakers, states, heads)
-
-
-def _augment(mfcc, states, rng: random.Random, settings: "TrainSettings"):
-    """One clip's training view: a random crop to `max_frames` (MFCC frames; the encoder states,
-    at half the rate, are cut at the same times) and SpecAugment masks per front-end."""
-    length = mfcc.shape[1] if mfcc is not None else (2 * states.shape[1] if states is not None else 0)
-    if settings.max_frames and length > settings.max_frames:
-        start = rng.randrange(length - settings.max_frames + 1)
-        if mfcc is not None:
-            mfcc = mfcc[:, start : start + settings.max_frames]
-        if states is not None:
-            states = states[:, start // 2 : (start + settings.max_frames) // 2]
-    if mfcc is not None:
-        mfcc = spec_augment(mfcc, rng, settings)
-    if states is not None:
-        states = spec_augment(states, rng, settings)
-    return mfcc, states
-
-
 def cap_per_speaker(samples: Sequence[BimodalSample], cap: Optional[int], rng: random.Random) -> list[BimodalSample]:
     """At most `cap` samples of each speaker (a random draw), in their order; samples without a
     speaker (texts alone) all stay."""
@@ -188,11 +118,6 @@ def cap_per_speaker(samples: Sequence[BimodalSample], cap: Optional[int], rng: r
         if len(indices) > cap:
             dropped.update(set(indices) - set(rng.sample(indices, cap)))
     return [s for i, s in enumerate(samples) if i not in dropped]
-
-
-def label_tensor(samples: Sequence[BimodalSample], labels: Sequence[str]) -> torch.Tensor:
-    index = {label: i for i, label in enumerate(labels)}
-    return torch.tensor([index[s.label] for s in samples])
 
 
 @torch.no_grad()
@@ -323,7 +248,7 @@ def fit(
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(epoch, settings)
         model.train()
-        total_loss = 0.0
+        total_loss = speaker_loss = 0.0
         progress = _progress(mine, f"epoch {epoch + 1}/{settings.epochs}", settings.progress and rank == 0)
         for step, batch_indices in enumerate(progress):
             chunk = [samples[i] for i in batch_indices]
@@ -338,14 +263,17 @@ def fit(
                     loss = loss + settings.consistency * term
                 if adversary is not None:
                     scale = reversal_scale(settings.speaker_adversary, (epoch + step / len(mine)) / settings.epochs)
-                    loss = loss + adversary.loss(out.audio_statistics, [s.speaker for s in chunk],
-                                                 [s.audio_path is not None for s in chunk], scale)
+                    who = adversary.loss(out.audio_statistics, [s.speaker for s in chunk],
+                                         [s.audio_path is not None for s in chunk], scale)
             optimizer.zero_grad()
-            loss.backward()
-            if adversary is not None and world > 1:  # outside DDP: average its gradients by hand
-                for p in adversary.parameters():
-                    dist.all_reduce(p.grad)
-                    p.grad /= world
+            (loss + who if adversary is not None else loss).backward()
+            if adversary is not None:
+                speaker_loss += who.item()
+                if world > 1:  # outside DDP: average its gradients by hand (zero where a rank had no clip)
+                    for p in adversary.parameters():
+                        p.grad = torch.zeros_like(p) if p.grad is None else p.grad
+                        dist.all_reduce(p.grad)
+                        p.grad /= world
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip_norm)
             optimizer.step()
             if averaged is not None:
@@ -353,6 +281,8 @@ def fit(
             total_loss += loss.item()
         scores = dev_metrics(scored, list(dev), bank, normalizer) if dev else {}  # no dev: no score to log
         record = {"epoch": epoch, "loss": total_loss / max(len(mine), 1), **scores, "seconds": time.perf_counter() - started}
+        if adversary is not None:  # the adversary's own loss: it rises as the branch forgets the voices
+            record["speaker_loss"] = speaker_loss / max(len(mine), 1)
         if settings.decay_from is not None:
             record["lr"] = optimizer.param_groups[0]["lr"]  # the rate this epoch trained with
         history.append(record)

@@ -265,12 +265,13 @@ class MSCNN_SPU_ATT(
         super().__init__()
         self.config = c = config
         features = 0
+        self.n_audio_statistics = len(c.audio_statistics) * c.n_filters * len(c.audio_kernels)  # SPU vector width
         if c.use_audio:
             if "mfcc" in c.audio_frontends:
                 self.audio_cnn = MSCNN(c.n_audio_features, c.audio_kernel_sizes, c.n_filters)
             if "whisper" in c.audio_frontends:
                 self.encoder_cnn = MSCNN(c.n_encoder_features, c.encoder_kernel_sizes, c.n_filters)
-            features += len(c.audio_statistics) * c.n_filters * len(c.audio_kernels)
+            features += self.n_audio_statistics
             features += c.n_speaker_features if c.use_speaker else 0
         if c.use_text:
             self.text_cnn = MSCNN(c.n_word_features, c.text_kernel_sizes, c.n_filters)

@@ -89,3 +89,5 @@ def test_a_run_with_the_adversary_resumes_where_an_uninterrupted_one_ends(fake_c
     assert not any("speaker_loss" in h for h in without_info["history"])
     assert straight.state_dict().keys() == without.state_dict().keys()
     assert not torch.equal(straight.state_dict()["audio_cnn.convs.0.weight"], without.state_dict()["audio_cnn.convs.0.weight"])
+    with pytest.raises(ValueError, match="reads audio"):  # no SPU vectors to read
+        fit(ModelConfig(**TINY, use_audio=False), pairs.epoch, [], bank, settings, log=lambda m: None)

@@ -215,9 +215,11 @@ def fit(
         trainable = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, process_group=group)
     adversary = None
-    if settings.speaker_adversary:  # reads the SPU vectors: kernels x statistics x filters
-        width = len(config.audio_kernels) * len(config.audio_statistics) * config.n_filters
-        adversary = SpeakerAdversary(width, [s.speaker for s in train_epoch(0) if s.audio_path is not None]).to(device)
+    if settings.speaker_adversary:  # reads the SPU vectors, as the classifier does
+        if not model.n_audio_statistics:
+            raise ValueError("speaker-adversarial training needs a model that reads audio (use_audio)")
+        speakers = [s.speaker for s in train_epoch(0) if s.audio_path is not None]
+        adversary = SpeakerAdversary(model.n_audio_statistics, speakers).to(device)
     trained = list(model.parameters()) + (list(adversary.parameters()) if adversary is not None else [])
     optimizer = torch.optim.Adam(trained, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     # Weight averaging steadies a model whose dev score swings from epoch to epoch on new voices;

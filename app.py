@@ -189,8 +189,9 @@ def make_analyze(service: Service, explanations: Optional[bool] = None):
 INTRO = """
 # How does a network hear emotion? MSCNN-SPU-ATT, step by step
 Record a sentence (or upload a clip, or click an example), then press **Analyse**. The model
-(Peng et al., ICASSP 2021) listens to **how** you speak (MFCC features of the audio) and reads
-**what** you say (the transcript), and guesses one of four emotions: angry, happy, sad, neutral.
+(Peng et al., ICASSP 2021) listens to **how** you speak (the paper hears MFCC features of the audio;
+the bundled model hears the states of Whisper's encoder) and reads **what** you say (the transcript),
+and guesses one of four emotions: angry, happy, sad, neutral.
 """
 
 EXPLAIN = {

@@ -163,7 +163,7 @@ def main() -> None:
         return f"{statistics.median(values) * 1000:7.0f}" if values else "      -"
     print(f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads; load average "
           f"{load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after; 5 s recording, transcript "
-          f"{'typed' if args.typed else 'by Whisper'}; checkpoint {app.default_checkpoint() or 'bundled'}")
+          f"{'typed' if args.typed else 'by Whisper'}; checkpoint {service.default}")
     print(f"median of {args.runs} runs, in ms. CPU = time.process_time (all threads of the process); as served,")
     print("'alongside' marks the stages that overlap Whisper's thread, whose CPU time cannot be told apart")
     print(f"  {'stage':<52} {'one after the other':>19} | {'as served':>19}")

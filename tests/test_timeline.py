@@ -21,7 +21,7 @@ import soundfile as sf
 from conftest import ESPEAK_STYLE, FIXTURES, RAVDESS_CODE, SHARED_DATA, espeak
 from ser_demo import load_recognizer
 from ser_demo.__main__ import main
-from ser_demo.ingest import AudioInputError
+from ser_demo.ingest import TRIM_PADDING_SECONDS, AudioInputError
 from ser_demo.utterance import PredictionError
 from ser_demo.segments import Piece, merge_short, split_long, tile, voice_activity
 from ser_demo.timeline import SILENCE, timeline
@@ -425,9 +425,10 @@ def test_joined_ravdess_clips_come_back_in_order(recognizer, whisper):
 def test_generated_speech_in_three_styles(recognizer, tmp_path):
     """The same check on espeak-ng speech (runs everywhere): styles change at each join, labels
     must match the model's answer for each clip alone where that answer is clear (ahead of the
-    runner-up by 0.1), the clip trimmed as voice activity trims it: that is what the timeline
-    classifies, and a robot voice's answer may flip with the silence left on (the bundled
-    checkpoint hears one of these clips as angry with its silence, neutral without)."""
+    runner-up by 0.1), the clip cut as the timeline cuts an utterance (its voice activity, with
+    the timeline's padding, then trimmed): a robot voice's answer may flip with a little audio
+    more or less (the bundled checkpoint hears one of these clips as angry without the 0.15 s
+    around its voice activity, neutral with them)."""
     import shutil
 
     if not shutil.which("espeak-ng"):
@@ -439,8 +440,12 @@ def test_generated_speech_in_three_styles(recognizer, tmp_path):
     audio, spans = join(clips)
     alone = []
     for clip in clips:
-        pieces = voice_activity(clip)  # the clip as the timeline hears it: its own silence trimmed
-        trimmed = clip[int(pieces[0].start * RATE) : int(pieces[-1].end * RATE)]
+        # the clip as the timeline hears it: its voice activity with the timeline's padding around
+        # it, which `predict` trims as `listen` does (a robot voice's answer can turn on the soft
+        # tail that voice activity leaves out and trimming keeps)
+        pieces = voice_activity(clip)
+        first = max(0, int((pieces[0].start - TRIM_PADDING_SECONDS) * RATE))
+        trimmed = clip[first : int((pieces[-1].end + TRIM_PADDING_SECONDS) * RATE)]
         prediction = recognizer.predict(trimmed, RATE, modality="audio")
         first, second = sorted(prediction.probabilities.values(), reverse=True)[:2]
         alone.append(prediction.label if first - second >= 0.1 else None)

@@ -444,8 +444,8 @@ def test_generated_speech_in_three_styles(recognizer, tmp_path):
         # it, which `predict` trims as `listen` does (a robot voice's answer can turn on the soft
         # tail that voice activity leaves out and trimming keeps)
         pieces = voice_activity(clip)
-        first = max(0, int((pieces[0].start - TRIM_PADDING_SECONDS) * RATE))
-        trimmed = clip[first : int((pieces[-1].end + TRIM_PADDING_SECONDS) * RATE)]
+        start = max(0, int((pieces[0].start - TRIM_PADDING_SECONDS) * RATE))
+        trimmed = clip[start : int((pieces[-1].end + TRIM_PADDING_SECONDS) * RATE)]
         prediction = recognizer.predict(trimmed, RATE, modality="audio")
         first, second = sorted(prediction.probabilities.values(), reverse=True)[:2]
         alone.append(prediction.label if first - second >= 0.1 else None)

@@ -5,9 +5,9 @@ one after the other (Whisper, then the audio features: `EmotionRecognizer.transc
 off) and as the app runs it (Whisper in a thread of its own while the audio features are
 computed). From the first it prints, as medians over the runs, the CPU time (time.process_time:
 every thread of this process) and the wall time of each piece of work: ingestion, the model's
-Whisper encoder pass, Whisper's ASR (its own 30 s window pass, then decoding with word times),
-MFCCs, the GE2E speaker embedding, the model, leave-one-word-out, occlusion, the deletion curves,
-the figures and HTML views, and what Gradio then does with the outputs (PNG encoding, in
+Whisper encoder pass, Whisper's ASR (its own encoder pass over a window fitted to the clip, then
+decoding with word times), MFCCs, the GE2E speaker embedding, the model, leave-one-word-out,
+occlusion, the deletion curves, the figures and HTML views, and what Gradio then does with the outputs (PNG encoding, in
 `gr.Image.postprocess`), and the size of what goes to the browser. For both it prints the
 handler's CPU and wall time. On a machine shared with other work wall time is inflated; CPU time
 is the fair figure. The load average is printed with it.
@@ -77,7 +77,7 @@ class Clock:
 
 
 ASR = "Whisper (ASR), in all"
-ASR_WINDOW = "  of it: its own 30 s window pass"
+ASR_WINDOW = "  of it: its own pass, window fitted to the clip"
 
 
 def payload_bytes(out, image) -> int:

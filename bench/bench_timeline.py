@@ -15,7 +15,7 @@ Prints
 Network and browser time are not included in the live figure (the browser test shows the chart
 does update while speaking). Each figure comes with the CPU time it took (all threads of this
 process) and the machine's load average, since the machine is shared; the encoder passes are
-counted (Whisper's own padded 30 s windows, and the passes over a clip alone of a checkpoint
+counted (Whisper's windows, padded to 30 s or fitted to an utterance, and the passes over a clip alone of a checkpoint
 with encoder context "clip"), and `stages` prints where one file's time goes. `--checkpoint DIR` (else $SER_CHECKPOINT, else the bundled one)
 chooses the checkpoint.
 """
@@ -53,18 +53,19 @@ class Clock:
 
 class CountingEncoder:
     """Stands in for a faster-whisper model's CTranslate2 model and counts its encoder passes
-    (the emotion model's and Whisper's own): padded 30 s windows, and clip-context passes over
-    the clip's own frames."""
+    (the emotion model's and Whisper's own): windows (padded to 30 s, or Whisper's window fitted
+    to an utterance while it transcribes), and clip-context passes over the clip's own frames."""
 
-    def __init__(self, model):
-        self.model, self.windows, self.clips = model, 0, 0
+    def __init__(self, whisper):
+        self.whisper, self.model, self.windows, self.clips = whisper, whisper.model, 0, 0
 
     @property
     def passes(self) -> tuple[int, int]:
         return self.windows, self.clips
 
     def encode(self, features, *args, **kwargs):
-        if int(features.shape[-1]) == 3000:
+        fitting = getattr(self.whisper.fitted, "padding", None) is not None  # inside a transcription
+        if fitting or int(features.shape[-1]) == 3000:
             self.windows += int(features.shape[0])
         else:
             self.clips += int(features.shape[0])
@@ -79,7 +80,7 @@ def count_encoder_passes(recognizer) -> CountingEncoder | None:
     if whisper is None:
         return None
     if not isinstance(whisper.model, CountingEncoder):
-        whisper.model = CountingEncoder(whisper.model)
+        whisper.model = CountingEncoder(whisper)
     return whisper.model
 
 
@@ -87,7 +88,7 @@ def passes(counter, before: tuple[int, int] = (0, 0)) -> str:
     if counter is None:
         return ""
     windows, clips = counter.windows - before[0], counter.clips - before[1]
-    return f", encoder passes: {windows} over a 30 s window, {clips} over a clip alone"
+    return f", encoder passes: {windows} over a Whisper window (30 s, or fitted), {clips} over a clip alone"
 
 
 def sentences(speech: str = "varied") -> list:

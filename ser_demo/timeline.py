@@ -14,11 +14,13 @@ recognition further at Whisper's segments, each with its words), and each uttera
 audio and its own words through the recognizer's stages, exactly as `predict` classifies a clip.
 Stretches without speech are labelled "silence" and never classified. No UI code here.
 
-Whisper's cost: a checkpoint whose encoder reads Whisper's padded 30 s window (context "window")
-makes one pass per utterance, and Whisper decodes from that same pass. One that reads the clip
-alone (context "clip", 25 times cheaper per utterance) cannot lend its pass to the decoder, so
-Whisper transcribes the utterances together, one 30 s window pass per ~28 s of speech instead of
-one per utterance, and each utterance gets the words heard during it.
+Whisper hears each utterance alone, so each gets its own words: a checkpoint whose encoder reads
+Whisper's padded 30 s window (context "window") makes one pass per utterance, and Whisper decodes
+from that same pass; otherwise faster-whisper encodes a window fitted to the utterance (about half
+a 30 s window's cost for a short one, `asr.FITTED_WINDOW_PADDING_SECONDS`). A transcriber that
+always pads to 30 s (openai-whisper) transcribes the utterances together instead, one window per
+~28 s of speech, and each utterance gets the words heard during it; Whisper's word times drift
+within a long window, so a last word may land in the next utterance.
 """
 
 from __future__ import annotations
@@ -164,7 +166,7 @@ def timeline(
     pieces = [piece for _, _, piece in spans if piece is not None]
     segments, unknown, work, done = [], {}, {"unclassified": 0}, -1
     heard, first = None, 0.0  # Whisper's segments per utterance, when it transcribed them apart
-    if asr and not recognizer.shares_encoder_with(transcriber):
+    if asr and not (recognizer.shares_encoder_with(transcriber) or getattr(transcriber, "fits_window", False)):
         heard, first = transcribe_in_windows(transcriber, waveform, pieces, work, report), 0.5
     for i, (begin, end, piece) in enumerate(spans):
         if piece is not None:

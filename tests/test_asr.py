@@ -95,6 +95,66 @@ def test_transcribe_is_thread_safe(offline_whisper):
     assert [results[i] for i in range(4)] == expected * 2
 
 
+class EncoderWidths:
+    """Whisper's CTranslate2 model, recording how many log-mel frames each encoder pass reads."""
+
+    def __init__(self, model):
+        self.model, self.widths = model, []
+
+    def encode(self, features, *args, **kwargs):
+        self.widths.append(int(features.shape[-1]))
+        return self.model.encode(features, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+
+def test_a_short_clip_is_encoded_in_a_window_fitted_to_it(offline_whisper, monkeypatch):
+    """Whisper reads each clip plus 15 s of padding instead of a 30 s window, and hears the same
+    words as in the full window; the emotion model's own window pass on this model stays 30 s."""
+    import ctranslate2
+
+    from ser_demo.encoder import WhisperEncoder
+
+    passes = EncoderWidths(offline_whisper.model.model)
+    monkeypatch.setattr(offline_whisper.model, "model", passes)
+    padding = round(asr.FITTED_WINDOW_PADDING_SECONDS * asr.MEL_FRAMES_PER_SECOND)
+    for item in SENTENCES:
+        audio = load_audio(FIXTURES / item["file"])
+        ctranslate2.set_random_seed(0)  # the temperature fallback samples
+        fitted = offline_whisper.transcribe(audio).text
+        content = offline_whisper.model.feature_extractor(audio).shape[-1] - 1  # as transcribe() counts them
+        assert passes.widths.pop() in (content + padding, content + padding + 1)  # even
+        with monkeypatch.context() as full:
+            full.setattr(offline_whisper, "window_padding", None)
+            assert not offline_whisper.fits_window
+            ctranslate2.set_random_seed(0)
+            assert words_of(offline_whisper.transcribe(audio).text) == words_of(fitted)
+            assert passes.widths.pop() == 3000
+    WhisperEncoder.from_transcriber(offline_whisper, context="window").encode(audio)
+    assert passes.widths == [3000] and offline_whisper.fits_window
+
+
+def test_fitting_a_window_keeps_the_clip_and_drops_only_padding():
+    """Padding is the run of exact zeros at the end of faster-whisper's window; a clip's own
+    frames, digital silence included, are never all zeros, so none of them is cut."""
+    from faster_whisper.audio import pad_or_trim
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    audio = load_audio(FIXTURES / SENTENCES[0]["file"])
+    audio = np.concatenate([audio, np.zeros(2 * SAMPLE_RATE, np.float32)])  # 2 s of digital silence
+    frames = FeatureExtractor()(audio)
+    assert np.all(np.any(frames != 0, axis=0))
+    window = pad_or_trim(frames)
+    fitted = asr.fit_window(window, 1500)
+    assert fitted.shape[-1] == frames.shape[-1] + 1500 + (frames.shape[-1] % 2)
+    np.testing.assert_array_equal(fitted[:, : frames.shape[-1]], frames)
+    assert not fitted[:, frames.shape[-1]:].any()
+    full = np.tile(frames, (1, 3000 // frames.shape[-1] + 1))[:, :3000]  # 30 s of speech
+    assert asr.fit_window(full, 1500).shape[-1] == 3000
+    assert asr.fit_window(np.zeros((80, 3000), np.float32), 1500).shape[-1] == 1500
+
+
 def test_empty_audio_gives_an_empty_transcript(offline_whisper):
     transcript = offline_whisper.transcribe(np.zeros(0, np.float32))
     assert transcript.text == "" and transcript.words == []

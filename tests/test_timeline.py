@@ -170,18 +170,20 @@ def test_with_whisper_each_utterance_has_its_own_words(recognizer, whisper):
 
 
 class CountingEncoder:
-    """Stands in for Whisper's CTranslate2 model and counts the encoder's passes: Whisper's own
-    30 s windows (3000 frames) and the emotion model's clip-context passes (the clip's frames)."""
+    """Stands in for Whisper's CTranslate2 model and counts the encoder's passes: windows (padded
+    to 30 s, or fitted to an utterance while Whisper transcribes it) and the emotion model's
+    clip-context passes (the clip's frames)."""
 
-    def __init__(self, model):
-        self.model, self.windows, self.clips = model, 0, 0
+    def __init__(self, whisper):
+        self.whisper, self.model, self.windows, self.clips, self.widths = whisper, whisper.model, 0, 0, []
 
     @property
     def passes(self) -> int:
         return self.windows + self.clips
 
     def encode(self, features, *args, **kwargs):
-        if int(features.shape[-1]) == 3000:
+        self.widths.append(int(features.shape[-1]))
+        if getattr(self.whisper.fitted, "padding", None) is not None or int(features.shape[-1]) == 3000:
             self.windows += int(features.shape[0])
         else:
             self.clips += int(features.shape[0])
@@ -199,6 +201,10 @@ class CountingWhisper:
 
     def __init__(self, whisper):
         self.whisper, self.model, self.calls = whisper, whisper.model, 0
+
+    @property
+    def fits_window(self) -> bool:
+        return self.whisper.fits_window
 
     def transcribe(self, audio, encoded=None):
         self.calls += 1
@@ -240,7 +246,7 @@ def sharing(request, recognizer, whisper):
     context, layer = READINGS[request.param]
     shared = reading(recognizer, whisper, context, layer)
     assert shared.encoder.whisper is whisper.model and shared.encoder.context == context and shared.encoder.layer == layer
-    counter = whisper.model.model = CountingEncoder(whisper.model.model)
+    counter = whisper.model.model = CountingEncoder(whisper.model)
     heard, listen = [], shared.listen
 
     def listening(audio, *args, **kwargs):  # the audio of every utterance the timeline classifies
@@ -260,12 +266,16 @@ def assert_predicts_each_alone(recognizer, segments, audios):
         assert all(segment.probabilities[k] == pytest.approx(alone[k], abs=1e-4) for k in alone), (segment, alone)
 
 
-def test_whisper_costs_one_pass_per_utterance_or_per_window(sharing, whisper):
+@pytest.mark.parametrize("fitted", [True, False], ids=["fitted windows", "30 s windows"])
+def test_whisper_costs_one_pass_per_utterance_or_per_window(sharing, whisper, fitted, monkeypatch):
     """Context "window": each utterance goes through Whisper's encoder once, its transcription
-    and the model reading the same pass. Context "clip": Whisper transcribes the whole 15 s
-    recording at once (one window), and each utterance gets one clip pass of its own length and
-    the words heard during it. Either way each answer is what `predict` says of its audio and words."""
+    and the model reading the same pass. Context "clip": Whisper transcribes each utterance alone
+    in a window fitted to it (one short window each); a Whisper that pads every window to 30 s
+    transcribes the whole 15 s recording at once (one window), and each utterance gets the words
+    heard during it. The model makes one clip pass of each utterance's length, or reads block 2
+    from the PyTorch port. Either way each answer is what `predict` says of its audio and words."""
     recognizer, counter, heard = sharing
+    monkeypatch.setattr(whisper, "window_padding", whisper.window_padding if fitted else None)
     sentences = json.loads((FIXTURES / "speech.json").read_text())[:3]
     clips = [sf.read(FIXTURES / s["file"], dtype="float32")[0] for s in sentences]
     audio, spans = join(clips)
@@ -273,12 +283,16 @@ def test_whisper_costs_one_pass_per_utterance_or_per_window(sharing, whisper):
     result = timeline(recognizer, audio, RATE, modality="both", transcriber=counting)
     found = speech_segments(result)
     assert_follows_clips(result, spans, [None] * 3)
+    clip_passes = 3 if recognizer.encoder.layer is None else 0  # block 2: from the PyTorch port
     if recognizer.encoder.shares_with_decoder:
         assert counter.passes == counter.windows == counting.calls == len(found) == 3
-    elif recognizer.encoder.layer is None:
-        assert counting.calls == 1 and counter.clips == len(found) == 3
-    else:  # block 2 comes from the PyTorch port: CTranslate2 encodes only Whisper's one window
-        assert counting.calls == counter.windows == 1 and counter.clips == 0 and len(heard) == len(found) == 3
+        assert counter.widths == [3000] * 3
+    elif fitted:
+        assert counting.calls == counter.windows == len(found) == 3 and counter.clips == clip_passes
+        assert all(width < 3000 for width in counter.widths)
+    else:
+        assert counting.calls == counter.windows == 1 and counter.clips == clip_passes and len(found) == 3
+    assert len(heard) == len(found)
     for segment, sentence in zip(found, sentences):
         said = set(sentence["text"].lower().strip(".").split())
         assert len(said & set(segment.text.lower().replace(".", "").replace(",", "").split())) >= len(said) // 2
@@ -331,12 +345,14 @@ def test_sentences_without_a_pause_are_classified_apart(sharing, whisper):
     assert_predicts_each_alone(recognizer, found, heard[-2:])
 
 
-def test_a_long_recording_is_transcribed_window_by_window(recognizer, whisper):
-    """Context "clip", 14 sentences (about 55 s): Whisper transcribes it in a few windows of at
-    most 28 s cut at pauses, never one per utterance; every sentence's words land in its own
-    utterance, whichever window heard them."""
+def test_a_long_recording_is_transcribed_window_by_window(recognizer, whisper, monkeypatch):
+    """Context "clip", 14 sentences (about 55 s), a Whisper that pads every window to 30 s (as
+    openai-whisper does): it transcribes the recording in a few windows of at most 28 s cut at
+    pauses, never one per utterance; every sentence's words land in its own utterance, whichever
+    window heard them."""
     from ser_demo.segments import WINDOW_SECONDS
 
+    monkeypatch.setattr(whisper, "window_padding", None)
     clip_reader = reading(recognizer, whisper, "clip")
     sentences = json.loads((FIXTURES / "speech.json").read_text())
     sentences = [sentences[i % len(sentences)] for i in range(14)]

@@ -353,18 +353,20 @@ def test_alongside_work_runs_only_while_whisper_transcribes(checkpoint, speech):
     assert len(calls) == 1
 
 
-def test_words_whisper_is_unsure_of_are_left_out(speech_file):
+def test_words_whisper_is_unsure_of_are_left_out(speech_file, monkeypatch):
     """German speech: Whisper tiny.en hears English words it is unsure of (transcript.is_unsure), and
     they cost the voice (README): the answer reads the voice alone, and a note says why. English
-    keeps its words; text only reads them anyway; skip_unsure_words=False reads them."""
-    import ctranslate2
-
+    keeps its words; text only reads them anyway; skip_unsure_words=False reads them. Whisper
+    decodes greedily here: its fallback samples at higher temperatures, and on this German clip
+    about one sample in 150 holds no word at all, whatever seed the test sets (other threads
+    draw from the same generator); that would test the sampling, not the gate."""
     from ser_demo import load_recognizer
     from ser_demo.analysis import analyze
+    from ser_demo.asr import load_transcriber
 
-    ctranslate2.set_random_seed(0)  # Whisper's temperature fallback samples
     german = Path(__file__).parent / "fixtures" / "german.flac"
     r = load_recognizer()
+    monkeypatch.setattr(r, "transcriber", load_transcriber(temperature=0.0))
     alone = r.predict(str(german), modality="audio")
     both = r.predict(str(german), modality="both")
     assert both.transcript is None and both.tokens == [] and both.probabilities == alone.probabilities

@@ -466,9 +466,14 @@ def test_transcripts_are_cached_per_audio_content_and_model(speech_file, tmp_pat
     other_model = FakeTranscriber(model_name="large")
     transcripts_for(utterances[:1], other_model, tmp_path / "cache")
     assert len(other_model.calls) == 1
+    fitted = FakeTranscriber()  # Whisper's window fitted to the clip: other words than the 30 s window's
+    fitted.window_padding = 15.0
+    transcripts_for(utterances[:1], fitted, tmp_path / "cache")
+    assert len(fitted.calls) == 1
     records = [json.loads(line) for line in (tmp_path / "cache" / "transcripts.jsonl").read_text().splitlines()]
-    assert len(records) == 3 and {r["transcriber"] for r in records} == {
-        "FakeTranscriber|name=fake-asr|model_name=tiny", "FakeTranscriber|name=fake-asr|model_name=large"
+    assert len(records) == 4 and {r["transcriber"] for r in records} == {
+        "FakeTranscriber|name=fake-asr|model_name=tiny", "FakeTranscriber|name=fake-asr|model_name=large",
+        "FakeTranscriber|name=fake-asr|model_name=tiny|window_padding=15.0",
     }
 
     asr_utterances = with_transcripts(utterances, texts)

@@ -20,9 +20,11 @@ from train.records import Utterance
 
 
 def transcriber_name(transcriber: Any) -> str:
-    """What identifies a recogniser's output: its class plus its name/model attribute if any."""
+    """What identifies a recogniser's output: its class plus its name/model attribute if any, and
+    the window faster-whisper fits to a clip (absent for Whisper's 30 s window, as in caches
+    made before windows were fitted)."""
     parts = [type(transcriber).__qualname__]
-    for attribute in ("name", "model_name", "model_id", "model_size", "model"):
+    for attribute in ("name", "model_name", "model_id", "model_size", "model", "window_padding"):
         value = getattr(transcriber, attribute, None)
         if isinstance(value, (str, int, float)):
             parts.append(f"{attribute}={value}")

@@ -262,14 +262,21 @@ def main() -> None:
                         help="long: the recording's sentences (see `sentences`)")
     parser.add_argument("--checkpoint", default=None, help="folder (default: $SER_CHECKPOINT, else the bundled one)")
     parser.add_argument("--only", choices=("live", "long", "batch", "stages"), default=None)
+    parser.add_argument("--full-window", action="store_true",
+                        help="Whisper pads every window to 30 s, as before it fitted them: the timeline "
+                             "then transcribes up to 28 s at a time")
     args = parser.parse_args()
 
     from ser_demo import load_recognizer
 
     recognizer = load_recognizer(args.checkpoint)
+    if args.full_window and hasattr(recognizer.transcriber, "window_padding"):
+        recognizer.transcriber.window_padding = None
     encoder = recognizer.encoder.context if recognizer.encoder is not None else "none"
     print(f"checkpoint {args.checkpoint or os.environ.get('SER_CHECKPOINT') or 'bundled'}: labels {recognizer.labels}, "
-          f"Whisper encoder context {encoder}; {os.cpu_count()} CPUs; {load()}", flush=True)
+          f"Whisper encoder context {encoder}; Whisper's window "
+          f"{'fitted' if getattr(recognizer.transcriber, 'fits_window', False) else '30 s'}; {os.cpu_count()} CPUs; {load()}",
+          flush=True)
     if args.only == "stages":
         bench_stages(recognizer, str(ROOT / "tests" / "fixtures" / "speech.wav"))
     if args.only in (None, "batch"):

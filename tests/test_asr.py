@@ -66,7 +66,8 @@ def test_whisper_says_how_sure_it_is_of_the_words(offline_whisper):
     for item in SENTENCES:
         transcript = offline_whisper.transcribe(load_audio(FIXTURES / item["file"]))
         assert not heard.is_unsure(transcript.words), (transcript.text, transcript.log_probability)
-    german = offline_whisper.transcribe(load_audio(FIXTURES / "german.flac"))
+    # greedy only: on German its fallback samples, and about one draw in 150 holds no word at all
+    german = load_transcriber(temperature=0.0).transcribe(load_audio(FIXTURES / "german.flac"))
     assert german.text and heard.is_unsure(german.words), (german.text, german.log_probability)
     assert "mean log-probability" in heard.unsure_words_note(german, read=False)
     edge = heard.UNSURE_LOG_PROBABILITY

@@ -345,20 +345,20 @@ def test_sentences_without_a_pause_are_classified_apart(sharing, whisper):
     assert_predicts_each_alone(recognizer, found, heard[-2:])
 
 
-def test_a_long_recording_is_transcribed_window_by_window(recognizer, whisper, monkeypatch):
+def test_a_long_recording_is_transcribed_window_by_window(recognizer, greedy_whisper, monkeypatch):
     """Context "clip", 14 sentences (about 55 s), a Whisper that pads every window to 30 s (as
     openai-whisper does): it transcribes the recording in a few windows of at most 28 s cut at
     pauses, never one per utterance; every sentence's words land in its own utterance, whichever
     window heard them."""
     from ser_demo.segments import WINDOW_SECONDS
 
-    monkeypatch.setattr(whisper, "window_padding", None)
-    clip_reader = reading(recognizer, whisper, "clip")
+    monkeypatch.setattr(greedy_whisper, "window_padding", None)
+    clip_reader = reading(recognizer, greedy_whisper, "clip")
     sentences = json.loads((FIXTURES / "speech.json").read_text())
     sentences = [sentences[i % len(sentences)] for i in range(14)]
     clips = [sf.read(FIXTURES / s["file"], dtype="float32")[0] for s in sentences]
     audio, spans = join(clips, pause=0.8)
-    counting = CountingWhisper(whisper)
+    counting = CountingWhisper(greedy_whisper)
     result = timeline(clip_reader, audio, RATE, modality="both", transcriber=counting)
     found = speech_segments(result)
     assert_tiles(result)

@@ -7,10 +7,11 @@ first split where people pause:
   (`ingest.active_frames`, the same test that rejects silent uploads), short pauses bridged;
 - with speech recognition, Whisper transcribes the utterances found so, and its own segments
   (about a sentence each) cut them further, each part keeping its words: one utterance at a time
-  where the model's encoder pass serves Whisper's decoder too, else consecutive utterances
-  together, one of Whisper's windows at a time (`transcription_windows`), their words shared
-  out by time (`phrases_by_piece`). Whisper's word times drift over silence and over repeated
-  sentences, so pauses are taken from the audio rather than from them.
+  where the model's encoder pass serves Whisper's decoder too or Whisper fits its window to the
+  utterance (faster-whisper), else (a Whisper that pads every window to 30 s) consecutive
+  utterances together, one of Whisper's windows at a time (`transcription_windows`), their words
+  shared out by time (`phrases_by_piece`). Whisper's word times drift over silence and over
+  repeated sentences, so pauses are taken from the audio rather than from them.
 
 Pieces too short to classify are merged into the nearest neighbour, pieces too long are split,
 and the gaps become "silence" segments so that the segments tile the whole recording.

@@ -218,8 +218,9 @@ class FasterWhisperTranscriber:
 
     @property
     def fits_window(self) -> bool:
-        """Whether a short clip costs less than a 30 s window pass: then transcribing utterances
-        one at a time costs about what transcribing them together does."""
+        """Whether a short clip costs less than a 30 s window pass: then the timeline transcribes
+        utterances one at a time, each with exactly its own words, for about 1.5 times the cost of
+        28 s windows (a 5-minute recording: 26 s against 18 s on 2 cores)."""
         return self.window_padding is not None
 
     def _transcribe(self, audio: np.ndarray) -> Transcript:

@@ -129,11 +129,9 @@ def main():
             print(f"  {backend} {model or '(default)'}: {error}")
             continue
         print(f"  {backend} {transcriber.model_name}: loaded in {loaded:.2f} s")
-        windows = [getattr(transcriber, "window_padding", None)]
-        if windows[0] is not None:  # faster-whisper: the window fitted to the clip, then Whisper's 30 s one
-            windows.append(None)
-        for padding in windows:
-            if hasattr(transcriber, "window_padding"):
+        fitted = getattr(transcriber, "window_padding", None)  # faster-whisper: then the 30 s window too
+        for padding in [fitted, None] if fitted is not None else [None]:
+            if fitted is not None:
                 transcriber.window_padding = padding
                 print(f"  window: {'the clip + %g s' % padding if padding is not None else '30 s'}")
             for seconds, clip in clips.items():
@@ -143,8 +141,8 @@ def main():
                     f"  {seconds:4.0f} s clip  {took:6.2f} s wall  {cpu:6.2f} s CPU  "
                     f"({took / seconds:.3f} x real time, {words} words)"
                 )
-        if hasattr(transcriber, "window_padding"):
-            transcriber.window_padding = windows[0]
+        if fitted is not None:
+            transcriber.window_padding = fitted
         print(f"  peak memory so far: {peak_memory_mib():.0f} MiB")
 
     print(f"\npeak memory (max RSS of this process): {peak_memory_mib():.0f} MiB")

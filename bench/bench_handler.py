@@ -7,8 +7,8 @@ computed). From the first it prints, as medians over the runs, the CPU time (tim
 every thread of this process) and the wall time of each piece of work: ingestion, the model's
 Whisper encoder pass, Whisper's ASR (its own encoder pass over a window fitted to the clip, then
 decoding with word times), MFCCs, the GE2E speaker embedding, the model, leave-one-word-out,
-occlusion, the deletion curves, the figures and HTML views, and what Gradio then does with the outputs (PNG encoding, in
-`gr.Image.postprocess`), and the size of what goes to the browser. For both it prints the
+occlusion, the deletion curves, the figures and HTML views, and what Gradio then does with the
+outputs (PNG encoding, in `gr.Image.postprocess`), and the size of what goes to the browser. For both it prints the
 handler's CPU and wall time. On a machine shared with other work wall time is inflated; CPU time
 is the fair figure. The load average is printed with it.
 Targets (issue 12): click -> all visible <= 0.9 s; figures <= 150 ms of the handler.

@@ -15,8 +15,8 @@ Prints
 Network and browser time are not included in the live figure (the browser test shows the chart
 does update while speaking). Each figure comes with the CPU time it took (all threads of this
 process) and the machine's load average, since the machine is shared; the encoder passes are
-counted (Whisper's windows, padded to 30 s or fitted to an utterance, and the passes over a clip alone of a checkpoint
-with encoder context "clip"), and `stages` prints where one file's time goes. `--checkpoint DIR` (else $SER_CHECKPOINT, else the bundled one)
+counted (Whisper's windows, padded to 30 s or fitted to an utterance, and the passes over a clip
+alone of a checkpoint with encoder context "clip"), and `stages` prints where one file's time goes. `--checkpoint DIR` (else $SER_CHECKPOINT, else the bundled one)
 chooses the checkpoint.
 """
 
@@ -64,8 +64,7 @@ class CountingEncoder:
         return self.windows, self.clips
 
     def encode(self, features, *args, **kwargs):
-        fitting = getattr(self.whisper.fitted, "padding", None) is not None  # inside a transcription
-        if fitting or int(features.shape[-1]) == 3000:
+        if self.whisper.fitting or int(features.shape[-1]) == 3000:
             self.windows += int(features.shape[0])
         else:
             self.clips += int(features.shape[0])

@@ -117,10 +117,15 @@ def _reusing_whisper_model():
             if output is not None:
                 self.handed_in.output = None  # only the first window was encoded before
                 return output
-            padding = getattr(self.fitted, "padding", None)
-            if padding is not None:
-                features = fit_window(features, padding)
+            if self.fitting:
+                features = fit_window(features, self.fitted.padding)
             return super().encode(features)
+
+        @property
+        def fitting(self) -> bool:
+            """Whether this thread is inside a transcription that fits its windows: its encoder
+            passes are Whisper's own."""
+            return getattr(self.fitted, "padding", None) is not None
 
     return ReusingWhisperModel
 

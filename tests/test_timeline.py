@@ -183,7 +183,7 @@ class CountingEncoder:
 
     def encode(self, features, *args, **kwargs):
         self.widths.append(int(features.shape[-1]))
-        if getattr(self.whisper.fitted, "padding", None) is not None or int(features.shape[-1]) == 3000:
+        if self.whisper.fitting or int(features.shape[-1]) == 3000:
             self.windows += int(features.shape[0])
         else:
             self.clips += int(features.shape[0])

@@ -166,7 +166,8 @@ def make_analyze(service: Service, explanations: Optional[bool] = None):
             {label: float(p) for label, p in zip(e.labels, e.probabilities)},
             prediction_summary_html(analysis),
             images.get("probabilities"),
-            analysis.transcript if analysis.modality != "audio" else (transcript or ""),
+            # words the gate set aside stay in the box: the notes say why the voice answered alone
+            analysis.transcript or analysis.words_set_aside if analysis.modality != "audio" else (transcript or ""),
             images.get("mfcc"),
             images.get("spu"),
             images.get("attention"),

@@ -69,6 +69,7 @@ class Analysis:
     encoder_layer: Optional[int] = None  # the encoder block those states come from (None: its output)
     faithfulness: Optional[Faithfulness] = None  # deletion curves of the explanations
     calibration: Optional[str] = None  # how often answers this sure were right in cross-validation
+    words_set_aside: str = ""  # words the words gate left out (`words_gate`): the voice answered alone
 
     @property
     def label(self) -> str:
@@ -85,6 +86,7 @@ class Analysis:
             modality=self.modality,
             transcript=self.transcript,
             transcript_source=self.transcript_source,
+            words_set_aside=self.words_set_aside,
             duration_seconds=None if self.duration is None else round(self.duration, 4),
             words=[
                 {"text": w.text, "start": w.start, "end": w.end} if not isinstance(w, dict) else w
@@ -168,6 +170,7 @@ def analyze(
         timings=timings,
         notes=notes,
         calibration=calibration_sentence(recognizer, inputs.has_audio, modality, explanation),
+        words_set_aside=heard.words_set_aside,
     )
     if not explanations:
         if while_measuring is not None:

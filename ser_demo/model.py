@@ -39,6 +39,7 @@ from .audio import FeatureParams
 from .encoder import CONTEXTS, spec_context
 from .statistics_head import StatisticsHead, check_head_config, statistics_width
 from .text import DEFAULT_EMBEDDINGS
+from .words_gate import check_words_gate
 
 LABELS = ("angry", "happy", "sad", "neutral")
 FRONTENDS = ("mfcc", "whisper")  # audio front-ends: the paper's MFCCs, Whisper encoder states
@@ -85,6 +86,9 @@ class ModelConfig:
     # A linear head on clip statistics whose answer is mixed into the network's (not in the
     # paper; `ser_demo.statistics_head`): {"parts": [...], "share": 0.25, "penalty": L2}.
     statistics_head: Optional[dict] = None
+    # The least probability the text branch alone must give its answer for the words to be read
+    # with the voice (not in the paper; `ser_demo.words_gate`); None reads them always.
+    words_gate: Optional[float] = None
 
     def __post_init__(self):
         # JSON gives lists back; tuples keep configs hashable and comparable.
@@ -122,6 +126,7 @@ class ModelConfig:
                 raise ValueError(f"{f.name} must be true or false, got {getattr(self, f.name)!r}")
         if self.statistics_head is not None:
             check_head_config(self)
+        check_words_gate(self.words_gate)
         if self.n_audio_features != 3 * self.feature_params["n_mfcc"]:
             raise ValueError(
                 f"n_audio_features={self.n_audio_features} but feature_params give "

@@ -31,6 +31,7 @@ from .statistics_head import clip_statistics
 from .text import Tokens, load_word_vectors
 from .utterance import (MAX_TRANSCRIPT_CHARACTERS, MAX_TRANSCRIPT_WORDS, AudioFeatures, Heard, ModelInputs,
                         Prediction, PredictionError, check_transcript_length, unknown_words_note)
+from .words_gate import set_aside_note, words_are_read
 
 # The checkpoint trained by `train/` and committed with the project; SER_CHECKPOINT overrides.
 BUNDLED_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "mscnn-spu-att-en-4class"
@@ -275,18 +276,33 @@ class EmotionRecognizer:
                 heard.notes.append(unsure_words_note(result, read=not wants_audio))
                 if wants_audio:  # the voice answers alone
                     heard.unsure_words, heard.transcript, heard.words, heard.phrases = heard.transcript, "", [], []
+        if wants_audio and wants_text and heard.transcript:
+            self.gate_words(heard)
         if wants_text and not heard.transcript:
             if not wants_audio:
                 raise PredictionError(
                     "text-only mode needs a transcript with at least one word: type what was said"
                     + ("" if transcriber is not None else " (speech recognition is not available)")
                 )
-            if not heard.unsure_words:  # its note says why already
+            if not (heard.unsure_words or heard.words_set_aside):  # its note says why already
                 heard.notes.append("no transcript: the text branch saw an empty sentence")
         if not wants_text:
             heard.transcript, heard.source = "", "none"
         heard.audio_used = wants_audio
         return heard
+
+    def gate_words(self, heard: Heard) -> None:
+        """The words gate (`ser_demo.words_gate`): words the text branch, reading them alone, is not
+        sure of are set aside (`heard.words_set_aside`, with a note), and the voice answers alone."""
+        threshold = self.config.words_gate
+        if threshold is None or not self.word_vectors.encode(heard.transcript).words:
+            return
+        start = time.perf_counter()
+        text_alone, _ = self.forward(self.prepare(None, heard.transcript, "text"))
+        heard.timings["words gate"] = time.perf_counter() - start
+        if not words_are_read(text_alone, threshold)[0]:
+            heard.notes.append(set_aside_note(heard.transcript, text_alone, self.labels, threshold))
+            heard.words_set_aside, heard.transcript = heard.transcript, ""
 
     def shares_encoder_with(self, transcriber) -> bool:
         """Whether `transcriber` decodes from the encoder pass the model reads (context "window"
@@ -363,5 +379,6 @@ class EmotionRecognizer:
             notes=notes,
             encoder_states=inputs.encoder_states,
             calibration=self.calibration_record(modality, inputs.has_audio, float(probs.max())),
+            words_set_aside=heard.words_set_aside or None,
             **answers,
         )

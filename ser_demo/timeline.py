@@ -179,7 +179,7 @@ def timeline(
         segments += classify(recognizer, waveform, begin, end, piece, modality, unknown, work,
                              transcriber if asr and heard is None else None, reach=(lo, hi),
                              phrases=None if heard is None or piece is None else heard[done])
-    unclassified, unsure = work.pop("unclassified"), work.pop("unsure", 0)
+    unclassified, unsure, set_aside = work.pop("unclassified"), work.pop("unsure", 0), work.pop("set aside", 0)
     timings.update(work)
     if unclassified:
         notes.append(f"{unclassified} of {unclassified + sum(s.kind == 'speech' for s in segments)} utterances "
@@ -188,6 +188,9 @@ def timeline(
         notes.append(f"Whisper was unsure of the words it heard in {unsure} utterance{'s' * (unsure > 1)} (mean log-probability "
                      f"below {UNSURE_LOG_PROBABILITY:.1f}; Whisper tiny.en knows English only): they were left out, "
                      "and the voice answered alone")
+    if set_aside:
+        notes.append(f"the words of {set_aside} utterance{'s' * (set_aside > 1)} carry no emotion the text branch is sure of "
+                     f"(under {100 * recognizer.config.words_gate:.0f} % read alone): they were set aside, and the voice answered alone")
     if unknown:
         notes.append("words without a GloVe vector (the model sees zeros for them): " + ", ".join(unknown))
     times, curve = probability_curve(segments, duration, recognizer.labels)
@@ -248,12 +251,13 @@ def classify(recognizer: EmotionRecognizer, waveform: np.ndarray, begin: float, 
             stage = "trim" if stage == "ingest" else stage
             work[stage] = work.get(stage, 0.0) + seconds
         work["unsure"] = work.get("unsure", 0) + bool(heard.unsure_words)
+        work["set aside"] = work.get("set aside", 0) + bool(heard.words_set_aside)
         if transcriber is not None:
             offset = (first + speech_bounds(audio)[0]) / SAMPLE_RATE  # Whisper's times are the trimmed clip's
             parts = split_at_phrases(piece, [p.shifted(offset) for p in heard.phrases])
             if len(parts) > 1:
                 return split(recognizer, waveform, begin, end, parts, modality, unknown, work)
-            piece, text = parts[0], heard.transcript
+            piece, text = parts[0], heard.transcript or heard.words_set_aside
         t = time.perf_counter()
         inputs = recognizer.prepare(heard.waveform_for_model, heard.transcript, modality, heard.encoded)
         probabilities, _ = recognizer.forward(inputs)

@@ -66,6 +66,7 @@ class Prediction:
     head_probabilities: Optional[dict[str, float]] = None  # the linear head's, on clip statistics
     # how often answers as sure as this one were right in the checkpoint's cross-validation (calibration.py)
     calibration: Optional[dict] = None
+    words_set_aside: Optional[str] = None  # words the words gate left out: the voice answered alone
 
     def to_dict(self) -> dict:
         """JSON-ready summary (the command line prints it)."""
@@ -82,6 +83,7 @@ class Prediction:
                if self.head_probabilities is not None else {}),
             "modality": self.modality,
             "transcript": self.transcript,
+            "words_set_aside": self.words_set_aside,
             "tokens": self.tokens,
             "unknown_tokens": [t for t, k in zip(self.tokens, self.known) if not k],
             "attention": self.attention,
@@ -135,6 +137,7 @@ class Heard:
     notes: list = field(default_factory=list)
     audio_used: bool = True  # False when the audio was read only for Whisper (text-only mode)
     unsure_words: str = ""  # Whisper's words left out as unsure (transcript.is_unsure); the model read none
+    words_set_aside: str = ""  # words the text branch alone was not sure of (words_gate); the voice answered alone
 
     @property
     def waveform_for_model(self) -> Optional[np.ndarray]:

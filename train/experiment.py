@@ -170,6 +170,9 @@ def run_fold(data: Data, fold: Fold, config: ModelConfig, settings: TrainSetting
         results.update(score(samples, predicted, model_fold, config.labels, modality, per_corpus))
         if modality != "text corpus":  # thousands of sentences, and no audio for a head to mix in
             answers[modality] = predictions.setting_record(samples, parts)
+        if "set_aside" in parts and parts["set_aside"].any():
+            log(f"  {SETTINGS[modality]}: the words gate set aside the words of {int(parts['set_aside'].sum())} of "
+                f"{len(samples)} clips (the text branch alone under {100 * config.words_gate:.0f} %): the voice answered alone")
         log(f"  {SETTINGS[modality]}: WA {results[modality].wa:.3f} UA {results[modality].ua:.3f}")
     if run_dir is not None:
         predictions.save(run_dir, model_fold, config.labels, answers)

@@ -271,6 +271,9 @@ def describe_model(config) -> str:
                      f"statistics ({', '.join(head['parts'])}; mean and std over time, the speaker embedding as is), "
                      f"fitted after the network on its training clips, whose answer makes {head['share']:.0%} of the "
                      "output probabilities when there is audio")
+    if config.use_audio and config.use_text and config.words_gate is not None:
+        parts.append(f"and, not in the paper, a words gate: words that the text branch, reading them alone, gives less "
+                     f"than {config.words_gate:.0%} to its answer are set aside, and the voice answers alone")
     return ("; ".join(parts) + ". It classifies an utterance as angry, happy, sad or neutral, from audio and "
             "transcript together, audio alone or text alone. Checkpoints that read Whisper encoder states need "
             "the same Whisper model, compute type, context and layer (recorded in config.json) and refuse another.")

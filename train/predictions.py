@@ -42,6 +42,8 @@ def setting_record(samples: Sequence, parts: dict[str, np.ndarray]) -> dict:
             record[name] = np.round(parts[name].astype(float), 5).tolist()
     if "heard" in parts:
         record["heard"] = parts["heard"].astype(bool).tolist()
+    if "set_aside" in parts:  # the words gate left these clips' words out: the voice answered alone
+        record["set_aside"] = parts["set_aside"].astype(bool).tolist()
     return record
 
 

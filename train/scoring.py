@@ -130,6 +130,9 @@ def audio_corpus_set(
                 words += (f"; Whisper's words left out where it was unsure of them ({unsure} of {len(utterances)} "
                           "clips: the voice alone, as in the app)")
         samples = natural_pairs(utterances)
+    if give_audio and give_text and config.words_gate is not None:
+        words += (f"; words the text branch alone is less than {100 * config.words_gate:.0f} % sure of set aside "
+                  "(the voice alone, as in the app)")
     samples = [replace(s, text=s.text if give_text else "", audio_path=s.audio_path if give_audio else None) for s in samples]
     if give_audio and give_text:
         protocol = f"audio + {words}"

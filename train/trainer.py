@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from ser_demo.audio import Normalizer
 from ser_demo.devices import autocast, init_distributed, to_device
 from ser_demo.model import MSCNN_SPU_ATT, ModelConfig
+from ser_demo.words_gate import words_are_read
 from train.adversary import SpeakerAdversary, reversal_scale
 from train.augment import variants_of
 from train.batches import label_tensor, make_batch
@@ -125,10 +126,14 @@ def predict_parts(model, samples, bank, normalizer: Optional[Normalizer] = None,
                   batch_size: int = 64) -> dict[str, np.ndarray]:
     """Class probabilities of whole clips, (n, n_labels) each, with the normalisers the config
     stores (or the MFCC `normalizer` given): "probabilities", the model's answer, and with a
-    statistics head its two parts, "network" and "head", and "heard" (n,), the rows that mix them."""
+    statistics head its two parts, "network" and "head", and "heard" (n,), the rows that mix them;
+    with a words gate, "set_aside" (n,): the rows whose words it set aside (the voice answered alone)."""
     model.eval()
     config, parts = model.config, {}
     normalizer = normalizer or Normalizer.from_config(config)
+    gated = gate_words(model, samples, bank, normalizer)
+    set_aside = np.array([bool(s.text) and not g.text for s, g in zip(samples, gated)], dtype=bool)
+    samples = gated
     encoder_normalizer = Normalizer.encoder_from_config(config)
     device = next(model.parameters()).device
     for i in range(0, len(samples), batch_size):
@@ -143,7 +148,26 @@ def predict_parts(model, samples, bank, normalizer: Optional[Normalizer] = None,
             parts.setdefault("heard", []).append(out.head_heard.cpu().numpy())
     if not parts:
         return {"probabilities": np.zeros((0, len(config.labels)), np.float32)}
-    return {name: np.concatenate(arrays) for name, arrays in parts.items()}
+    parts = {name: np.concatenate(arrays) for name, arrays in parts.items()}
+    if config.words_gate is not None:
+        parts["set_aside"] = set_aside
+    return parts
+
+
+def gate_words(model, samples, bank, normalizer: Optional[Normalizer] = None) -> list:
+    """The words gate (`ser_demo.words_gate`), as the app applies it: a clip with audio and words
+    keeps its words only if the text branch, reading them alone, is sure of them; else the voice
+    answers alone. Unchanged when the checkpoint has no gate."""
+    rows = [i for i, s in enumerate(samples) if s.audio_path is not None and s.text]
+    if model.config.words_gate is None or not rows:
+        return samples
+    text_alone = predict_parts(model, [replace(samples[i], audio_path=None) for i in rows], bank, normalizer)
+    read = words_are_read(text_alone["probabilities"], model.config.words_gate)
+    kept = list(samples)
+    for i, words_read in zip(rows, read):
+        if not words_read:
+            kept[i] = replace(kept[i], text="")
+    return kept
 
 
 def predict_probabilities(model, samples, bank, normalizer: Optional[Normalizer] = None,

@@ -1,0 +1,41 @@
+"""The words gate (not in the paper): the words move the voice's answer only when they carry an
+emotion that the text branch, reading them alone, is sure of.
+
+Most of what people say carries no emotion in its words, and an acted corpus's script ("Kids are
+talking by the door") none at all; the fused model still reads such words, and in cross-validation
+they changed a few of the voice's answers, more of them to wrong than to right. So a checkpoint
+may set `ModelConfig.words_gate`: the least probability that the text branch, given the words and
+no audio, must put on its answer. Below it the words are set aside and the voice answers alone,
+everywhere the voice is read (the app, the timeline, `train cv` and `train evaluate`); at or above
+it the model reads voice and words together, as the paper does. A pass of the text branch alone
+costs about a millisecond. Without audio (text only) the words are always read.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+
+def check_words_gate(threshold: Optional[float]) -> None:
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                  or not 0.0 < threshold < 1.0):
+        raise ValueError(f"words_gate must be a probability between 0 and 1 (e.g. 0.5) or null, got {threshold!r}")
+
+
+def words_are_read(text_alone: np.ndarray, threshold: Optional[float]) -> np.ndarray:
+    """Per row of `text_alone` ((n, n_labels) probabilities of the text branch given the words and no
+    audio), whether the words are read with the voice: always without a gate."""
+    text_alone = np.atleast_2d(text_alone)
+    if threshold is None:
+        return np.ones(len(text_alone), dtype=bool)
+    return text_alone.max(-1) >= threshold
+
+
+def set_aside_note(words: str, text_alone: np.ndarray, labels: Sequence[str], threshold: float) -> str:
+    """What the page says when the gate sets the words aside."""
+    best = int(np.argmax(text_alone))
+    return (f'the words "{words}" carry no emotion the text branch is sure of (read alone, its surest answer is '
+            f"{labels[best]} at {100 * float(text_alone[best]):.0f} %, under this checkpoint's {100 * threshold:.0f} %): "
+            "the voice answers alone (choose text only to see what the words say)")

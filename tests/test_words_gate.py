@@ -1,0 +1,85 @@
+"""The words gate: words the text branch alone is not sure of are set aside and the voice answers
+alone, the same way in the app's recognizer and in `train`'s scoring; text alone is never gated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ser_demo.analysis import analyze
+from ser_demo.model import ModelConfig
+from ser_demo.recognizer import BUNDLED_CHECKPOINT, EmotionRecognizer
+from ser_demo.words_gate import words_are_read
+from train.features import FeatureBank
+from train.pairing import BimodalSample
+from train.trainer import predict_parts
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SCRIPT = "Kids are talking by the door."  # RAVDESS's neutral script: its text branch is unsure of it
+ANGRY_WORDS = "I hate you, you ruined everything!"
+
+pytestmark = pytest.mark.skipif(not (BUNDLED_CHECKPOINT / "model.safetensors").is_file(), reason="no bundled checkpoint")
+
+
+@pytest.mark.parametrize("threshold", [0, 1, 1.5, -0.1, True, "0.5"])
+def test_the_gate_is_a_probability(threshold):
+    with pytest.raises(ValueError, match="words_gate"):
+        ModelConfig(words_gate=threshold)
+
+
+def test_words_are_read_when_the_text_branch_is_sure_of_them():
+    text_alone = np.array([[0.6, 0.2, 0.1, 0.1], [0.35, 0.25, 0.2, 0.2], [0.5, 0.5, 0.0, 0.0]])
+    assert words_are_read(text_alone, 0.5).tolist() == [True, False, True]
+    assert words_are_read(text_alone, None).tolist() == [True, True, True]  # no gate: always read
+
+
+@pytest.fixture(scope="module")
+def gated() -> EmotionRecognizer:
+    recognizer = EmotionRecognizer.from_pretrained(str(BUNDLED_CHECKPOINT))
+    recognizer.model.config.words_gate = 0.5
+    return recognizer
+
+
+def test_unsure_words_are_set_aside_and_the_voice_answers_alone(gated):
+    clip = FIXTURES / "brother.flac"
+    voice = gated.predict(clip, modality="audio")
+    script = gated.predict(clip, transcript=SCRIPT)
+    assert script.words_set_aside == SCRIPT and script.transcript is None and script.tokens == []
+    assert script.attention == {}  # the model read no words
+    np.testing.assert_allclose(list(script.probabilities.values()), list(voice.probabilities.values()), atol=1e-6)
+    assert any("the voice answers alone" in note and SCRIPT in note for note in script.notes)
+    assert "words gate" in script.timings
+    angry = gated.predict(clip, transcript=ANGRY_WORDS)  # words that carry an emotion are read
+    assert angry.words_set_aside is None and angry.transcript == ANGRY_WORDS and len(angry.tokens) > 3
+    assert angry.probabilities["angry"] > voice.probabilities["angry"]
+    text_alone = gated.predict(None, transcript=SCRIPT, modality="text")  # no voice: the words answer
+    assert text_alone.words_set_aside is None and text_alone.tokens
+
+
+def test_without_a_gate_the_words_are_always_read():
+    recognizer = EmotionRecognizer.from_pretrained(str(BUNDLED_CHECKPOINT))
+    recognizer.model.config.words_gate = None
+    p = recognizer.predict(FIXTURES / "brother.flac", transcript=SCRIPT)
+    assert p.words_set_aside is None and p.transcript == SCRIPT and p.attention
+
+
+def test_the_page_keeps_the_words_it_set_aside(gated):
+    analysis = analyze(gated, FIXTURES / "brother.flac", SCRIPT, explanations=False)
+    assert analysis.words_set_aside == SCRIPT and analysis.transcript == ""
+    assert analysis.explanation.tokens == [] and analysis.to_dict()["words_set_aside"] == SCRIPT
+
+
+def test_scoring_gates_the_words_as_the_app_does(gated, tmp_path):
+    """`train cv` and `train evaluate` score through predict_parts: the same answers as the app's
+    recognizer, words set aside or read alike."""
+    texts = [SCRIPT, ANGRY_WORDS, "The children played in the garden until dinner was ready."]
+    files = [FIXTURES / name for name in ("brother.flac", "thanks.flac", "children.flac")]
+    samples = [BimodalSample(f, t, "neutral", "s", "fixture", f.stem, "fixture") for f, t in zip(files, texts)]
+    scored = predict_parts(gated.model, samples, FeatureBank(gated.model.config, tmp_path))["probabilities"]
+    for sample, row in zip(samples, scored):
+        app = gated.predict(sample.audio_path, transcript=sample.text)
+        np.testing.assert_allclose(row, list(app.probabilities.values()), atol=1e-4)
+    assert gated.predict(files[0], transcript=SCRIPT).words_set_aside  # both cases are covered
+    assert gated.predict(files[1], transcript=ANGRY_WORDS).words_set_aside is None

@@ -167,7 +167,7 @@ def make_analyze(service: Service, explanations: Optional[bool] = None):
             prediction_summary_html(analysis),
             images.get("probabilities"),
             # words the gate set aside stay in the box: the notes say why the voice answered alone
-            analysis.transcript or analysis.words_set_aside if analysis.modality != "audio" else (transcript or ""),
+            (analysis.transcript or analysis.words_set_aside) if analysis.modality != "audio" else (transcript or ""),
             images.get("mfcc"),
             images.get("spu"),
             images.get("attention"),

@@ -58,10 +58,9 @@ def test_unsure_words_are_set_aside_and_the_voice_answers_alone(gated):
     assert text_alone.words_set_aside is None and text_alone.tokens
 
 
-def test_without_a_gate_the_words_are_always_read():
-    recognizer = EmotionRecognizer.from_pretrained(str(BUNDLED_CHECKPOINT))
-    recognizer.model.config.words_gate = None
-    p = recognizer.predict(FIXTURES / "brother.flac", transcript=SCRIPT)
+def test_without_a_gate_the_words_are_always_read(gated, monkeypatch):
+    monkeypatch.setattr(gated.model.config, "words_gate", None)
+    p = gated.predict(FIXTURES / "brother.flac", transcript=SCRIPT)
     assert p.words_set_aside is None and p.transcript == SCRIPT and p.attention
 
 

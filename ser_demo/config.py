@@ -63,6 +63,10 @@ class ModelConfig:
     # The least probability the text branch alone must give its answer for the words to be read
     # with the voice (not in the paper; `ser_demo.words_gate`); None reads them always.
     words_gate: Optional[float] = None
+    # The labels whose probability counts for the gate; None: any. ("angry", "happy", "sad")
+    # reads the words only when they carry an emotion: words the text branch is sure are neutral
+    # say nothing about the voice, since most of what people say in any mood is worded neutrally.
+    words_gate_labels: Optional[tuple] = None
 
     def __post_init__(self):
         # JSON gives lists back; tuples keep configs hashable and comparable.
@@ -100,7 +104,9 @@ class ModelConfig:
                 raise ValueError(f"{f.name} must be true or false, got {getattr(self, f.name)!r}")
         if self.statistics_head is not None:
             check_head_config(self)
-        check_words_gate(self.words_gate)
+        if self.words_gate_labels is not None:
+            self.words_gate_labels = tuple(self.words_gate_labels)
+        check_words_gate(self.words_gate, self.words_gate_labels, self.labels)
         if self.n_audio_features != 3 * self.feature_params["n_mfcc"]:
             raise ValueError(
                 f"n_audio_features={self.n_audio_features} but feature_params give "

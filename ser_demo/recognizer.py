@@ -293,15 +293,16 @@ class EmotionRecognizer:
 
     def gate_words(self, heard: Heard) -> None:
         """The words gate (`ser_demo.words_gate`): words the text branch, reading them alone, is not
-        sure of are set aside (`heard.words_set_aside`, with a note), and the voice answers alone."""
+        sure of (of an emotion, with `words_gate_labels`) are set aside (`heard.words_set_aside`, with a note), and the voice answers alone."""
         threshold = self.config.words_gate
         if threshold is None or not self.word_vectors.encode(heard.transcript).words:
             return
         start = time.perf_counter()
         text_alone, _ = self.forward(self.prepare(None, heard.transcript, "text"))
         heard.timings["words gate"] = time.perf_counter() - start
-        if not words_are_read(text_alone, threshold)[0]:
-            heard.notes.append(set_aside_note(heard.transcript, text_alone, self.labels, threshold))
+        gate_labels = self.config.words_gate_labels
+        if not words_are_read(text_alone, threshold, self.labels, gate_labels)[0]:
+            heard.notes.append(set_aside_note(heard.transcript, text_alone, self.labels, threshold, gate_labels))
             heard.words_set_aside, heard.transcript = heard.transcript, ""
 
     def shares_encoder_with(self, transcriber) -> bool:

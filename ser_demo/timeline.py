@@ -39,6 +39,7 @@ from .recognizer import EmotionRecognizer
 from .segments import (Piece, merge_short, phrases_by_piece, split_at_phrases, split_long, tile,
                        transcription_windows, voice_activity)
 from .utterance import PredictionError
+from .words_gate import gate_rule
 
 TIMELINE_MAX_SECONDS = 600.0  # a single clip stops at 30 s; a timeline takes minutes
 CURVE_STEP_SECONDS = 0.1
@@ -190,7 +191,8 @@ def timeline(
                      "and the voice answered alone")
     if set_aside:
         notes.append(f"the words of {set_aside} utterance{'s' * (set_aside > 1)} carry no emotion the text branch is sure of "
-                     f"(under {100 * recognizer.config.words_gate:.0f} % read alone): they were set aside, and the voice answered alone")
+                     f"({gate_rule(recognizer.config.words_gate, recognizer.config.words_gate_labels)}): they were set aside, "
+                     "and the voice answered alone")
     if unknown:
         notes.append("words without a GloVe vector (the model sees zeros for them): " + ", ".join(unknown))
     times, curve = probability_curve(segments, duration, recognizer.labels)

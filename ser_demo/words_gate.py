@@ -23,24 +23,57 @@ from typing import Optional, Sequence
 import numpy as np
 
 
-def check_words_gate(threshold: Optional[float]) -> None:
+def check_words_gate(threshold: Optional[float], gate_labels: Optional[Sequence[str]] = None,
+                     labels: Sequence[str] = ()) -> None:
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
                                   or not 0.0 < threshold < 1.0):
         raise ValueError(f"words_gate must be a probability between 0 and 1 (e.g. 0.5) or null, got {threshold!r}")
+    if gate_labels is None:
+        return
+    if threshold is None:
+        raise ValueError("words_gate_labels needs words_gate: the probability that those labels must reach")
+    if not gate_labels or len(set(gate_labels)) != len(gate_labels) or set(gate_labels) - set(labels):
+        raise ValueError(f"words_gate_labels must be distinct labels of this checkpoint {tuple(labels)}, got {gate_labels!r}")
 
 
-def words_are_read(text_alone: np.ndarray, threshold: Optional[float]) -> np.ndarray:
+def words_are_read(text_alone: np.ndarray, threshold: Optional[float], labels: Sequence[str] = (),
+                   gate_labels: Optional[Sequence[str]] = None) -> np.ndarray:
     """Per row of `text_alone` ((n, n_labels) probabilities of the text branch given the words and no
-    audio), whether the words are read with the voice: always without a gate."""
+    audio, columns in the order of `labels`), whether the words are read with the voice: when the
+    text branch puts at least `threshold` on one label (one of `gate_labels` if given); always
+    without a gate."""
     text_alone = np.atleast_2d(text_alone)
     if threshold is None:
         return np.ones(len(text_alone), dtype=bool)
+    if gate_labels is not None:
+        text_alone = text_alone[:, [list(labels).index(name) for name in gate_labels]]
     return text_alone.max(-1) >= threshold
 
 
-def set_aside_note(words: str, text_alone: np.ndarray, labels: Sequence[str], threshold: float) -> str:
+def gate_rule(threshold: float, gate_labels: Optional[Sequence[str]] = None) -> str:
+    """The gate's rule in words, for cards, logs and notes: "the text branch alone under 50 % (on
+    angry, happy and sad)"."""
+    counted = "" if gate_labels is None else f" on {listed(gate_labels, 'and')}"
+    return f"the text branch alone under {100 * threshold:.0f} %{counted}"
+
+
+def listed(names: Sequence[str], last: str) -> str:
+    """("angry", "happy", "sad"), "or" -> "angry, happy or sad"."""
+    names = list(names)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {last} {names[-1]}"
+
+
+def set_aside_note(words: str, text_alone: np.ndarray, labels: Sequence[str], threshold: float,
+                   gate_labels: Optional[Sequence[str]] = None) -> str:
     """What the page says when the gate sets the words aside."""
     best = int(np.argmax(text_alone))
-    return (f'the words "{words}" carry no emotion the text branch is sure of (read alone, its surest answer is '
-            f"{labels[best]} at {100 * float(text_alone[best]):.0f} %, under this checkpoint's {100 * threshold:.0f} %): "
+    surest = f"{labels[best]} at {100 * float(text_alone[best]):.0f} %"
+    if gate_labels is None:
+        why = f"read alone, its surest answer is {surest}, under this checkpoint's {100 * threshold:.0f} %"
+    else:
+        counted = max(gate_labels, key=lambda name: text_alone[list(labels).index(name)])
+        top = 100 * float(text_alone[list(labels).index(counted)])
+        why = (f"read alone, it gives {listed(gate_labels, 'or')} at most {top:.0f} % ({counted}), under this "
+               f"checkpoint's {100 * threshold:.0f} %; its surest answer is {surest}")
+    return (f'the words "{words}" carry no emotion the text branch is sure of ({why}): '
             "the voice answers alone (choose text only to see what the words say)")

@@ -19,6 +19,8 @@ from train.trainer import predict_parts
 FIXTURES = Path(__file__).parent / "fixtures"
 SCRIPT = "Kids are talking by the door."  # RAVDESS's neutral script: its text branch is unsure of it
 ANGRY_WORDS = "I hate you, you ruined everything!"
+NEUTRAL_WORDS = "The meeting is scheduled for three o'clock on Tuesday."  # its text branch is sure: neutral
+EMOTIONS = ("angry", "happy", "sad")
 
 pytestmark = pytest.mark.skipif(not (BUNDLED_CHECKPOINT / "model.safetensors").is_file(), reason="no bundled checkpoint")
 
@@ -33,6 +35,25 @@ def test_words_are_read_when_the_text_branch_is_sure_of_them():
     text_alone = np.array([[0.6, 0.2, 0.1, 0.1], [0.35, 0.25, 0.2, 0.2], [0.5, 0.5, 0.0, 0.0]])
     assert words_are_read(text_alone, 0.5).tolist() == [True, False, True]
     assert words_are_read(text_alone, None).tolist() == [True, True, True]  # no gate: always read
+
+
+@pytest.mark.parametrize("settings, complaint", [
+    (dict(words_gate_labels=["sad"]), "needs words_gate"),
+    (dict(words_gate=0.5, words_gate_labels=["calm"]), "distinct labels"),
+    (dict(words_gate=0.5, words_gate_labels=["sad", "sad"]), "distinct labels"),
+    (dict(words_gate=0.5, words_gate_labels=[]), "distinct labels"),
+])
+def test_the_gates_labels_are_the_checkpoints(settings, complaint):
+    with pytest.raises(ValueError, match=complaint):
+        ModelConfig(**settings)
+
+
+def test_with_gate_labels_only_their_probability_counts():
+    labels = ("angry", "happy", "sad", "neutral")
+    text_alone = np.array([[0.1, 0.1, 0.1, 0.7], [0.6, 0.1, 0.1, 0.2], [0.3, 0.2, 0.1, 0.4]])
+    assert words_are_read(text_alone, 0.5, labels).tolist() == [True, True, False]
+    # sure that the words are neutral is not sure of an emotion: the first row is set aside now
+    assert words_are_read(text_alone, 0.5, labels, ("angry", "happy", "sad")).tolist() == [False, True, False]
 
 
 @pytest.fixture(scope="module")
@@ -64,16 +85,30 @@ def test_without_a_gate_the_words_are_always_read(gated, monkeypatch):
     assert p.words_set_aside is None and p.transcript == SCRIPT and p.attention
 
 
+def test_with_emotion_labels_words_sure_to_be_neutral_are_set_aside(gated, monkeypatch):
+    clip = FIXTURES / "brother.flac"
+    assert gated.predict(clip, transcript=NEUTRAL_WORDS).words_set_aside is None  # sure of neutral: read
+    monkeypatch.setattr(gated.model.config, "words_gate_labels", EMOTIONS)
+    neutral = gated.predict(clip, transcript=NEUTRAL_WORDS)
+    voice = gated.predict(clip, modality="audio")
+    assert neutral.words_set_aside == NEUTRAL_WORDS
+    np.testing.assert_allclose(list(neutral.probabilities.values()), list(voice.probabilities.values()), atol=1e-6)
+    assert any("angry, happy or sad at most" in note and "its surest answer is neutral" in note for note in neutral.notes)
+    assert gated.predict(clip, transcript=ANGRY_WORDS).words_set_aside is None  # an emotion it is sure of: read
+
+
 def test_the_page_keeps_the_words_it_set_aside(gated):
     analysis = analyze(gated, FIXTURES / "brother.flac", SCRIPT, explanations=False)
     assert analysis.words_set_aside == SCRIPT and analysis.transcript == ""
     assert analysis.explanation.tokens == [] and analysis.to_dict()["words_set_aside"] == SCRIPT
 
 
-def test_scoring_gates_the_words_as_the_app_does(gated, tmp_path):
+@pytest.mark.parametrize("gate_labels", [None, EMOTIONS])
+def test_scoring_gates_the_words_as_the_app_does(gated, tmp_path, monkeypatch, gate_labels):
     """`train cv` and `train evaluate` score through predict_parts: the same answers as the app's
     recognizer, words set aside or read alike."""
-    texts = [SCRIPT, ANGRY_WORDS, "The children played in the garden until dinner was ready."]
+    monkeypatch.setattr(gated.model.config, "words_gate_labels", gate_labels)
+    texts = [SCRIPT, ANGRY_WORDS, NEUTRAL_WORDS]
     files = [FIXTURES / name for name in ("brother.flac", "thanks.flac", "children.flac")]
     samples = [BimodalSample(f, t, "neutral", "s", "fixture", f.stem, "fixture") for f, t in zip(files, texts)]
     scored = predict_parts(gated.model, samples, FeatureBank(gated.model.config, tmp_path))["probabilities"]
@@ -82,3 +117,4 @@ def test_scoring_gates_the_words_as_the_app_does(gated, tmp_path):
         np.testing.assert_allclose(row, list(app.probabilities.values()), atol=1e-4)
     assert gated.predict(files[0], transcript=SCRIPT).words_set_aside  # both cases are covered
     assert gated.predict(files[1], transcript=ANGRY_WORDS).words_set_aside is None
+    assert (gated.predict(files[2], transcript=NEUTRAL_WORDS).words_set_aside is None) == (gate_labels is None)

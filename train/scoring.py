@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from ser_demo.model import ModelConfig
+from ser_demo.words_gate import gate_rule
 from train.datasets import AUDIO_CORPORA, Utterance, load_corpus
 from train.pairing import BimodalSample, LabelMatchedPairing, natural_pairs, text_samples
 from train.protocol import Fold, FoldResult, evaluate
@@ -131,7 +132,7 @@ def audio_corpus_set(
                           "clips: the voice alone, as in the app)")
         samples = natural_pairs(utterances)
     if give_audio and give_text and config.words_gate is not None:
-        words += (f"; words the text branch alone is less than {100 * config.words_gate:.0f} % sure of set aside "
+        words += (f"; words set aside when {gate_rule(config.words_gate, config.words_gate_labels)} "
                   "(the voice alone, as in the app)")
     samples = [replace(s, text=s.text if give_text else "", audio_path=s.audio_path if give_audio else None) for s in samples]
     if give_audio and give_text:

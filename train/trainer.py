@@ -162,7 +162,8 @@ def gate_words(model, samples, bank, normalizer: Optional[Normalizer] = None) ->
     if model.config.words_gate is None or not rows:
         return samples
     text_alone = predict_parts(model, [replace(samples[i], audio_path=None) for i in rows], bank, normalizer)
-    read = words_are_read(text_alone["probabilities"], model.config.words_gate)
+    config = model.config
+    read = words_are_read(text_alone["probabilities"], config.words_gate, config.labels, config.words_gate_labels)
     kept = list(samples)
     for i, words_read in zip(rows, read):
         if not words_read:

@@ -113,7 +113,8 @@ def warm_up_on_an_example(service: Service) -> None:
 # --- one request ---------------------------------------------------------------------------
 
 
-def run_analysis(service: Service, audio, transcript, modality, checkpoint_name, explanations: Optional[bool] = None):
+def run_analysis(service: Service, audio, transcript, modality, checkpoint_name, explanations: Optional[bool] = None,
+                 read_all_words: bool = False):
     """The library pipeline and the figures, with this page's settings; returns (analysis, images, timings)."""
     from ser_demo.plotting import analyze_and_draw
 
@@ -121,6 +122,7 @@ def run_analysis(service: Service, audio, transcript, modality, checkpoint_name,
         service.recognizers[checkpoint_name], audio, transcript, modality, transcriber=service.transcriber,
         asr_unavailable=service.asr_error, max_seconds=MAX_SECONDS, relevance=RELEVANCE,
         explanations=EXPLANATIONS if explanations is None else explanations, word_memory=service.words,
+        read_all_words=bool(read_all_words),
     )
 
 
@@ -131,7 +133,7 @@ def make_analyze(service: Service, explanations: Optional[bool] = None):
     from ser_demo.charts import attention_html
     from ser_demo.ingest import AudioInputError
 
-    def analyze(audio, transcript, modality, checkpoint_name):
+    def analyze(audio, transcript, modality, checkpoint_name, read_all_words=False):
         """Recognise the emotion in a speech recording (angry, happy, sad or neutral) with MSCNN-SPU-ATT, a multi-scale CNN over MFCCs with attention from the voice to the words (Peng et al., ICASSP 2021), and explain the answer: what Whisper heard, which words the model attends to, how much each word and each moment of audio changes the answer. English speech, up to 30 s.
 
         Args:
@@ -139,6 +141,7 @@ def make_analyze(service: Service, explanations: Optional[bool] = None):
             transcript: what was said, in English. Leave empty to let Whisper transcribe the recording; give it to test other words on the same voice.
             modality: what the model may use: "both" (voice and words, the default), "audio" (voice only) or "text" (words only).
             checkpoint_name: which trained model to use, one of the names this app lists; leave it out for the app's default.
+            read_all_words: true to read the words with the voice even when the checkpoint's words gate would set them aside because they carry no emotion it is sure of (the paper's fusion); false by default.
         Returns:
             1. the four emotion probabilities; 2. a summary table (HTML), with how often answers as sure were right in the checkpoint's cross-validation when it carries that table; 3. bars of the probabilities (HTML); 4. the transcript used; 5. an image of the MFCC features (and Whisper encoder states) over time with the moments that drive the decision; 6. heat maps of the SPU statistics (HTML); 7. a table of attention weights and leave-one-word-out influence per word (HTML); 8. the transcript highlighted by attention (HTML); 9. the prediction with uniform attention; 10. deletion curves of the words (an SVG chart in HTML) and 11. what they say; 12. deletion curves of the audio windows (SVG in HTML) and 13. what they say; 14. time per stage; 15. notes (e.g. words without a word vector); 16. all numbers as JSON: label, probabilities, transcript, tokens, attention, word_influence, uniform_attention_probabilities, audio_relevance, faithfulness, token_times, timings, calibration.
         """
@@ -151,7 +154,7 @@ def make_analyze(service: Service, explanations: Optional[bool] = None):
             if modality not in MODALITIES:
                 raise PredictionError(f"modality must be one of {', '.join(MODALITIES)}, not {modality!r}")
             analysis, images, timings = run_analysis(service, audio, transcript, modality, checkpoint_name,
-                                                     explanations)
+                                                     explanations, read_all_words)
         except (AudioInputError, PredictionError, TranscriptionUnavailable) as err:
             raise gr.Error(str(err), print_exception=False) from None
         except Exception:
@@ -226,7 +229,7 @@ EXPLAIN = {
 
 
 def _example_rows(default_checkpoint_name: str) -> tuple[list[list], list[str]]:
-    """Rows (audio, transcript, modality, checkpoint) and a short label for each."""
+    """Rows (audio, transcript, modality, checkpoint, read every word) and a short label for each."""
     listing = EXAMPLES_DIR / "examples.json"
     if not listing.is_file():
         return [], []
@@ -234,7 +237,7 @@ def _example_rows(default_checkpoint_name: str) -> tuple[list[list], list[str]]:
     for item in json.loads(listing.read_text()):
         path = EXAMPLES_DIR / item["file"]
         if path.is_file():
-            rows.append([str(path), item["transcript"], "both", default_checkpoint_name])
+            rows.append([str(path), item["transcript"], "both", default_checkpoint_name, False])
             labels.append(f"{item.get('emotion', path.stem)}: \u201c{item['transcript']}\u201d")
     return rows, labels
 
@@ -262,6 +265,11 @@ def build_demo(service: Service) -> gr.Blocks:
                     checkpoint = gr.Dropdown(list(service.recognizers), value=service.default,
                                              label="Model", interactive=len(service.recognizers) > 1,
                                              elem_id="checkpoint")
+                read_all_words = gr.Checkbox(
+                    False, label="Read every word", elem_id="read-all-words",
+                    info="The model sets aside words that carry no emotion its text branch is sure of, and the "
+                         "voice answers alone. Tick to read them anyway, as the paper's model does, and see what "
+                         "they change.")
                 button = gr.Button("Analyse", variant="primary", elem_id="analyse")
                 examples_slot = gr.Column()  # filled below, once the outputs exist
             with gr.Column(scale=1):
@@ -296,7 +304,7 @@ def build_demo(service: Service) -> gr.Blocks:
 
         outputs = [label, summary, probabilities, transcript, mfcc, spu, attention, highlighted,
                    uniform, word_curves, word_faithfulness, window_curves, window_faithfulness, timings, notes, details]
-        inputs = [audio, transcript, modality, checkpoint]
+        inputs = [audio, transcript, modality, checkpoint, read_all_words]
         # Progress shows on the answer alone, as elapsed time without the animated overlay: the
         # animation took the visitor's browser CPU that, on a small machine, the analysis needs
         # (headless Chromium on the server's 2 cores: click -> visible 908 -> 798 ms median).
@@ -312,8 +320,8 @@ def build_demo(service: Service) -> gr.Blocks:
                 gr.Examples(rows, inputs, outputs, fn=analyze, run_on_click=True, cache_examples=False,
                             example_labels=example_labels,
                             label="Examples: synthetic speech made with espeak-ng (the model, trained on human voices, "
-                                  "hears the happy robot voice as neutral and the other three as meant; switch to "
-                                  "text only to see the words' branch). "
+                                  "hears the angry and the sad one as meant, the happy and the neutral robot voices "
+                                  "as angry; switch to text only to see the words' branch). "
                                   "Click one to analyse it.")
         gr.Markdown(
             "<small>MSCNN-SPU-ATT: Peng, Lu, Pan, Liu, *Efficient Speech Emotion Recognition Using Multi-Scale "

@@ -132,6 +132,8 @@ def one_run(browser, url: str, seconds: float) -> dict:
         audio.locator("button.stop-button").click()
         audio.locator("button.record-button").wait_for(state="detached", timeout=30_000)  # uploaded
         page.wait_for_timeout(1000)
+        # every output on screen: the words read even where the words gate would set them aside
+        page.locator("#read-all-words input").check()
         page.evaluate(CLICK_AND_WATCH)
         visible_ms = page.wait_for_function("() => window.__visible", polling=250, timeout=120_000).json_value()
         timings = page.locator("#timings").inner_text()

@@ -122,6 +122,7 @@ def analyze(
     word_memory=None,
     alongside=None,
     while_measuring=None,
+    read_all_words: bool = False,
 ) -> Analysis:
     """ingest -> ASR (only when the text branch needs words and none were typed), alongside it the
     audio features -> the words' features -> model -> explanations. Raises AudioInputError / PredictionError with a message for the user.
@@ -133,10 +134,11 @@ def analyze(
     alongside(heard): work on the audio that needs no words, done while Whisper transcribes
     (`EmotionRecognizer.listen`). while_measuring(analysis): work on the finished analysis that
     needs no deletion curves (the page's figures), done while another thread measures them;
-    `analysis.faithfulness` is filled in when both are done."""
+    `analysis.faithfulness` is filled in when both are done. read_all_words: read the words with the
+    voice even where the checkpoint's words gate would set them aside (the paper's fusion)."""
     heard = recognizer.listen(audio, sample_rate, transcript, modality, max_seconds=max_seconds,
                               transcriber=transcriber, asr_unavailable=asr_unavailable, features=True,
-                              alongside=alongside)
+                              alongside=alongside, read_all_words=read_all_words)
     timings, notes = heard.timings, heard.notes
     if word_memory is not None and heard.waveform is not None:
         if heard.source == "asr" and heard.words:

@@ -201,6 +201,7 @@ class EmotionRecognizer:
         asr_unavailable: Optional[str] = None,
         features: bool = False,
         alongside: Optional[Callable[[Heard], None]] = None,
+        read_all_words: bool = False,
     ) -> Heard:
         """Ingest the recording and find the words: the steps before the features, shared by
         `predict` and the app's analysis. A blank transcript asks Whisper (`transcriber`, by
@@ -209,7 +210,9 @@ class EmotionRecognizer:
 
         features: also compute the audio features (`heard.features`, for `prepare`), in this
         thread while Whisper transcribes in another (`transcribe_alongside`); then, only when
-        Whisper does run alongside, `alongside(heard)`: more work that needs no words."""
+        Whisper does run alongside, `alongside(heard)`: more work that needs no words.
+        read_all_words: read the words with the voice even where the checkpoint's words gate would
+        set them aside (the paper's fusion; `ser_demo.words_gate`)."""
         from .ingest import load_audio
 
         wants_audio, wants_text = self.branches(modality)
@@ -276,7 +279,7 @@ class EmotionRecognizer:
                 heard.notes.append(unsure_words_note(result, read=not wants_audio))
                 if wants_audio:  # the voice answers alone
                     heard.unsure_words, heard.transcript, heard.words, heard.phrases = heard.transcript, "", [], []
-        if wants_audio and wants_text and heard.transcript:
+        if wants_audio and wants_text and heard.transcript and not read_all_words:
             self.gate_words(heard)
         if wants_text and not heard.transcript:
             if not wants_audio:
@@ -339,11 +342,14 @@ class EmotionRecognizer:
         *,
         modality: str = "both",
         max_seconds: Optional[float] = 30.0,
+        read_all_words: bool = False,
     ) -> Prediction:
         """Classify one utterance. `audio`: a path, a Gradio (rate, array) pair, or an array with
-        `sample_rate`. A missing transcript is filled in by the transcriber, if there is one."""
+        `sample_rate`. A missing transcript is filled in by the transcriber, if there is one.
+        `read_all_words` reads the words even where the words gate would set them aside."""
         start = time.perf_counter()
-        heard = self.listen(audio, sample_rate, transcript, modality, max_seconds=max_seconds, features=True)
+        heard = self.listen(audio, sample_rate, transcript, modality, max_seconds=max_seconds, features=True,
+                            read_all_words=read_all_words)
         timings, notes = heard.timings, heard.notes
         t = time.perf_counter()
         inputs = self.prepare(heard.waveform_for_model, heard.transcript, modality, heard.encoded, heard.features)

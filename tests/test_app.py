@@ -120,12 +120,12 @@ def client(server):
     return Client(server.url, verbose=False, analytics_enabled=False)
 
 
-def call(client, audio, transcript="", modality="both", checkpoint=None, server=None):
+def call(client, audio, transcript="", modality="both", checkpoint=None, server=None, *more):
     from gradio_client import handle_file
 
     result = client.predict(
         handle_file(str(audio)) if audio is not None else None, transcript, modality,
-        checkpoint if checkpoint is not None else server.checkpoint_name, api_name="/analyze",
+        checkpoint if checkpoint is not None else server.checkpoint_name, *more, api_name="/analyze",
     )
     names = ["label", "summary", "probabilities_plot", "transcript", "mfcc_plot", "spu_plot",
              "attention_plot", "highlighted", "uniform", "word_curves_plot", "word_faithfulness",
@@ -145,7 +145,9 @@ def assert_jpeg(path) -> None:
 def test_api_lists_the_analyze_and_timeline_endpoints(client):
     info = client.view_api(print_info=False, return_format="dict")
     endpoint = info["named_endpoints"]["/analyze"]
-    assert [p["parameter_name"] for p in endpoint["parameters"]] == ["audio", "transcript", "modality", "checkpoint_name"]
+    assert [p["parameter_name"] for p in endpoint["parameters"]] == ["audio", "transcript", "modality", "checkpoint_name",
+                                                                     "read_all_words"]
+    assert endpoint["parameters"][-1]["parameter_has_default"]  # clients that send four arguments still work
     assert set(info["named_endpoints"]) == {"/analyze", "/timeline"}  # the live stream stays private
 
 
@@ -197,6 +199,16 @@ def test_word_times_survive_a_rerun_with_the_same_or_an_edited_transcript(client
     edited = call(client, SPEECH_FILE, "well " + " ".join(tokens[1:]), server=server)["details"]
     assert edited["tokens"][0] == "well" and edited["token_times"][0] is None  # a new word has no time
     assert edited["token_times"][1:] == heard["token_times"][1:]
+
+
+def test_read_every_word_reads_what_the_words_gate_sets_aside(client, server):
+    script = "Kids are talking by the door."  # RAVDESS's script: the bundled text branch is sure of no emotion
+    gated = call(client, SPEECH_FILE, script, server=server)  # the box left as it is: the gate applies
+    assert gated["details"]["words_set_aside"] == script and gated["details"]["tokens"] == []
+    assert gated["transcript"] == script and any("the voice answers alone" in n for n in gated["details"]["notes"])
+    read = call(client, SPEECH_FILE, script, "both", None, server, True)
+    assert read["details"]["words_set_aside"] == "" and read["details"]["tokens"] == ["kids", "are", "talking", "by", "the", "door"]
+    assert read["details"]["attention"] and read["word_curves_plot"]
 
 
 def test_modalities(client, server):
@@ -324,7 +336,8 @@ def test_sixteen_clients_four_requests_each(server, tmp_path):
     for c, r, _, out in answered:
         path, text, seconds = jobs[c, r]
         d = out["details"]
-        assert d["transcript"] == text and out["transcript"] == text
+        # its own words come back, read or set aside by the checkpoint's words gate
+        assert text in (d["transcript"], d["words_set_aside"]) and out["transcript"] == text
         assert d["duration_seconds"] == pytest.approx(seconds, abs=0.011)
         for label, p in expected[c, r].items():
             assert d["probabilities"][label] == pytest.approx(p, abs=2e-4)

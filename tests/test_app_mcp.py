@@ -14,7 +14,7 @@ import pytest
 
 from test_app import SPEECH_FILE, call, server  # noqa: F401 - the session's `python app.py`
 
-PARAMETERS = ["audio", "transcript", "modality", "checkpoint_name"]
+PARAMETERS = ["audio", "transcript", "modality", "checkpoint_name", "read_all_words"]
 
 
 def test_the_schema_lists_the_analysis_tool_with_its_parameters(server):  # noqa: F811

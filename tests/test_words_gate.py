@@ -58,8 +58,9 @@ def test_with_gate_labels_only_their_probability_counts():
 
 @pytest.fixture(scope="module")
 def gated() -> EmotionRecognizer:
+    """The bundled checkpoint with the first gate (any label at 0.5); tests set the labels they study."""
     recognizer = EmotionRecognizer.from_pretrained(str(BUNDLED_CHECKPOINT))
-    recognizer.model.config.words_gate = 0.5
+    recognizer.model.config.words_gate, recognizer.model.config.words_gate_labels = 0.5, None
     return recognizer
 
 
@@ -79,6 +80,11 @@ def test_unsure_words_are_set_aside_and_the_voice_answers_alone(gated):
     assert text_alone.words_set_aside is None and text_alone.tokens
 
 
+def test_the_bundled_checkpoint_gates_on_the_emotions():
+    config = EmotionRecognizer.from_pretrained(str(BUNDLED_CHECKPOINT)).config
+    assert config.words_gate == 0.5 and config.words_gate_labels == EMOTIONS
+
+
 def test_without_a_gate_the_words_are_always_read(gated, monkeypatch):
     monkeypatch.setattr(gated.model.config, "words_gate", None)
     p = gated.predict(FIXTURES / "brother.flac", transcript=SCRIPT)
@@ -95,6 +101,14 @@ def test_with_emotion_labels_words_sure_to_be_neutral_are_set_aside(gated, monke
     np.testing.assert_allclose(list(neutral.probabilities.values()), list(voice.probabilities.values()), atol=1e-6)
     assert any("angry, happy or sad at most" in note and "its surest answer is neutral" in note for note in neutral.notes)
     assert gated.predict(clip, transcript=ANGRY_WORDS).words_set_aside is None  # an emotion it is sure of: read
+
+
+def test_read_all_words_passes_the_gate(gated):
+    clip = FIXTURES / "brother.flac"
+    read = gated.predict(clip, transcript=SCRIPT, read_all_words=True)
+    assert read.words_set_aside is None and read.transcript == SCRIPT and read.attention
+    page = analyze(gated, clip, SCRIPT, explanations=False, read_all_words=True)
+    assert page.transcript == SCRIPT and not page.words_set_aside and page.explanation.tokens
 
 
 def test_the_page_keeps_the_words_it_set_aside(gated):

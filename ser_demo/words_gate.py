@@ -5,15 +5,15 @@ Most of what people say carries no emotion in its words, and an acted corpus's s
 talking by the door") none at all; the fused model still reads such words, and in cross-validation
 they changed a few of the voice's answers, more of them to wrong than to right. So a checkpoint
 may set `ModelConfig.words_gate`: the least probability that the text branch, given the words and
-no audio, must put on its answer. Below it the words are set aside and the voice answers alone,
-everywhere the voice is read (the app, the timeline, `train cv` and `train evaluate`); at or above
-it the model reads voice and words together, as the paper does. A pass of the text branch alone
-costs about 2 ms. Without audio (text only) the words are always read.
+no audio, must put on a label, and `words_gate_labels`: the labels that count (None: any). Below
+it the words are set aside and the voice answers alone, everywhere the voice is read (the app, the
+timeline, `train cv` and `train evaluate`); at or above it the model reads voice and words
+together, as the paper does. A pass of the text branch alone costs about 2 ms. Without audio (text
+only) the words are always read.
 
-Measured on a second training of the bundled recipe (README, "A gate for words that carry no
-emotion"), a gate of 0.5 gave RAVDESS's scripted clips back exactly the voice's answers, but the
-Whisper words of SAVEE that passed it cost those clips more than reading every word did, so the
-bundled checkpoint does not set it: an option, off by default.
+The bundled checkpoint sets 0.5 on angry, happy and sad (README, "A gate for words that carry no
+emotion"): counting any label let through sentences the text branch was sure were neutral, and
+those pulled emotional voices to neutral; neutral wording is no evidence of a neutral voice.
 """
 
 from __future__ import annotations
@@ -51,10 +51,9 @@ def words_are_read(text_alone: np.ndarray, threshold: Optional[float], labels: S
 
 
 def gate_rule(threshold: float, gate_labels: Optional[Sequence[str]] = None) -> str:
-    """The gate's rule in words, for cards, logs and notes: "the text branch alone under 50 % (on
-    angry, happy and sad)"."""
-    counted = "" if gate_labels is None else f" on {listed(gate_labels, 'and')}"
-    return f"the text branch alone under {100 * threshold:.0f} %{counted}"
+    """The gate's rule in words, for cards, logs and notes: when the words are set aside."""
+    counted = "its answer" if gate_labels is None else f"each of {listed(gate_labels, 'and')}"
+    return f"the text branch, reading the words alone, gives less than {100 * threshold:.0f} % to {counted}"
 
 
 def listed(names: Sequence[str], last: str) -> str:

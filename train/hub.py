@@ -273,9 +273,8 @@ def describe_model(config) -> str:
                      f"fitted after the network on its training clips, whose answer makes {head['share']:.0%} of the "
                      "output probabilities when there is audio")
     if config.use_audio and config.use_text and config.words_gate is not None:
-        parts.append(f"and, not in the paper, a words gate: words are read with the voice only when the text branch, "
-                     f"reading them alone, is sure of them; below that ({gate_rule(config.words_gate, config.words_gate_labels)}) "
-                     "they are set aside, and the voice answers alone")
+        parts.append(f"and, not in the paper, a words gate: when {gate_rule(config.words_gate, config.words_gate_labels)}, "
+                     "the words are set aside and the voice answers alone")
     return ("; ".join(parts) + ". It classifies an utterance as angry, happy, sad or neutral, from audio and "
             "transcript together, audio alone or text alone. Checkpoints that read Whisper encoder states need "
             "the same Whisper model, compute type, context and layer (recorded in config.json) and refuse another.")

@@ -60,8 +60,9 @@ class ModelConfig:
     # A linear head on clip statistics whose answer is mixed into the network's (not in the
     # paper; `ser_demo.statistics_head`): {"parts": [...], "share": 0.25, "penalty": L2}.
     statistics_head: Optional[dict] = None
-    # The least probability the text branch alone must give its answer for the words to be read
-    # with the voice (not in the paper; `ser_demo.words_gate`); None reads them always.
+    # The least probability the text branch alone must give a label (one of words_gate_labels, if
+    # set) for the words to be read with the voice (not in the paper; `ser_demo.words_gate`); None
+    # reads them always.
     words_gate: Optional[float] = None
     # The labels whose probability counts for the gate; None: any. ("angry", "happy", "sad")
     # reads the words only when they carry an emotion: words the text branch is sure are neutral

@@ -123,3 +123,16 @@ def test_push_to_hub_passes_the_token_to_the_client(tmp_path, monkeypatch):
     write_model_card(tmp_path, {}, TRAINING_DATA, protocol="p")
     push_to_hub(tmp_path, "someone/model", token="hf_secret")
     assert tokens == ["hf_secret"]
+
+
+@pytest.mark.parametrize("gate_labels, rule", [
+    (None, "gives less than 50 % to its answer"),
+    (("angry", "happy", "sad"), "gives less than 50 % to each of angry, happy and sad"),
+])
+def test_the_model_description_states_the_words_gate(gate_labels, rule):
+    from ser_demo.model import ModelConfig
+    from train.hub import describe_model
+
+    assert "words gate" not in describe_model(ModelConfig())
+    described = describe_model(ModelConfig(words_gate=0.5, words_gate_labels=gate_labels))
+    assert f"a words gate: when the text branch, reading the words alone, {rule}, the words are set aside" in described

@@ -296,7 +296,8 @@ class EmotionRecognizer:
 
     def gate_words(self, heard: Heard) -> None:
         """The words gate (`ser_demo.words_gate`): words the text branch, reading them alone, is not
-        sure of (of an emotion, with `words_gate_labels`) are set aside (`heard.words_set_aside`, with a note), and the voice answers alone."""
+        sure of (of an emotion, with `words_gate_labels`) are set aside (`heard.words_set_aside`,
+        with a note), and the voice answers alone."""
         threshold = self.config.words_gate
         if threshold is None or not self.word_vectors.encode(heard.transcript).words:
             return

@@ -46,8 +46,13 @@ def words_are_read(text_alone: np.ndarray, threshold: Optional[float], labels: S
     if threshold is None:
         return np.ones(len(text_alone), dtype=bool)
     if gate_labels is not None:
-        text_alone = text_alone[:, [list(labels).index(name) for name in gate_labels]]
+        text_alone = text_alone[:, label_columns(labels, gate_labels)]
     return text_alone.max(-1) >= threshold
+
+
+def label_columns(labels: Sequence[str], names: Sequence[str]) -> list[int]:
+    """The columns of `names` in probabilities ordered as `labels`."""
+    return [list(labels).index(name) for name in names]
 
 
 def gate_rule(threshold: float, gate_labels: Optional[Sequence[str]] = None) -> str:
@@ -70,9 +75,8 @@ def set_aside_note(words: str, text_alone: np.ndarray, labels: Sequence[str], th
     if gate_labels is None:
         why = f"read alone, its surest answer is {surest}, under this checkpoint's {100 * threshold:.0f} %"
     else:
-        counted = max(gate_labels, key=lambda name: text_alone[list(labels).index(name)])
-        top = 100 * float(text_alone[list(labels).index(counted)])
-        why = (f"read alone, it gives {listed(gate_labels, 'or')} at most {top:.0f} % ({counted}), under this "
-               f"checkpoint's {100 * threshold:.0f} %; its surest answer is {surest}")
+        top = max(label_columns(labels, gate_labels), key=lambda j: text_alone[j])
+        why = (f"read alone, it gives {listed(gate_labels, 'or')} at most {100 * float(text_alone[top]):.0f} % "
+               f"({labels[top]}), under this checkpoint's {100 * threshold:.0f} %; its surest answer is {surest}")
     return (f'the words "{words}" carry no emotion the text branch is sure of ({why}): '
             "the voice answers alone (choose text only to see what the words say)")

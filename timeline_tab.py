@@ -102,7 +102,8 @@ def segments_frame(result) -> pd.DataFrame:
         share = round(s.probabilities[s.label], 3) if s.probabilities else None
         right = [round(s.calibration[key]["right"], 2) if s.calibration and key in s.calibration else None
                  for key in PROTOCOL_KEYS.values()]
-        rows.append([i, round(s.start, 2), round(s.end, 2), s.label, share, *right, s.text])
+        words = f"{s.text} (set aside: the voice answered alone)" if s.words_set_aside else s.text
+        rows.append([i, round(s.start, 2), round(s.end, 2), s.label, share, *right, words])
     return pd.DataFrame(rows, columns=["#", "start (s)", "end (s)", "emotion", "probability",
                                        "right if as sure: new speakers", "right if as sure: new corpus", "words"])
 
@@ -167,7 +168,7 @@ def build_timeline_tab(service, tabs: gr.Tabs, step_tab: str, step_audio: gr.Aud
             raise PredictionError(f"unknown checkpoint {name!r}; choose one of {', '.join(service.recognizers)}")
         return service.recognizers[name]
 
-    def full_timeline(recording, sample_rate, modality, checkpoint_name, progress):
+    def full_timeline(recording, sample_rate, modality, checkpoint_name, read_all_words, progress):
         recognizer = recognizer_for(checkpoint_name)
         if modality not in ("both", "audio"):
             raise PredictionError(f"modality must be 'both' or 'audio', not {modality!r}")
@@ -175,7 +176,8 @@ def build_timeline_tab(service, tabs: gr.Tabs, step_tab: str, step_audio: gr.Aud
             modality = "audio"
         result = timeline(recognizer, recording, sample_rate, modality=modality, max_seconds=TIMELINE_MAX_SECONDS,
                           transcriber=service.transcriber, asr_unavailable=service.asr_error,
-                          progress=lambda fraction, message: progress(fraction, desc=message))
+                          progress=lambda fraction, message: progress(fraction, desc=message),
+                          read_all_words=bool(read_all_words))
         details = result.to_dict()
         details["checkpoint"] = checkpoint_name or service.default
         return (
@@ -188,16 +190,17 @@ def build_timeline_tab(service, tabs: gr.Tabs, step_tab: str, step_audio: gr.Aud
             _keep_recording(result.waveform),
         )
 
-    def run_timeline(audio, modality, checkpoint_name, progress=gr.Progress()):
+    def run_timeline(audio, modality, checkpoint_name, read_all_words=False, progress=gr.Progress()):
         """Emotion over time in an English speech recording of up to a few minutes: cuts it into utterances (Whisper's sentences, or pauses), classifies each as angry, happy, sad or neutral, and returns the segments (start, end, text, label, probabilities, and how often answers as sure were right in the checkpoint's cross-validation on new speakers and on a new corpus) and a smoothed probability curve.
 
         Args:
             audio: the recording: a URL of an audio file (wav, flac, ogg, mp3, webm, m4a; http(s) or a data: URL with base64).
             modality: "both" (Whisper finds the sentences and the model hears and reads them, the default) or "audio" (the voice only, cut at pauses).
             checkpoint_name: which trained model to use, one of the names this app lists; leave it out for the app's default.
+            read_all_words: true to read each utterance's words with its voice even when the checkpoint's words gate would set them aside because they carry no emotion it is sure of (the paper's fusion); false by default.
         """
         try:
-            return full_timeline(audio, None, modality, checkpoint_name, progress)
+            return full_timeline(audio, None, modality, checkpoint_name, read_all_words, progress)
         except Exception as err:
             raise _user_error(err) from None
 
@@ -221,13 +224,13 @@ def build_timeline_tab(service, tabs: gr.Tabs, step_tab: str, step_audio: gr.Aud
         except Exception as err:
             raise _user_error(err) from None
 
-    def live_stop(live, modality, checkpoint_name, progress=gr.Progress()):
+    def live_stop(live, modality, checkpoint_name, read_all_words, progress=gr.Progress()):
         if live is None or live.duration < 0.5:
             raise gr.Error("The live recording was too short for a timeline: speak for a few seconds.",
                            print_exception=False)
         try:
             waveform = live.finish(timeout=30)
-            outputs = full_timeline(waveform, SAMPLE_RATE, modality, checkpoint_name, progress)
+            outputs = full_timeline(waveform, SAMPLE_RATE, modality, checkpoint_name, read_all_words, progress)
         except Exception as err:
             raise _user_error(err) from None
         return (live.transcript, *outputs)
@@ -258,6 +261,9 @@ def build_timeline_tab(service, tabs: gr.Tabs, step_tab: str, step_audio: gr.Aud
         modality = gr.Radio(TIMELINE_MODALITIES, value="both", label="What the model may use", elem_id="timeline-modality")
         checkpoint = gr.Dropdown(list(service.recognizers), value=service.default, label="Model",
                                  interactive=len(service.recognizers) > 1, elem_id="timeline-checkpoint")
+    read_all_words = gr.Checkbox(False, label="Read every word", elem_id="timeline-read-all-words",
+                                 info="As in the step-by-step tab: tick to read each utterance's words with its "
+                                      "voice even where they carry no emotion the text branch is sure of.")
     with gr.Row():
         with gr.Column():
             live_audio = gr.Audio(sources=["microphone"], streaming=True, type="numpy", elem_id="live-audio",
@@ -289,14 +295,14 @@ def build_timeline_tab(service, tabs: gr.Tabs, step_tab: str, step_audio: gr.Aud
     live = gr.State()
 
     outputs = [chart, table, coloured, summary, chosen, details, recording]
-    button.click(run_timeline, [upload, modality, checkpoint], outputs, api_name="timeline",
+    button.click(run_timeline, [upload, modality, checkpoint, read_all_words], outputs, api_name="timeline",
                  concurrency_limit="default")
     live_outputs = [live, live_chart, live_transcript, live_state_text]
     live_audio.start_recording(live_start, None, live_outputs, api_visibility="private", queue=False)
     live_audio.stream(live_step, [live, live_audio, checkpoint], live_outputs,
                       stream_every=STREAM_EVERY, time_limit=LIVE_MAX_SECONDS, concurrency_limit=LIVE_CONCURRENCY,
                       concurrency_id="live", api_visibility="private", show_progress="hidden")
-    live_audio.stop_recording(live_stop, [live, modality, checkpoint], [live_transcript, *outputs],
+    live_audio.stop_recording(live_stop, [live, modality, checkpoint, read_all_words], [live_transcript, *outputs],
                               api_visibility="private", concurrency_limit="default")
     table.select(choose_row, [details], chosen, api_visibility="private", queue=False)
     opened = open_button.click(open_segment, [recording, chosen, details], [step_audio, step_transcript, tabs],

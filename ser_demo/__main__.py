@@ -17,6 +17,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=None, help="folder or Hub repo id (default: bundled)")
     parser.add_argument("--modality", choices=("both", "audio", "text"), default="both")
     parser.add_argument("--asr", default="default", help="ASR backend, or 'none' to skip Whisper")
+    parser.add_argument("--read-all-words", action="store_true",
+                        help="read the words with the voice even where the checkpoint's words gate would set them "
+                             "aside (they carry no emotion its text branch is sure of)")
 
 
 def main(argv=None) -> int:
@@ -71,7 +74,8 @@ def main(argv=None) -> int:
         if args.command == "timeline":
             return _timeline(recognizer, args)
         prediction = recognizer.predict(
-            args.files[0], transcript=args.transcript, modality=args.modality, max_seconds=args.max_seconds
+            args.files[0], transcript=args.transcript, modality=args.modality, max_seconds=args.max_seconds,
+            read_all_words=args.read_all_words,
         )
     except (AudioInputError, PredictionError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -106,7 +110,7 @@ def _predict_many(recognizer, args) -> int:
         writer = csv.writer(out)
         writer.writerow(csv_header(recognizer.labels))
         rows = predict_rows(recognizer, files, modality=args.modality, max_seconds=args.max_seconds,
-                            workers=args.workers)
+                            workers=args.workers, read_all_words=args.read_all_words)
         for row in tqdm(rows, total=len(files), unit="file", file=sys.stderr, disable=None):
             writer.writerow(row)
             failed += bool(row[-1])
@@ -122,7 +126,7 @@ def _timeline(recognizer, args) -> int:
     from .timeline import TIMELINE_MAX_SECONDS, timeline
 
     result = timeline(recognizer, args.file, modality=args.modality,
-                      max_seconds=args.max_seconds or TIMELINE_MAX_SECONDS)
+                      max_seconds=args.max_seconds or TIMELINE_MAX_SECONDS, read_all_words=args.read_all_words)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     elif args.csv:

@@ -35,8 +35,9 @@ def audio_files(paths: Iterable[str]) -> list[Path]:
 
 def csv_header(labels) -> list[str]:
     """The label, its probabilities, how often answers as sure were right in the checkpoint's
-    cross-validation on new speakers and on a new corpus (empty without its table), the words."""
-    return ["file", "label", *labels, *CSV_COLUMNS, "transcript", "error"]
+    cross-validation on new speakers and on a new corpus (empty without its table), the words the
+    model read, and the words its words gate set aside (`ser_demo.words_gate`: the voice answered alone)."""
+    return ["file", "label", *labels, *CSV_COLUMNS, "transcript", "words_set_aside", "error"]
 
 
 def default_workers() -> int:
@@ -45,9 +46,10 @@ def default_workers() -> int:
 
 
 def predict_rows(recognizer: EmotionRecognizer, files: Iterable[Path], *, modality: str = "both",
-                 max_seconds: Optional[float] = 60.0, workers: Optional[int] = None) -> Iterator[list]:
+                 max_seconds: Optional[float] = 60.0, workers: Optional[int] = None,
+                 read_all_words: bool = False) -> Iterator[list]:
     """One row per file, in `csv_header` order and in the order of `files`, as each is done;
-    `workers` files at once (default: one per core)."""
+    `workers` files at once (default: one per core). `read_all_words` passes the words gate."""
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -60,8 +62,8 @@ def predict_rows(recognizer: EmotionRecognizer, files: Iterable[Path], *, modali
     torch.set_num_threads(1)
     try:
         with threadpool_limits(1), ThreadPoolExecutor(workers, thread_name_prefix="predict-rows") as pool:
-            yield from _in_order(pool, files, lambda path: _row(recognizer, path, modality, max_seconds, labels),
-                                 ahead=2 * workers)
+            yield from _in_order(pool, files, lambda path: _row(recognizer, path, modality, max_seconds, labels,
+                                                                read_all_words), ahead=2 * workers)
     finally:
         torch.set_num_threads(threads)
 
@@ -78,19 +80,19 @@ def _in_order(pool: ThreadPoolExecutor, files: Iterable[Path], score, ahead: int
         yield pending.popleft().result()
 
 
-def _row(recognizer, path, modality, max_seconds, labels) -> list:
+def _row(recognizer, path, modality, max_seconds, labels, read_all_words=False) -> list:
     from .ingest import AudioInputError
     from .utterance import PredictionError
 
     try:
-        p = recognizer.predict(str(path), modality=modality, max_seconds=max_seconds)
+        p = recognizer.predict(str(path), modality=modality, max_seconds=max_seconds, read_all_words=read_all_words)
     except (AudioInputError, PredictionError, OSError) as err:
         return _failed(path, labels, str(err))
     except Exception as err:  # e.g. Whisper failing on one file: report it, score the rest
         return _failed(path, labels, f"{type(err).__name__}: {err}")
     return [str(path), p.label, *[f"{p.probabilities[label]:.4f}" for label in labels],
-            *Calibration.columns(p.calibration), p.transcript or "", ""]
+            *Calibration.columns(p.calibration), p.transcript or "", p.words_set_aside or "", ""]
 
 
 def _failed(path, labels, message: str) -> list:
-    return [str(path), "", *[""] * (len(labels) + len(CSV_COLUMNS)), "", message]
+    return [str(path), "", *[""] * (len(labels) + len(CSV_COLUMNS)), "", "", message]

@@ -59,6 +59,7 @@ class Segment:
     text: str = ""
     words: list = field(default_factory=list)  # transcript.Word, times from the start of the recording
     calibration: Optional[dict] = None  # how often answers as sure were right in cross-validation
+    words_set_aside: bool = False  # `text` carried no emotion the text branch was sure of: the voice answered alone
 
     @property
     def kind(self) -> str:
@@ -68,6 +69,7 @@ class Segment:
         return {
             "start": round(self.start, 3), "end": round(self.end, 3), "kind": self.kind, "label": self.label,
             "probabilities": self.probabilities, "calibration": self.calibration, "text": self.text,
+            "words_set_aside": self.words_set_aside,
             "words": [{"text": w.text, "start": round(w.start, 3), "end": round(w.end, 3)} for w in self.words],
         }
 
@@ -111,7 +113,7 @@ class Timeline:
         }
 
     def csv_header(self) -> list[str]:
-        return [*CSV_FIELDS, *self.labels, *CSV_COLUMNS, "text"]
+        return [*CSV_FIELDS, *self.labels, *CSV_COLUMNS, "text", "words_set_aside"]
 
     def csv_rows(self) -> list[list]:
         """One row per segment, in `csv_header` order; silence has empty probabilities."""
@@ -119,7 +121,7 @@ class Timeline:
         for s in self.segments:
             probabilities = [f"{s.probabilities[label]:.4f}" if s.probabilities else "" for label in self.labels]
             rows.append([f"{s.start:.2f}", f"{s.end:.2f}", s.kind, s.label, *probabilities,
-                         *Calibration.columns(s.calibration), s.text])
+                         *Calibration.columns(s.calibration), s.text, "yes" if s.words_set_aside else ""])
         return rows
 
 
@@ -133,13 +135,15 @@ def timeline(
     transcriber=_OWN,
     asr_unavailable: Optional[str] = None,
     progress: Optional[Callable[[float, str], None]] = None,
+    read_all_words: bool = False,
 ) -> Timeline:
     """Segments with labels and a smoothed curve for `recording` (a path, file bytes, a Gradio
     (rate, array) pair, or an array with `sample_rate`). Whisper (`transcriber`, by default the
     recognizer's own) finds the utterances and their words when the text branch is used; audio-only
     requests, and any request without Whisper, are cut by voice activity. `progress(fraction,
-    message)` is called as the work advances. Raises AudioInputError / PredictionError with a
-    message for the user."""
+    message)` is called as the work advances. `read_all_words` reads every utterance's words with
+    its voice, past the checkpoint's words gate (`ser_demo.words_gate`), as `predict` does. Raises
+    AudioInputError / PredictionError with a message for the user."""
     report = progress or (lambda fraction, message: None)
     use_audio, use_text = recognizer.branches(modality)
     transcriber = recognizer.transcriber if transcriber is _OWN else transcriber
@@ -179,7 +183,8 @@ def timeline(
         hi = spans[i + 1][1] if i + 1 < len(spans) and spans[i + 1][2] is None else end
         segments += classify(recognizer, waveform, begin, end, piece, modality, unknown, work,
                              transcriber if asr and heard is None else None, reach=(lo, hi),
-                             phrases=None if heard is None or piece is None else heard[done])
+                             phrases=None if heard is None or piece is None else heard[done],
+                             read_all_words=read_all_words)
     unclassified, unsure, set_aside = work.pop("unclassified"), work.pop("unsure", 0), work.pop("set aside", 0)
     timings.update(work)
     if unclassified:
@@ -189,10 +194,14 @@ def timeline(
         notes.append(f"Whisper was unsure of the words it heard in {unsure} utterance{'s' * (unsure > 1)} (mean log-probability "
                      f"below {UNSURE_LOG_PROBABILITY:.1f}; Whisper tiny.en knows English only): they were left out, "
                      "and the voice answered alone")
+    config = recognizer.config
     if set_aside:
         notes.append(f"the words of {set_aside} utterance{'s' * (set_aside > 1)} carry no emotion the text branch is sure of "
-                     f"({gate_rule(recognizer.config.words_gate, recognizer.config.words_gate_labels)}): they were set aside, "
+                     f"({gate_rule(config.words_gate, config.words_gate_labels)}): they were set aside, "
                      "and the voice answered alone")
+    elif read_all_words and asr and use_audio and config.words_gate is not None:
+        notes.append("every utterance's words were read with its voice, as asked: the words gate (set aside when "
+                     f"{gate_rule(config.words_gate, config.words_gate_labels)}) was off")
     if unknown:
         notes.append("words without a GloVe vector (the model sees zeros for them): " + ", ".join(unknown))
     times, curve = probability_curve(segments, duration, recognizer.labels)
@@ -222,7 +231,8 @@ def transcribe_in_windows(transcriber, waveform: np.ndarray, pieces: list[Piece]
 
 def classify(recognizer: EmotionRecognizer, waveform: np.ndarray, begin: float, end: float,
              piece: Optional[Piece], modality: str, unknown: dict, work: dict, transcriber=None,
-             reach: Optional[tuple[float, float]] = None, phrases: Optional[list] = None) -> list[Segment]:
+             reach: Optional[tuple[float, float]] = None, phrases: Optional[list] = None,
+             read_all_words: bool = False) -> list[Segment]:
     """One span of the timeline: silence as it is, speech through the recognizer's own stages
     (listen -> prepare -> forward) with its own audio and its own words, as `predict` classifies
     a clip. With a `transcriber`, Whisper decodes the words from the encoder pass that the model
@@ -230,7 +240,7 @@ def classify(recognizer: EmotionRecognizer, waveform: np.ndarray, begin: float, 
     segments cut the utterance further (sentences without a pause between them), each part is
     classified alone, with its own pass and its segment's words. `work` gathers seconds per
     stage; `reach` bounds the audio around the speech that listen may trim (default: the span
-    itself)."""
+    itself); `read_all_words` passes the words gate, as in `listen`."""
     if piece is None:
         return [Segment(begin, end, SILENCE)]
     use_audio, use_text = recognizer.branches(modality)
@@ -240,7 +250,7 @@ def classify(recognizer: EmotionRecognizer, waveform: np.ndarray, begin: float, 
     if phrases is not None:
         parts = split_at_phrases(piece, phrases)
         if len(parts) > 1:
-            return split(recognizer, waveform, begin, end, parts, modality, unknown, work)
+            return split(recognizer, waveform, begin, end, parts, modality, unknown, work, read_all_words)
         piece = parts[0]
     # A little audio around the speech, as ingestion keeps around trimmed clips; listen trims it.
     lo, hi = reach or (begin, end)
@@ -248,7 +258,8 @@ def classify(recognizer: EmotionRecognizer, waveform: np.ndarray, begin: float, 
     last = int(min(hi, piece.end + TRIM_PADDING_SECONDS) * SAMPLE_RATE)
     audio, text = waveform[first:last], piece.text if use_text else ""
     try:
-        heard = recognizer.listen(audio, SAMPLE_RATE, text, modality, max_seconds=None, transcriber=transcriber)
+        heard = recognizer.listen(audio, SAMPLE_RATE, text, modality, max_seconds=None, transcriber=transcriber,
+                                  read_all_words=read_all_words)
         for stage, seconds in heard.timings.items():  # ingest (of the utterance: trimming), encoder, asr
             stage = "trim" if stage == "ingest" else stage
             work[stage] = work.get(stage, 0.0) + seconds
@@ -258,7 +269,7 @@ def classify(recognizer: EmotionRecognizer, waveform: np.ndarray, begin: float, 
             offset = (first + speech_bounds(audio)[0]) / SAMPLE_RATE  # Whisper's times are the trimmed clip's
             parts = split_at_phrases(piece, [p.shifted(offset) for p in heard.phrases])
             if len(parts) > 1:
-                return split(recognizer, waveform, begin, end, parts, modality, unknown, work)
+                return split(recognizer, waveform, begin, end, parts, modality, unknown, work, read_all_words)
             piece, text = parts[0], heard.transcript or heard.words_set_aside
         t = time.perf_counter()
         inputs = recognizer.prepare(heard.waveform_for_model, heard.transcript, modality, heard.encoded)
@@ -271,7 +282,8 @@ def classify(recognizer: EmotionRecognizer, waveform: np.ndarray, begin: float, 
     labels = recognizer.labels
     calibration = recognizer.calibration_record(modality, inputs.has_audio, float(np.max(probabilities)))
     return [Segment(begin, end, labels[int(np.argmax(probabilities))],
-                    {label: float(p) for label, p in zip(labels, probabilities)}, text, piece.words, calibration)]
+                    {label: float(p) for label, p in zip(labels, probabilities)}, text, piece.words, calibration,
+                    words_set_aside=bool(heard.words_set_aside))]
 
 
 def _words_of(phrases: list) -> list:
@@ -279,11 +291,12 @@ def _words_of(phrases: list) -> list:
 
 
 def split(recognizer: EmotionRecognizer, waveform: np.ndarray, begin: float, end: float, parts: list[Piece],
-          modality: str, unknown: dict, work: dict) -> list[Segment]:
+          modality: str, unknown: dict, work: dict, read_all_words: bool = False) -> list[Segment]:
     """The span [begin, end) cut into `parts`, each classified alone with its own words."""
     edges = [begin, *(part.start for part in parts[1:]), end]
     return [segment for part, b, e in zip(parts, edges[:-1], edges[1:])
-            for segment in classify(recognizer, waveform, b, e, part, modality, unknown, work)]
+            for segment in classify(recognizer, waveform, b, e, part, modality, unknown, work,
+                                    read_all_words=read_all_words)]
 
 
 def probability_curve(segments: list[Segment], duration: float, labels, step: float = CURVE_STEP_SECONDS,

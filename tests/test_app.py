@@ -149,6 +149,9 @@ def test_api_lists_the_analyze_and_timeline_endpoints(client):
                                                                      "read_all_words"]
     assert endpoint["parameters"][-1]["parameter_has_default"]  # clients that send four arguments still work
     assert set(info["named_endpoints"]) == {"/analyze", "/timeline"}  # the live stream stays private
+    timeline = info["named_endpoints"]["/timeline"]["parameters"]
+    assert [p["parameter_name"] for p in timeline] == ["audio", "modality", "checkpoint_name", "read_all_words"]
+    assert timeline[-1]["parameter_has_default"]
 
 
 def test_a_recording_is_transcribed_classified_and_drawn(client, server):

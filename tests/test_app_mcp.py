@@ -24,7 +24,7 @@ def test_the_schema_lists_the_analysis_tool_with_its_parameters(server):  # noqa
     assert set(by_name) == {"analyze", "run_timeline"}  # the private UI events (live stream, ...) are not tools
     timeline = by_name["run_timeline"]
     assert "over time" in timeline["description"] and list(timeline["inputSchema"]["properties"]) == [
-        "audio", "modality", "checkpoint_name"]
+        "audio", "modality", "checkpoint_name", "read_all_words"]
     assert all(len(p.get("description", "")) > 20 for p in timeline["inputSchema"]["properties"].values())
     tool = by_name["analyze"]
     assert "emotion" in tool["description"] and "angry, happy, sad or neutral" in tool["description"]

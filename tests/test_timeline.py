@@ -169,6 +169,26 @@ def test_with_whisper_each_utterance_has_its_own_words(recognizer, whisper):
     assert progress[0] == 0.0 and progress[-1] == 1.0 and progress == sorted(progress)
 
 
+def test_every_utterances_words_are_read_when_asked(recognizer, whisper):
+    """The words gate sets aside, utterance by utterance, words that carry no emotion its text
+    branch is sure of; read_all_words reads them all, as `predict` does for one clip."""
+    if recognizer.config.words_gate is None:
+        pytest.skip("this checkpoint has no words gate")
+    sentences = json.loads((FIXTURES / "speech.json").read_text())[1:3]  # everyday, emotionless wording
+    audio, spans = join([sf.read(FIXTURES / s["file"], dtype="float32")[0] for s in sentences])
+    gated = timeline(recognizer, audio, RATE, modality="both", transcriber=whisper)
+    read = timeline(recognizer, audio, RATE, modality="both", transcriber=whisper, read_all_words=True)
+    set_aside = [s for s in speech_segments(gated) if s.words_set_aside]
+    assert set_aside and any("they were set aside" in note for note in gated.notes)
+    assert not any(s.words_set_aside for s in speech_segments(read))
+    assert any("the words gate" in note and "was off" in note for note in read.notes)
+    assert [s.text for s in speech_segments(read)] == [s.text for s in speech_segments(gated)]
+    for segment in set_aside:  # the same utterance, now read with its words
+        again = next(s for s in speech_segments(read) if s.start == segment.start)
+        assert again.probabilities != segment.probabilities
+        assert segment.to_dict()["words_set_aside"] and not again.to_dict()["words_set_aside"]
+
+
 class CountingEncoder:
     """Stands in for Whisper's CTranslate2 model and counts the encoder's passes: windows (padded
     to 30 s, or fitted to an utterance while Whisper transcribes it) and the emotion model's
@@ -528,7 +548,7 @@ def test_cli_timeline_json_and_csv(tmp_path, speech, capsys):
     assert code == 0 and [s["kind"] for s in data["segments"]].count("speech") == 2
     code, out, _ = run_cli(capsys, "timeline", str(tmp_path / "long.wav"), "--csv", "--modality", "audio")
     rows = list(csv.reader(io.StringIO(out)))
-    assert code == 0 and rows[0][:4] == ["start", "end", "kind", "label"] and rows[0][-1] == "text"
+    assert code == 0 and rows[0][:4] == ["start", "end", "kind", "label"] and rows[0][-2:] == ["text", "words_set_aside"]
     assert len(rows) - 1 == len(data["segments"]) and [r[2] for r in rows[1:]] == [s["kind"] for s in data["segments"]]
     code, out, err = run_cli(capsys, "timeline", str(tmp_path / "missing.wav"), "--modality", "audio")
     assert code == 2 and "not found" in err and "Traceback" not in err
@@ -548,9 +568,10 @@ def test_cli_predict_folder_to_csv_reports_a_corrupt_file_and_goes_on(tmp_path, 
     assert [Path(r["file"]).name for r in rows] == ["a.wav", "b.wav", "c.flac"]
     bad = rows[1]
     assert bad["label"] == "" and "corrupt or not in an audio format" in bad["error"]
-    # file, label, one column per label, how often answers as sure were right (2), transcript, error
-    labels = list(rows[0])[2:-4]
-    assert list(rows[0])[-4:-2] == ["right_new_speakers", "right_new_corpus"]
+    # file, label, one column per label, how often answers as sure were right (2), the words read and
+    # set aside, error
+    labels = list(rows[0])[2:-5]
+    assert list(rows[0])[-5:-3] == ["right_new_speakers", "right_new_corpus"]
     for row in (rows[0], rows[2]):
         assert row["error"] == "" and float(row[row["label"]]) == max(float(row[label]) for label in labels)
     assert rows[0]["label"] == rows[2]["label"]  # the same audio, the same answer

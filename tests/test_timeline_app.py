@@ -37,10 +37,10 @@ def joined(path, pause: float = 2.0, times: int = 3):
     return path
 
 
-def call_timeline(client, path, modality="audio"):
+def call_timeline(client, path, modality="audio", **more):
     from gradio_client import handle_file
 
-    return client.predict(handle_file(str(path)), modality, app_server().checkpoint_name, api_name="/timeline")
+    return client.predict(handle_file(str(path)), modality, app_server().checkpoint_name, **more, api_name="/timeline")
 
 
 def test_timeline_api(client, tmp_path):
@@ -61,6 +61,13 @@ def test_timeline_api(client, tmp_path):
     assert set(details["curve"]["probabilities"]) == set(details["labels"])
     chart = result[0]  # the native chart's data: the curve and the boundaries
     assert chart is not None
+
+
+def test_timeline_api_reads_every_word_when_asked(client, tmp_path):
+    details = call_timeline(client, joined(tmp_path / "two.wav", times=2), "both", read_all_words=True)[-1]
+    speech = [s for s in details["segments"] if s["kind"] == "speech"]
+    assert speech and not any(s["words_set_aside"] for s in speech)
+    assert not any("set aside," in note for note in details["notes"])
 
 
 def test_timeline_api_errors_are_clear(client, tmp_path):

@@ -133,3 +133,25 @@ def test_scoring_gates_the_words_as_the_app_does(gated, tmp_path, monkeypatch, g
     assert gated.predict(files[0], transcript=SCRIPT).words_set_aside  # both cases are covered
     assert gated.predict(files[1], transcript=ANGRY_WORDS).words_set_aside is None
     assert (gated.predict(files[2], transcript=NEUTRAL_WORDS).words_set_aside is None) == (gate_labels is None)
+
+
+def test_the_command_line_reads_every_word_when_asked(tmp_path, capsys):
+    """`python -m ser_demo predict`: the gate's words come back apart, in JSON and in the CSV's
+    words_set_aside column; --read-all-words reads them."""
+    import csv
+
+    from ser_demo.__main__ import main
+
+    clip = str(FIXTURES / "brother.flac")
+    for flags, read in (([], False), (["--read-all-words"], True)):
+        assert main(["predict", clip, "--transcript", SCRIPT, "--asr", "none", *flags]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert (out["transcript"], out["words_set_aside"]) == ((SCRIPT, None) if read else (None, SCRIPT))
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "a.flac").write_bytes((FIXTURES / "brother.flac").read_bytes())
+    assert main(["predict", str(tmp_path / "clips"), "--csv", str(tmp_path / "out.csv")]) == 0
+    row = next(csv.DictReader((tmp_path / "out.csv").open()))
+    assert row["words_set_aside"] and not row["transcript"]  # Whisper's everyday words: set aside
+    assert main(["predict", str(tmp_path / "clips"), "--csv", str(tmp_path / "out.csv"), "--read-all-words"]) == 0
+    row = next(csv.DictReader((tmp_path / "out.csv").open()))
+    assert row["transcript"] and not row["words_set_aside"]

@@ -51,36 +51,12 @@ class Clock:
         return time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
-class CountingEncoder:
-    """Stands in for a faster-whisper model's CTranslate2 model and counts its encoder passes
-    (the emotion model's and Whisper's own): windows (padded to 30 s, or Whisper's window fitted
-    to an utterance while it transcribes), and clip-context passes over the clip's own frames."""
+def count_encoder_passes(recognizer):
+    """A fresh `EncoderPassCounter` on the recognizer's Whisper, or None without one."""
+    from ser_demo.encoder import EncoderPassCounter
 
-    def __init__(self, whisper):
-        self.whisper, self.model, self.windows, self.clips = whisper, whisper.model, 0, 0
-
-    @property
-    def passes(self) -> tuple[int, int]:
-        return self.windows, self.clips
-
-    def encode(self, features, *args, **kwargs):
-        if self.whisper.fitting or int(features.shape[-1]) == 3000:
-            self.windows += int(features.shape[0])
-        else:
-            self.clips += int(features.shape[0])
-        return self.model.encode(features, *args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self.model, name)
-
-
-def count_encoder_passes(recognizer) -> CountingEncoder | None:
     whisper = recognizer.encoder.whisper if recognizer.encoder is not None else None
-    if whisper is None:
-        return None
-    if not isinstance(whisper.model, CountingEncoder):
-        whisper.model = CountingEncoder(whisper)
-    return whisper.model
+    return None if whisper is None else EncoderPassCounter.install(whisper)
 
 
 def passes(counter, before: tuple[int, int] = (0, 0)) -> str:
@@ -136,7 +112,7 @@ def bench_live(recognizer, transcriber, seconds: float) -> None:
         warm_up.feed(mic[k:k + chunk], 48000, wait=POINT_WAIT)
     warm_up.finish()
     counter = count_encoder_passes(recognizer)
-    before = counter.passes if counter else (0, 0)
+    before = (counter.windows, counter.clips) if counter else (0, 0)
     live = LiveTimeline(recognizer, transcriber, max_seconds=seconds + 1)
     lags, clock = [], Clock()
     start = clock.wall
@@ -168,7 +144,7 @@ def bench_long(recognizer, minutes: float, speech: str) -> None:
 
     audio = recording(minutes * 60, speech=speech)
     counter = count_encoder_passes(recognizer)
-    before = counter.passes if counter else (0, 0)
+    before = (counter.windows, counter.clips) if counter else (0, 0)
     calls, clock = [], Clock()
     result = timeline(recognizer, audio, RATE, modality="both", progress=lambda f, m: calls.append(f))
     wall, cpu = clock.seconds()
@@ -238,7 +214,7 @@ def bench_batch(recognizer, n_files: int, n_whisper: int, workers: list[int]) ->
     for modality, subset, n in runs:
         if modality == "both" and (recognizer.transcriber is None or not subset):
             continue
-        before = counter.passes if counter else (0, 0)
+        before = (counter.windows, counter.clips) if counter else (0, 0)
         clock = Clock()
         rows = list(predict_rows(recognizer, subset, modality=modality, workers=n))
         wall, cpu = clock.seconds()

@@ -244,3 +244,37 @@ def _encoder_width(whisper_model) -> int:
     return int(_to_numpy(whisper_model.encode(silence)).shape[-1])
 
 
+
+
+class EncoderPassCounter:
+    """Counts the encoder passes of a faster-whisper WhisperModel, the emotion model's and Whisper's
+    own, for benchmarks and tests: `windows` (padded to 30 s, or fitted to an utterance while
+    Whisper transcribes it), `clips` (context "clip": the clip's own frames) and each pass's width
+    in log-mel frames. `install` puts a fresh one in place of the WhisperModel's CTranslate2 model;
+    everything else passes through."""
+
+    def __init__(self, whisper_model):
+        self.whisper, self.model = whisper_model, whisper_model.model
+        self.windows, self.clips, self.widths = 0, 0, []
+
+    @classmethod
+    def install(cls, whisper_model) -> "EncoderPassCounter":
+        if isinstance(whisper_model.model, cls):  # count afresh, never a counter inside a counter
+            whisper_model.model = whisper_model.model.model
+        whisper_model.model = cls(whisper_model)
+        return whisper_model.model
+
+    @property
+    def passes(self) -> int:
+        return self.windows + self.clips
+
+    def encode(self, features, *args, **kwargs):
+        self.widths.append(int(features.shape[-1]))
+        if self.whisper.fitting or int(features.shape[-1]) == WINDOW_FRAMES:
+            self.windows += int(features.shape[0])
+        else:
+            self.clips += int(features.shape[0])
+        return self.model.encode(features, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)

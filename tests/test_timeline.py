@@ -21,6 +21,7 @@ import soundfile as sf
 from conftest import ESPEAK_STYLE, FIXTURES, RAVDESS_CODE, SHARED_DATA, espeak
 from ser_demo import load_recognizer
 from ser_demo.__main__ import main
+from ser_demo.encoder import EncoderPassCounter
 from ser_demo.ingest import TRIM_PADDING_SECONDS, AudioInputError
 from ser_demo.utterance import PredictionError
 from ser_demo.segments import Piece, merge_short, split_long, tile, voice_activity
@@ -189,30 +190,6 @@ def test_every_utterances_words_are_read_when_asked(recognizer, whisper):
         assert segment.to_dict()["words_set_aside"] and not again.to_dict()["words_set_aside"]
 
 
-class CountingEncoder:
-    """Stands in for Whisper's CTranslate2 model and counts the encoder's passes: windows (padded
-    to 30 s, or fitted to an utterance while Whisper transcribes it) and the emotion model's
-    clip-context passes (the clip's frames)."""
-
-    def __init__(self, whisper):
-        self.whisper, self.model, self.windows, self.clips, self.widths = whisper, whisper.model, 0, 0, []
-
-    @property
-    def passes(self) -> int:
-        return self.windows + self.clips
-
-    def encode(self, features, *args, **kwargs):
-        self.widths.append(int(features.shape[-1]))
-        if self.whisper.fitting or int(features.shape[-1]) == 3000:
-            self.windows += int(features.shape[0])
-        else:
-            self.clips += int(features.shape[0])
-        return self.model.encode(features, *args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self.model, name)
-
-
 class CountingWhisper:
     """Whisper, counting its transcriptions; `.model` is Whisper's own, so a recognizer reading
     its encoder still shares the pass with it where the context allows."""
@@ -266,7 +243,7 @@ def sharing(request, recognizer, whisper):
     context, layer = READINGS[request.param]
     shared = reading(recognizer, whisper, context, layer)
     assert shared.encoder.whisper is whisper.model and shared.encoder.context == context and shared.encoder.layer == layer
-    counter = whisper.model.model = CountingEncoder(whisper.model)
+    counter = EncoderPassCounter.install(whisper.model)
     heard, listen = [], shared.listen
 
     def listening(audio, *args, **kwargs):  # the audio of every utterance the timeline classifies

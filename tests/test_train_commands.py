@@ -151,7 +151,7 @@ def test_no_dev_trains_on_the_dev_speakers_and_keeps_the_last_epoch(fake_corpora
             "--cache", str(tmp_path / "cache"), "--no-progress", "--epochs", "2", "--no-dev", *TINY_SET]
     cv = tmp_path / "cv"
     result = run_module("train", "cv", *data, "--protocol", "speaker-independent", "--groups", "3", "--seeds", "0",
-                        "--max-folds", "1", "--baselines", "MFCC stats", "--out", str(cv))
+                        "--max-folds", "1", "--baselines", "MFCC stats", "--class-texts", "--out", str(cv))
     assert result.returncode == 0, result.stderr[-2000:]
     log = (cv / "log.txt").read_text()
     assert "seed0/fold0: train 16, dev 0, test 8" in log  # two of three actors train, none is dev
@@ -162,6 +162,13 @@ def test_no_dev_trains_on_the_dev_speakers_and_keeps_the_last_epoch(fake_corpora
     # the baselines choose their L2 on the dev speakers, then train on them too, as the model did
     assert baseline and {r["protocol"] for r in baseline} == {"speaker-independent-3group, dev trained on"}
     assert "baseline MFCC stats: refitted on train + dev (16 clips)" in log
+    # --class-texts: the test clips with a text of their own class and of another, named as what they measure
+    by_setting = {r["setting"]: r for r in model}
+    for setting in ("audio + a text of the clip's own class (label-matched: measures the text branch)",
+                    "audio + a text of another class (measures the text branch)"):
+        assert by_setting[setting]["n_runs"] == 1 and 0 <= by_setting[setting]["ua_mean"] <= 1
+    fold_record = json.loads((cv / "MSCNN-SPU-ATT" / "folds.jsonl").read_text().splitlines()[0])
+    assert fold_record["own-class text"]["n"] == fold_record["other-class text"]["n"] == fold_record["both"]["n"] == 8
     # each fold keeps its model as a checkpoint, with the speakers it never heard: a checkpoint
     # command (here the faithfulness study) runs on it with those voices
     folder = next((cv / "MSCNN-SPU-ATT" / "folds").iterdir()) / "model"

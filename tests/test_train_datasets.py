@@ -28,7 +28,7 @@ from train.datasets import (
 )
 from train.features import INGEST
 from train.transcripts import Transcribed, transcribed_for, transcriber_name, words_read_with_the_voice
-from train.pairing import LabelMatchedPairing, ModalityDropout, natural_pairs
+from train.pairing import LabelMatchedPairing, ModalityDropout, class_text_pairs, natural_pairs
 from train.text_corpora import TEXT_SPLITS, load_dailydialog, load_isear, load_text_corpus
 
 
@@ -633,6 +633,20 @@ def test_neutral_words_pair_clips_of_every_class_with_neutral_texts():
     with pytest.raises(ValueError, match="neutral texts"):
         LabelMatchedPairing([u for u in fake_audio() if u.label != "neutral"],
                             [t for t in fake_texts() if t.label != "neutral"], neutral_words=0.2)
+
+
+def test_class_texts_pair_each_test_clip_with_its_own_class_or_another():
+    """`cv --class-texts`: words that carry an emotion, the clip's own (label-matched) or another's."""
+    own = class_text_pairs(fake_audio(), fake_texts(), seed=3, own_class=True)
+    other = class_text_pairs(fake_audio(), fake_texts(), seed=3, own_class=False)
+    assert [s.utterance_id for s in own] == [s.utterance_id for s in other] == [u.utterance_id for u in fake_audio()]
+    assert all(s.text.startswith(s.label + " ") and s.text_carries_label for s in own)
+    assert all(not s.text.startswith(s.label + " ") and not s.text_carries_label for s in other)
+    assert len({s.text.split()[0] for s in other}) == 4  # every other class is drawn
+    assert own == class_text_pairs(fake_audio(), fake_texts(), seed=3, own_class=True)  # seeded
+    assert own != class_text_pairs(fake_audio(), fake_texts(), seed=4, own_class=True)
+    with pytest.raises(ValueError, match="sad"):
+        class_text_pairs(fake_audio(), [t for t in fake_texts() if t.label != "sad"], seed=0, own_class=True)
 
 
 def test_pairing_refuses_labels_without_texts():

@@ -61,11 +61,12 @@ def command_cv(args, rows_for=None) -> int:
             out_dir=out / row_name.replace("/", "_").replace(" ", "_"), log=log,
             baselines=baselines_of(args) if not rows_for or row_name == "MSCNN-SPU-ATT" else (),
             own_words=args.own_words, extra_texts=args.extra_texts, neutral_words=args.neutral_words,
-            train_on_dev=args.no_dev,
+            train_on_dev=args.no_dev, class_texts=args.class_texts,
         )
         table += result_rows(result["summaries"], row_name, args.transcripts, log)
     if rows_for:
-        both = [r for r in table if r.setting.startswith("audio + ") and ", test corpus" not in r.setting and r.model in variants]
+        both = [r for r in table if r.setting.startswith("audio + ") and ", test corpus" not in r.setting
+                and "measures the text branch" not in r.setting and r.model in variants]
         md, js = write_report(out, table1=[], table2=both, ablation_reference="MSCNN-SPU-ATT")
     else:
         md, js = write_report(out, table1=table)

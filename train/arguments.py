@@ -147,6 +147,10 @@ def protocol_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baselines", nargs="*", default=None, metavar="NAME",
                    help="also score logistic-regression baselines on the same folds (no NAME: all of "
                         "'MFCC stats', 'Whisper encoder stats', 'speaker embedding', 'MFCC + Whisper + speaker')")
+    p.add_argument("--class-texts", action="store_true",
+                   help="also score each test clip paired with a text corpus test sentence of its own class and of "
+                        "another class: words that carry an emotion (the own class carries the label: a measure of "
+                        "the text branch and of the words gate, never of what a user gets)")
     p.add_argument("--out", required=True, help="run folder: logs, per-fold results, results.md/json")
 
 

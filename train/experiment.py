@@ -22,7 +22,8 @@ from ser_demo.words_gate import gate_rule
 from train.datasets import TextSample, Utterance, load_corpus
 from train.features import FeatureBank
 from train.text_corpora import TEXT_SPLITS, load_text_corpus
-from train.pairing import BimodalSample, LabelMatchedPairing, ModalityDropout, natural_pairs, text_samples
+from train.pairing import (BimodalSample, LabelMatchedPairing, ModalityDropout, class_text_pairs, natural_pairs,
+                           text_samples)
 from train.protocol import Fold, FoldResult, evaluate, make_folds, summarize
 from train import predictions
 from train.trainer import TrainSettings, fit, is_main_process, most_likely, predict_parts
@@ -37,7 +38,13 @@ SETTINGS = {
     "both": "audio + the clip's words",
     "text": "the clip's words only",
     "text corpus": "text only (text corpora's test sentences)",
+    # `cv --class-texts`: words that do carry an emotion (the text corpora's test sentences). A
+    # text of the clip's own class carries its label: these measure the text branch and what the
+    # words gate lets through, never what a user gets.
+    "own-class text": "audio + a text of the clip's own class (label-matched: measures the text branch)",
+    "other-class text": "audio + a text of another class (measures the text branch)",
 }
+CLASS_TEXTS = {"own-class text": True, "other-class text": False}
 
 # Rows of the paper's Table 2 as switches of ModelConfig.
 ABLATIONS = {
@@ -161,6 +168,8 @@ def run_fold(data: Data, fold: Fold, config: ModelConfig, settings: TrainSetting
     for modality in modalities:
         if modality == "text corpus":
             samples = text_corpus_samples(data)
+        elif modality in CLASS_TEXTS:
+            samples = class_text_pairs(tested, data.texts["test"], fold.seed, own_class=CLASS_TEXTS[modality])
         else:
             samples = [s for s in restrict(test_with_voice if modality == "both" else test, modality)
                        if modality != "text" or s.text]
@@ -204,25 +213,28 @@ def save_fold_model(run_dir: Path, model, fold: Fold, test_speakers: Sequence[st
     return folder
 
 
-def supported_modalities(config: ModelConfig, dropout: ModalityDropout, has_text_corpus: bool = False) -> list[str]:
-    """Test settings that mean something for this model (see SETTINGS)."""
+def supported_modalities(config: ModelConfig, dropout: ModalityDropout, has_text_corpus: bool = False,
+                         class_texts: bool = False) -> list[str]:
+    """Test settings that mean something for this model (see SETTINGS); `class_texts` adds the
+    clips paired with texts of their own and of another class (needs the text corpora)."""
     text_corpus = ["text corpus"] if has_text_corpus else []
     if not (config.use_audio and config.use_text):
         return ["audio"] if config.use_audio else ["text"] + text_corpus
     # Single-modality scores of a bimodal model mean something only if it saw that case in training.
-    return (["audio"] if dropout.p_text > 0 else []) + ["both"] + (["text"] + text_corpus if dropout.p_audio > 0 else [])
+    return ((["audio"] if dropout.p_text > 0 else []) + ["both"] + (["text"] + text_corpus if dropout.p_audio > 0 else [])
+            + (list(CLASS_TEXTS) if class_texts and has_text_corpus else []))
 
 
 def cross_validate(data: Data, protocol: str, config: ModelConfig, settings: TrainSettings, bank: FeatureBank,
                    dropout: ModalityDropout, seeds=(0, 1, 2), n_folds=10, n_speaker_groups=5,
                    max_folds: Optional[int] = None, out_dir: Optional[Path] = None, log=print,
                    baselines: Sequence[str] = (), own_words: float = 0.0, extra_texts: int = 0,
-                   neutral_words: float = 0.0, train_on_dev: bool = False) -> dict:
+                   neutral_words: float = 0.0, train_on_dev: bool = False, class_texts: bool = False) -> dict:
     """Train and test every fold; returns {setting: Summary} and the per-fold results. Settings
     are the keys of SETTINGS, "baseline:NAME", and each of them per corpus as "KEY [corpus]"."""
     folds = make_folds(data.utterances, protocol, seeds=seeds, n_folds=n_folds, n_speaker_groups=n_speaker_groups)
     folds = folds[:max_folds] if max_folds else folds
-    modalities = supported_modalities(config, dropout, bool(data.texts))
+    modalities = supported_modalities(config, dropout, bool(data.texts), class_texts)
     per_modality: dict[str, list[FoldResult]] = {}
     for fold in folds:
         folder = fold.name.replace("/", "_") + ("_dev-trained" if train_on_dev else "")  # never resume the other kind

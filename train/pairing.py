@@ -106,6 +106,26 @@ def pair(utterance: Utterance, text: str, text_corpus: str, carries_label: bool 
     )
 
 
+def class_text_pairs(utterances: Sequence[Utterance], texts: Sequence[TextSample], seed: int,
+                     own_class: bool) -> list[BimodalSample]:
+    """Each clip with a text of its own class (`own_class`) or of another class, drawn at random
+    (seeded) from `texts`: how much words that do carry an emotion move the voice. A text of the
+    clip's own class carries its label, so this measures the text branch, never what a user gets."""
+    rng = random.Random(f"class-texts:{seed}:{own_class}")
+    by_label: dict[str, list[TextSample]] = {}
+    for t in texts:
+        by_label.setdefault(t.label, []).append(t)
+    missing = sorted({u.label for u in utterances} - set(by_label))
+    if missing or len(by_label) < 2:
+        raise ValueError(f"texts of the clips' classes are needed (missing: {', '.join(missing) or 'a second class'})")
+    samples = []
+    for u in utterances:
+        label = u.label if own_class else rng.choice(sorted(k for k in by_label if k != u.label))
+        text = rng.choice(by_label[label])
+        samples.append(pair(u, text.text, text.corpus, carries_label=own_class))
+    return samples
+
+
 def text_samples(texts: Sequence[TextSample], split: str = "") -> list[BimodalSample]:
     """Texts alone (no audio): how a text corpus trains or tests the text branch."""
     return [

@@ -494,7 +494,9 @@ def test_json_schema(recognizer, speech):
                          "timings", "notes"}
     assert data["labels"] == list(recognizer.labels) and data["modality"] == "audio"
     for segment in data["segments"]:
-        assert set(segment) == {"start", "end", "kind", "label", "probabilities", "calibration", "text", "words"}
+        assert set(segment) == {"start", "end", "kind", "label", "probabilities", "calibration", "text", "words",
+                                "words_set_aside"}
+        assert segment["words_set_aside"] in (True, False)
         assert isinstance(segment["start"], float) and segment["end"] > segment["start"]
         if segment["kind"] == "speech":
             assert list(segment["probabilities"]) == data["labels"]

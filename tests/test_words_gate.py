@@ -155,3 +155,25 @@ def test_the_command_line_reads_every_word_when_asked(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "clips"), "--csv", str(tmp_path / "out.csv"), "--read-all-words"]) == 0
     row = next(csv.DictReader((tmp_path / "out.csv").open()))
     assert row["transcript"] and not row["words_set_aside"]
+
+
+RECIPE_RESULTS = BUNDLED_CHECKPOINT / "results" / "recipe"
+CLASS_TEXTS = "whisper-block2-clip-ge2e-text-24ep-recipe-consistency3-words-no-dev-texts2400-seed4-5{}-class-texts.jsonl"
+
+
+@pytest.mark.skipif(not (RECIPE_RESULTS / CLASS_TEXTS.format("")).is_file(), reason="no committed class-texts runs")
+def test_the_readme_class_text_rows_are_the_committed_runs():
+    """README's gate table: texts of the clip's own class and of another (`cv --class-texts` on the
+    fresh folds), read always -> gated, are the means over the committed folds."""
+    readme = " ".join((BUNDLED_CHECKPOINT.parents[1] / "README.md").read_text().split())
+
+    def mean_ua(variant: str, key: str) -> str:
+        folds = [json.loads(line) for line in (RECIPE_RESULTS / CLASS_TEXTS.format(variant)).read_text().splitlines()]
+        scores = [f[key]["ua"] for f in folds if key in f]
+        assert len(folds) == 6 and scores
+        return f"{100 * np.mean(scores):.2f}"
+
+    for setting, name in (("own-class text", "a text of the clip's own class"), ("other-class text", "a text of another class")):
+        cells = [f"{mean_ua('', setting + corpus)} → {mean_ua('-words-gate0.5-emotions', setting + corpus)}"
+                 for corpus in ("", " [ravdess]", " [tess]", " [savee]")]
+        assert f"| + {name}, read always → gated | {' | '.join(cells)} |" in readme

@@ -124,7 +124,7 @@ def _summary(result) -> str:
     counts = {label: sum(s.label == label for s in speech) for label in result.labels}
     found = ", ".join(f"{n} {label}" for label, n in counts.items() if n)
     how = "Whisper's sentences" if result.segmentation == "asr" else "pauses (voice activity)"
-    lines = [f"**{len(speech)} utterances** in {result.duration:.1f} s, cut at {how}: {found or 'no speech'}. "
+    lines = [f"**{len(speech)} utterance{'s' * (len(speech) != 1)}** in {result.duration:.1f} s, cut at {how}: {found or 'no speech'}. "
              f"Built in {result.timings.get('total', 0):.1f} s."]
     measured_on = {key: s.calibration[key]["measured_on"] for s in speech if s.calibration
                    for key in PROTOCOL_KEYS.values() if key in s.calibration}

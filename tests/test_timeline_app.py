@@ -108,7 +108,7 @@ def test_live_microphone_chart_transcript_and_open_a_segment(tmp_path):
         live.locator("button.stop-button").click()
         # the whole live recording becomes a timeline
         page.wait_for_function(  # the summary itself, not the progress bar shown over it meanwhile
-            "() => /\\d+ utterances in/.test(document.querySelector('#timeline-summary')?.innerText || '')",
+            "() => /\\d+ utterances? in/.test(document.querySelector('#timeline-summary')?.innerText || '')",
             timeout=180_000)
         live_points = page.evaluate(points)
         page.screenshot(path=str(ARTIFACTS / "timeline-full.png"), full_page=True)

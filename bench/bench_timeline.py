@@ -59,11 +59,12 @@ def count_encoder_passes(recognizer):
     return None if whisper is None else EncoderPassCounter.install(whisper)
 
 
-def passes(counter, before: tuple[int, int] = (0, 0)) -> str:
+def passes(counter) -> str:
+    """The passes a fresh counter saw, for the figure's line ("" without Whisper)."""
     if counter is None:
         return ""
-    windows, clips = counter.windows - before[0], counter.clips - before[1]
-    return f", encoder passes: {windows} over a Whisper window (30 s, or fitted), {clips} over a clip alone"
+    return (f", encoder passes: {counter.windows} over a Whisper window (30 s, or fitted), "
+            f"{counter.clips} over a clip alone")
 
 
 def sentences(speech: str = "varied") -> list:
@@ -112,7 +113,6 @@ def bench_live(recognizer, transcriber, seconds: float) -> None:
         warm_up.feed(mic[k:k + chunk], 48000, wait=POINT_WAIT)
     warm_up.finish()
     counter = count_encoder_passes(recognizer)
-    before = (counter.windows, counter.clips) if counter else (0, 0)
     live = LiveTimeline(recognizer, transcriber, max_seconds=seconds + 1)
     lags, clock = [], Clock()
     start = clock.wall
@@ -136,7 +136,7 @@ def bench_live(recognizer, transcriber, seconds: float) -> None:
     print(f"live, {seconds:.0f} s stream, {len(lags)} points: all {stats([l for _, l in lags])}; "
           f"first 30 s {stats(first)}; last 30 s {stats(last)}; "
           f"{sum(l > 1.0 for _, l in lags)} points over 1 s; transcript {len(live.transcript.split())} words; "
-          f"{cpu:.1f} s CPU in {wall:.1f} s{passes(counter, before)} ({load()})", flush=True)
+          f"{cpu:.1f} s CPU in {wall:.1f} s{passes(counter)} ({load()})", flush=True)
 
 
 def bench_long(recognizer, minutes: float, speech: str) -> None:
@@ -144,14 +144,13 @@ def bench_long(recognizer, minutes: float, speech: str) -> None:
 
     audio = recording(minutes * 60, speech=speech)
     counter = count_encoder_passes(recognizer)
-    before = (counter.windows, counter.clips) if counter else (0, 0)
     calls, clock = [], Clock()
     result = timeline(recognizer, audio, RATE, modality="both", progress=lambda f, m: calls.append(f))
     wall, cpu = clock.seconds()
     spoken = [s for s in result.segments if s.kind == "speech"]
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
     print(f"long, {result.duration:.0f} s recording ({speech} sentences) with Whisper: {wall:.1f} s = {wall / result.duration:.3f} x real time, "
-          f"{cpu:.1f} s CPU ({timings}); {len(spoken)} utterances{passes(counter, before)}, "
+          f"{cpu:.1f} s CPU ({timings}); {len(spoken)} utterances{passes(counter)}, "
           f"{len(calls)} progress updates ({load()})", flush=True)
 
 
@@ -209,12 +208,11 @@ def bench_batch(recognizer, n_files: int, n_whisper: int, workers: list[int]) ->
     files = audio_files([str(folder)])
     list(predict_rows(recognizer, files[:3], modality="audio"))  # warm-up
     bench_stages(recognizer, str(files[0]))
-    counter = count_encoder_passes(recognizer)
     runs = [("audio", files, n) for n in workers] + [("both", files[:n_whisper], workers[-1])]
     for modality, subset, n in runs:
         if modality == "both" and (recognizer.transcriber is None or not subset):
             continue
-        before = (counter.windows, counter.clips) if counter else (0, 0)
+        counter = count_encoder_passes(recognizer)  # counts this run alone
         clock = Clock()
         rows = list(predict_rows(recognizer, subset, modality=modality, workers=n))
         wall, cpu = clock.seconds()
@@ -222,7 +220,7 @@ def bench_batch(recognizer, n_files: int, n_whisper: int, workers: list[int]) ->
         what = "--modality audio (no Whisper)" if modality == "audio" else "--modality both (Whisper)"
         print(f"batch, {len(subset)} five-second files, {what}, {n} worker{'s' * (n > 1)}: {len(subset) / wall:.2f} files/s "
               f"({wall:.1f} s, {cpu:.1f} s CPU = {cpu / len(subset) * 1000:.0f} ms CPU per file, {failed} failed"
-              f"{passes(counter, before)}) ({load()})", flush=True)
+              f"{passes(counter)}) ({load()})", flush=True)
 
 
 def main() -> None:

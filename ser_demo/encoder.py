@@ -244,8 +244,6 @@ def _encoder_width(whisper_model) -> int:
     return int(_to_numpy(whisper_model.encode(silence)).shape[-1])
 
 
-
-
 class EncoderPassCounter:
     """Counts the encoder passes of a faster-whisper WhisperModel, the emotion model's and Whisper's
     own, for benchmarks and tests: `windows` (padded to 30 s, or fitted to an utterance while

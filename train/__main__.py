@@ -65,8 +65,8 @@ def command_cv(args, rows_for=None) -> int:
         )
         table += result_rows(result["summaries"], row_name, args.transcripts, log)
     if rows_for:
-        both = [r for r in table if r.setting.startswith("audio + ") and ", test corpus" not in r.setting
-                and "measures the text branch" not in r.setting and r.model in variants]
+        _, both_setting = describe_setting("both", "", args.transcripts)  # audio + words, over all test clips
+        both = [r for r in table if r.setting == both_setting and r.model in variants]
         md, js = write_report(out, table1=[], table2=both, ablation_reference="MSCNN-SPU-ATT")
     else:
         md, js = write_report(out, table1=table)

@@ -13,7 +13,7 @@ from .audio import FeatureParams
 from .encoder import CONTEXTS, spec_context
 from .statistics_head import check_head_config
 from .text import DEFAULT_EMBEDDINGS
-from .words_gate import check_words_gate
+from .words_gate import check_words_gate, gate_rule
 
 LABELS = ("angry", "happy", "sad", "neutral")
 FRONTENDS = ("mfcc", "whisper")  # audio front-ends: the paper's MFCCs, Whisper encoder states
@@ -128,6 +128,12 @@ class ModelConfig:
         """(front-end, kernel size) of every audio feature map, in the order the SPU stacks them."""
         sizes = {"mfcc": self.audio_kernel_sizes, "whisper": self.encoder_kernel_sizes}
         return tuple((f, k) for f in self.audio_frontends for k in sizes[f]) if self.use_audio else ()
+
+    @property
+    def words_gate_rule(self) -> Optional[str]:
+        """When the words gate sets the words aside, in words (`ser_demo.words_gate.gate_rule`); None
+        without a gate."""
+        return None if self.words_gate is None else gate_rule(self.words_gate, self.words_gate_labels)
 
     @property
     def audio_statistics(self) -> tuple:

@@ -39,7 +39,6 @@ from .recognizer import EmotionRecognizer
 from .segments import (Piece, merge_short, phrases_by_piece, split_at_phrases, split_long, tile,
                        transcription_windows, voice_activity)
 from .utterance import PredictionError
-from .words_gate import gate_rule
 
 TIMELINE_MAX_SECONDS = 600.0  # a single clip stops at 30 s; a timeline takes minutes
 CURVE_STEP_SECONDS = 0.1
@@ -197,11 +196,11 @@ def timeline(
     config = recognizer.config
     if set_aside:
         notes.append(f"the words of {set_aside} utterance{'s' * (set_aside > 1)} carry no emotion the text branch is sure of "
-                     f"({gate_rule(config.words_gate, config.words_gate_labels)}): they were set aside, "
+                     f"({config.words_gate_rule}): they were set aside, "
                      "and the voice answered alone")
     elif read_all_words and asr and use_audio and config.words_gate is not None:
         notes.append("every utterance's words were read with its voice, as asked: the words gate (set aside when "
-                     f"{gate_rule(config.words_gate, config.words_gate_labels)}) was off")
+                     f"{config.words_gate_rule}) was off")
     if unknown:
         notes.append("words without a GloVe vector (the model sees zeros for them): " + ", ".join(unknown))
     times, curve = probability_curve(segments, duration, recognizer.labels)

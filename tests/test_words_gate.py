@@ -57,6 +57,12 @@ def test_with_gate_labels_only_their_probability_counts():
     assert words_are_read(text_alone, 0.5, labels, ("angry", "happy", "sad")).tolist() == [False, True, False]
 
 
+def test_the_checkpoint_states_its_gate_in_words():
+    assert ModelConfig().words_gate_rule is None
+    rule = ModelConfig(words_gate=0.5, words_gate_labels=EMOTIONS).words_gate_rule
+    assert rule == "the text branch, reading the words alone, gives less than 50 % to each of angry, happy and sad"
+
+
 @pytest.fixture(scope="module")
 def gated() -> EmotionRecognizer:
     """The bundled checkpoint with the first gate (any label at 0.5); tests set the labels they study."""

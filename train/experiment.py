@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from ser_demo.model import ModelConfig
-from ser_demo.words_gate import gate_rule
 from train.datasets import TextSample, Utterance, load_corpus
 from train.features import FeatureBank
 from train.text_corpora import TEXT_SPLITS, load_text_corpus
@@ -182,7 +181,7 @@ def run_fold(data: Data, fold: Fold, config: ModelConfig, settings: TrainSetting
             answers[modality] = predictions.setting_record(samples, parts)
         if "set_aside" in parts and parts["set_aside"].any():
             log(f"  {SETTINGS[modality]}: the words gate set aside the words of {int(parts['set_aside'].sum())} of "
-                f"{len(samples)} clips ({gate_rule(config.words_gate, config.words_gate_labels)}): the voice answered alone")
+                f"{len(samples)} clips ({config.words_gate_rule}): the voice answered alone")
         log(f"  {SETTINGS[modality]}: WA {results[modality].wa:.3f} UA {results[modality].ua:.3f}")
     if run_dir is not None:
         predictions.save(run_dir, model_fold, config.labels, answers)

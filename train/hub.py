@@ -19,7 +19,6 @@ from typing import Any, Mapping, Sequence
 import huggingface_hub
 import yaml
 
-from ser_demo.words_gate import gate_rule
 from train.protocol import Summary
 
 MODEL_NAME = "MSCNN-SPU-ATT"
@@ -273,7 +272,7 @@ def describe_model(config) -> str:
                      f"fitted after the network on its training clips, whose answer makes {head['share']:.0%} of the "
                      "output probabilities when there is audio")
     if config.use_audio and config.use_text and config.words_gate is not None:
-        parts.append(f"and, not in the paper, a words gate: when {gate_rule(config.words_gate, config.words_gate_labels)}, "
+        parts.append(f"and, not in the paper, a words gate: when {config.words_gate_rule}, "
                      "the words are set aside and the voice answers alone")
     return ("; ".join(parts) + ". It classifies an utterance as angry, happy, sad or neutral, from audio and "
             "transcript together, audio alone or text alone. Checkpoints that read Whisper encoder states need "

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from ser_demo.model import ModelConfig
-from ser_demo.words_gate import gate_rule
 from train.datasets import AUDIO_CORPORA, Utterance, load_corpus
 from train.pairing import BimodalSample, LabelMatchedPairing, natural_pairs, text_samples
 from train.protocol import Fold, FoldResult, evaluate
@@ -132,7 +131,7 @@ def audio_corpus_set(
                           "clips: the voice alone, as in the app)")
         samples = natural_pairs(utterances)
     if give_audio and give_text and config.words_gate is not None:
-        words += (f"; words set aside when {gate_rule(config.words_gate, config.words_gate_labels)} "
+        words += (f"; words set aside when {config.words_gate_rule} "
                   "(the voice alone, as in the app)")
     samples = [replace(s, text=s.text if give_text else "", audio_path=s.audio_path if give_audio else None) for s in samples]
     if give_audio and give_text:

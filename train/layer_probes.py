@@ -10,7 +10,9 @@ too, as `cv --no-dev` trains) and is scored on the held-out ones:
         --protocol speaker-independent cross-corpus --seeds 0 1 --out runs/layer-probes
 
 UA (%) per layer and L2, over all test clips and per test corpus (the mean over the folds that
-test it), to --out as layer-probes.md and .json. The cross-corpus protocol deals one fold per
+test it), to --out as layer-probes.md and .json. `--together 2+3` adds a probe that reads the
+statistics of several layers side by side (indices as `encoder_layer` counts them: 0 the
+convolutions, N block N). The cross-corpus protocol deals one fold per
 held-out corpus (seed 0 only: its folds do not depend on the seed). This chose the block that
 `encoder_layer` reads (README, "Which layer of Whisper").
 """
@@ -35,6 +37,17 @@ def layer_statistics(layers: list[np.ndarray]) -> np.ndarray:
 
 def layer_names(n_blocks: int) -> list[str]:
     return ["convolutions", *(f"block {i}" for i in range(1, n_blocks + 1)), "output (layer norm)"]
+
+
+def together_rows(x: np.ndarray, names: list[str], groups: list[str]) -> list[tuple[str, np.ndarray]]:
+    """(name, clip statistics) of each `--together` group ("2+3": blocks 2 and 3 side by side)."""
+    rows = []
+    for group in groups:
+        layers = [int(i) for i in group.split("+")]
+        if len(layers) < 2 or len(set(layers)) != len(layers) or not all(0 <= i < len(names) for i in layers):
+            raise ValueError(f"--together {group!r}: two or more distinct layers of 0..{len(names) - 1} joined by '+'")
+        rows.append((" + ".join(names[i] for i in layers), x[:, layers].reshape(len(x), -1)))
+    return rows
 
 
 def probe_folds(x: np.ndarray, labels: np.ndarray, corpora: np.ndarray, folds, penalty: float,
@@ -90,15 +103,16 @@ def command(args) -> int:
     labels = np.array([labels_of.index(u.label) for u in utterances])
     corpora = np.array([u.corpus for u in utterances])
     names = layer_names(x.shape[1] - 2)
+    probes = [(name, x[:, layer]) for layer, name in enumerate(names)] + together_rows(x, names, args.together)
     results = {"encoder": encoder.spec()["model"], "context": args.context, "clips": len(utterances), "protocols": {}}
     for protocol in args.protocol:
         folds = make_folds(utterances, protocol, seeds=args.seeds[:1] if protocol == "cross-corpus" else args.seeds,
                            n_speaker_groups=args.groups)
         rows = []
-        for layer, name in enumerate(names):
+        for name, statistics_of_layer in probes:
             for penalty in args.penalties:
                 rows.append({"layer": name, "penalty": penalty, "folds": len(folds),
-                             "ua": probe_folds(x[:, layer], labels, corpora, folds, penalty, len(labels_of))})
+                             "ua": probe_folds(statistics_of_layer, labels, corpora, folds, penalty, len(labels_of))})
                 print(f"{protocol}: {name}, L2 {penalty:g}: "
                       + ", ".join(f"{c} {v:.1f}" for c, v in rows[-1]["ua"].items()), flush=True)
         results["protocols"][folds[0].protocol] = rows
@@ -120,6 +134,8 @@ def add_arguments(p) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="speaker-independent dealings (cv --seeds)")
     p.add_argument("--groups", type=int, default=5, help="speaker groups (cv --groups)")
     p.add_argument("--penalties", type=float, nargs="+", default=[0.01, 0.1], metavar="L2")
+    p.add_argument("--together", nargs="+", default=[], metavar="I+J",
+                   help="also probe these layers side by side (0 convolutions, N block N), e.g. 2+3")
     p.add_argument("--context", choices=("clip", "window"), default="clip", help="what the encoder reads (encoder_context)")
     p.add_argument("--out", required=True)
     p.add_argument("--no-progress", action="store_true")

@@ -57,7 +57,8 @@ def test_without_a_gpu_everything_falls_back_to_the_cpu(no_gpu):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # auto falls back silently: it is the normal case
         devices.resolve_device(None)
-    assert devices.whisper_device("cuda") == "cpu"
+    with pytest.warns(UserWarning, match="no CUDA GPU"):
+        assert devices.whisper_device("cuda") == "cpu"
 
 
 def test_with_gpus_auto_and_torchrun_ranks_pick_their_own(two_gpus, monkeypatch):

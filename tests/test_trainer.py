@@ -402,7 +402,7 @@ def test_weight_averaging_warms_up_instead_of_clinging_to_the_initial_weights():
         with torch.no_grad():
             model.weight.add_(1.0)  # the training weights walk from 0 to 10
         averaged.update_parameters(model)
-    value = float(averaged.module.weight[0, 0])
+    value = averaged.module.weight[0, 0].item()
     assert 6.0 < value < 10.0  # plain EMA would sit near 0.99**10 * 1 + ... ~ 0.5
     settled = torch.optim.swa_utils.AveragedModel(model, avg_fn=ema_update(0.99))
     for _ in range(3):

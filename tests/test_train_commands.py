@@ -169,6 +169,10 @@ def test_no_dev_trains_on_the_dev_speakers_and_keeps_the_last_epoch(fake_corpora
         assert by_setting[setting]["n_runs"] == 1 and 0 <= by_setting[setting]["ua_mean"] <= 1
     fold_record = json.loads((cv / "MSCNN-SPU-ATT" / "folds.jsonl").read_text().splitlines()[0])
     assert fold_record["own-class text"]["n"] == fold_record["other-class text"]["n"] == fold_record["both"]["n"] == 8
+    # without a text corpus there is nothing to pair the clips with: said at once, not skipped
+    alone = run_module("train", "cv", "--audio", f"ravdess={fake_corpora['ravdess']}", "--class-texts",
+                       "--out", str(tmp_path / "no-texts"))
+    assert alone.returncode != 0 and "--class-texts" in alone.stderr and "--text" in alone.stderr
     # each fold keeps its model as a checkpoint, with the speakers it never heard: a checkpoint
     # command (here the faithfulness study) runs on it with those voices
     folder = next((cv / "MSCNN-SPU-ATT" / "folds").iterdir()) / "model"

@@ -44,6 +44,8 @@ def command_cv(args, rows_for=None) -> int:
     from train.pairing import ModalityDropout
     from train.report import ResultRow, write_report
 
+    if args.class_texts and not args.text:
+        raise SystemExit("--class-texts pairs the test clips with the text corpora's test sentences: give them with --text")
     out = Path(args.out)
     log = _logger(out)
     data = data_of(args)
